@@ -1,0 +1,1 @@
+"""The document side of ragchat: loaders, chunking, the ingestion pipeline and its CLI."""

@@ -1,0 +1,176 @@
+"""Command-line ingestion: ``ragchat ingest`` and ``ragchat docs`` (also ``python -m ingest``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ingest.chunking import HFTokenizer, TokenChunker
+from ingest.pipeline import IngestPipeline, IngestReport
+from rag.components import build_store
+from rag.errors import DocumentNotFoundError
+from rag.settings import Settings
+
+
+def add_index_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--index`` flag every command takes."""
+    parser.add_argument(
+        "--index",
+        metavar="DIR",
+        type=Path,
+        help="index folder (overrides RAG_INDEX_DIR; default ./data/index)",
+    )
+
+
+def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
+    """Register ``ingest`` and ``docs`` on a subparsers object."""
+    p = sub.add_parser("ingest", help="index files and folders", description=INGEST_HELP)
+    configure_ingest_parser(p)
+    p.set_defaults(func=lambda a: cmd_ingest(a, settings_of(a)))
+
+    docs = sub.add_parser("docs", help="list or delete indexed documents")
+    docs_sub = docs.add_subparsers(dest="docs_command", required=True)
+    p = docs_sub.add_parser("list", help="list indexed documents")
+    add_index_option(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=lambda a: cmd_docs_list(a, settings_of(a)))
+    p = docs_sub.add_parser("delete", help="delete a document and all its chunks")
+    p.add_argument("key", metavar="ID_OR_PATH", help="document id (or a unique prefix) or path")
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_docs_delete(a, settings_of(a)))
+
+
+INGEST_HELP = (
+    "Index PDF, DOCX, Markdown, HTML and text files; folders are walked recursively. "
+    "Unchanged files are skipped (compared by content hash), changed files replace their "
+    "old chunks."
+)
+
+
+def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of the ingest command."""
+    p.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files or folders")
+    p.add_argument(
+        "--prune", action="store_true", help="remove documents whose files no longer exist"
+    )
+    add_index_option(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument(
+        "--chunk-size", type=int, metavar="N", help="word-pieces per chunk (overrides RAG_CHUNK_SIZE)"
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=int,
+        metavar="N",
+        help="word-pieces shared by neighbouring chunks (overrides RAG_CHUNK_OVERLAP)",
+    )
+
+
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given as flags, by settings field name."""
+    flags = {"index": "index_dir", "chunk_size": "chunk_size", "chunk_overlap": "chunk_overlap"}
+    return {
+        field: getattr(args, flag)
+        for flag, field in flags.items()
+        if getattr(args, flag, None) is not None
+    }
+
+
+class _Bars:
+    """tqdm bars for parsing and embedding, shown only on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            label = {"parse": "parsing files", "embed": "embedding chunks"}.get(stage, stage)
+            bar = self.bars[stage] = tqdm(
+                total=total, desc=label, unit="chunk" if stage == "embed" else "file",
+                position=len(self.bars), leave=False,
+            )  # fmt: skip
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Run an ingestion and print its summary; exit code 1 when any file failed."""
+    store = build_store(settings)
+    tokenizer = HFTokenizer(settings.embedding_model_path())
+    chunker = TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
+    bars = _Bars(enabled=sys.stderr.isatty() and not args.json)
+    pipeline = IngestPipeline(
+        store, store.embeddings, chunker, batch_size=settings.embedding_batch_size, progress=bars
+    )
+    try:
+        report = pipeline.run(args.paths, prune=args.prune)
+    finally:
+        bars.close()
+    print_report(report, as_json=args.json)
+    return 1 if report.failed else 0
+
+
+def print_report(report: IngestReport, *, as_json: bool) -> None:
+    """The closing summary, as text or as one JSON object."""
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    for failed in report.failed:
+        print(f"failed: {failed.path}: {failed.reason}", file=sys.stderr)
+    print(
+        f"added {report.count('added')}, updated {report.count('updated')}, "
+        f"unchanged {report.count('unchanged')}, removed {report.count('removed')}, "
+        f"failed {len(report.failed)}; {report.chunks} chunks written in {report.seconds:.1f}s"
+    )
+
+
+def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the indexed documents."""
+    store = build_store(settings)
+    docs = store.documents()
+    if args.json:
+        print(json.dumps([d.to_json() for d in docs], indent=2))
+        return 0
+    if not docs:
+        print(f"no documents in {settings.resolved_index_dir}")
+        return 0
+    for d in docs:
+        pages = f"{d.pages} pages, " if d.pages else ""
+        names = ", ".join(d.sources) or "(no source)"
+        print(f"{d.id[:12]}  {pages}{d.chunks} chunks  {d.ingested_at}  {names}")
+    return 0
+
+
+def cmd_docs_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete one document (by id, id prefix or path) with all its chunks and vectors."""
+    store = build_store(settings)
+    doc_id = store.find_document(args.key)
+    with store.writer() as writer:
+        if not writer.has_document(doc_id):
+            raise DocumentNotFoundError(args.key)
+        n = len(writer.chunk_ids(doc_id))
+        writer.delete_document(doc_id)
+    print(f"deleted document {doc_id[:12]} ({n} chunks)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ingest PATH...``: the same as ``ragchat ingest PATH...``."""
+    from rag.cli import main as ragchat_main
+
+    return ragchat_main(["ingest", *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,1 @@
+"""The question side of ragchat: settings, store, retrieval, chain, citations, memory."""

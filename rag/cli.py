@@ -1,0 +1,118 @@
+"""The ``ragchat`` command: one entry point whose subcommands cover both sides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from rag.errors import RagError
+from rag.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from ingest.cli import settings_overrides
+
+    overrides: dict[str, Any] = settings_overrides(args)
+    return Settings(**overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their flags."""
+    from ingest.cli import add_commands, add_index_option
+
+    parser = argparse.ArgumentParser(
+        prog="ragchat",
+        description="Chat with your documents. Settings come from RAG_* environment "
+        "variables; flags override them.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(sub, _settings)
+
+    p = sub.add_parser("search", help="show the chunks most similar to a query")
+    p.add_argument("query", help="the question or keywords")
+    p.add_argument("-k", type=int, default=5, metavar="N", help="how many chunks (default 5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_search(a, _settings(a)))
+    return parser
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the top chunks for a query: our retrieval probe."""
+    from rag.components import build_store
+
+    if args.k < 1:
+        raise RagError("-k must be at least 1")
+    store = build_store(settings)
+    hits = store.search(args.query, k=args.k)
+    rows = [
+        {
+            "score": round(score, 4),
+            "source": rec.source,
+            "page": rec.page,
+            "chunk_id": rec.chunk_id,
+            "text": rec.text,
+        }
+        for rec, score in hits
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no chunks in the index")
+    for n, row in enumerate(rows, 1):
+        page = f" p. {row['page']}" if row["page"] else ""
+        text = " ".join(str(row["text"]).split())
+        print(f"[{n}] {row['score']:.3f}  {row['source']}{page}  ({row['chunk_id']})")
+        print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
+    return 0
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("pypdf", "httpx", "sentence_transformers", "transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if verbosity < 2:
+        logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "settings"
+        parts.append(f"RAG_{loc.upper()}: {err['msg']}" if err["loc"] else err["msg"])
+    return "invalid setting: " + "; ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ragchat`` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: {_validation_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the index is unchanged by this run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

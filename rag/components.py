@@ -1,0 +1,55 @@
+"""The composition root: builds real components from settings for the entry points.
+
+Only the CLI and the Streamlit layer call this module; everything else receives its
+collaborators as arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from langchain_core.embeddings import Embeddings
+
+from rag.embeddings import embedding_dimension, load_embeddings
+from rag.settings import Settings
+from rag.store import FaissStore
+
+logger = logging.getLogger(__name__)
+
+
+class LazyEmbeddings(Embeddings):
+    """Loads the real model on first use, so commands that only read metadata stay fast."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._model: Embeddings | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Embeddings:
+        """The loaded embedding model."""
+        with self._lock:
+            if self._model is None:
+                self._model = load_embeddings(self._settings)
+            return self._model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed a batch of texts."""
+        return self.model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query."""
+        return self.model.embed_query(text)
+
+
+def build_store(settings: Settings, embeddings: Embeddings | None = None) -> FaissStore:
+    """The index named by the settings, with the configured embedding model."""
+    model_path = settings.embedding_model_path()
+    return FaissStore(
+        settings.resolved_index_dir,
+        embeddings or LazyEmbeddings(settings),
+        model_id=settings.embedding_model,
+        dimension=embedding_dimension(model_path),
+        lock_timeout_s=settings.lock_timeout_s,
+    )
+
