@@ -150,9 +150,11 @@ class TokenChunker:
             j = self._cut(text, tokens, i)
             if not (tokens[i].word_start and tokens[j].word_start):
                 # A cut inside a word re-tokenizes differently: shrink until it fits.
-                while j > i + 1 and self.tokenizer.count(
-                    text[tokens[i].start : tokens[j - 1].end]
-                ) > self.size + self.tokenizer.special_tokens:
+                while (
+                    j > i + 1
+                    and self.tokenizer.count(text[tokens[i].start : tokens[j - 1].end])
+                    > self.size + self.tokenizer.special_tokens
+                ):
                     j -= 1
             chunks.append(self._chunk(block, tokens[i].start, tokens[j - 1].end))
             i = self._next_start(text, tokens, i, j)

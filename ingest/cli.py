@@ -60,7 +60,10 @@ def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
     add_index_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
-        "--chunk-size", type=int, metavar="N", help="word-pieces per chunk (overrides RAG_CHUNK_SIZE)"
+        "--chunk-size",
+        type=int,
+        metavar="N",
+        help="word-pieces per chunk (overrides RAG_CHUNK_SIZE)",
     )
     p.add_argument(
         "--chunk-overlap",

@@ -91,8 +91,10 @@ def detect_kind(path: Path) -> Kind:
             path, f"not a valid {suffix_kind.value.upper()}: the content is plain text"
         )
     lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if suffix_kind is Kind.HTML or lowered.startswith(_HTML_MARKERS) or (
-        suffix_kind is None and lowered.startswith(b"<?xml") and b"<html" in lowered
+    if (
+        suffix_kind is Kind.HTML
+        or lowered.startswith(_HTML_MARKERS)
+        or (suffix_kind is None and lowered.startswith(b"<?xml") and b"<html" in lowered)
     ):
         return Kind.HTML
     if suffix_kind is Kind.MARKDOWN:

@@ -75,11 +75,9 @@ def load_pdf(path: Path) -> LoadedDocument:
 
     try:
         reader = PdfReader(path, strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise IngestError(path, "encrypted PDF: it needs a password")
+        if reader.is_encrypted:
+            reader.decrypt("")  # many PDFs are encrypted with an empty user password
         page_texts = [_clean(page.extract_text() or "") for page in reader.pages]
-    except IngestError:
-        raise
     except FileNotDecryptedError as exc:
         raise IngestError(path, "encrypted PDF: it needs a password") from exc
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
@@ -135,6 +133,8 @@ def load_docx(path: Path) -> LoadedDocument:
     """Paragraphs and tables in body order; Heading/Title styles start new sections."""
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
 
     try:
         document = docx.Document(str(path))
@@ -143,12 +143,12 @@ def load_docx(path: Path) -> LoadedDocument:
         for child in body.iterchildren():
             tag = child.tag.rsplit("}", 1)[-1]
             if tag == "p":
-                para = docx.text.paragraph.Paragraph(child, document)
+                para = Paragraph(child, document)
                 style = (para.style.name if para.style is not None else "") or ""
                 is_heading = style.startswith(("Heading", "Title"))
                 parts.append((para.text, is_heading))
             elif tag == "tbl":
-                table = docx.table.Table(child, document)
+                table = Table(child, document)
                 rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in table.rows]
                 parts.append(("\n".join(rows), False))
     except (PackageNotFoundError, KeyError, ValueError, OSError) as exc:

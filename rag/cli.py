@@ -55,7 +55,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.k < 1:
         raise RagError("-k must be at least 1")
     store = build_store(settings)
-    hits = store.search(args.query, k=args.k)
+    hits = store.search_chunks(args.query, k=args.k)
     rows = [
         {
             "score": round(score, 4),

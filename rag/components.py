@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+
 from langchain_core.embeddings import Embeddings
 
 from rag.embeddings import embedding_dimension, load_embeddings
@@ -52,4 +53,3 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Fai
         dimension=embedding_dimension(model_path),
         lock_timeout_s=settings.lock_timeout_s,
     )
-

@@ -371,7 +371,9 @@ class FaissStore(VectorStore):
             rows = snap.db.execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
         return [ChunkRecord(*row) for row in rows]
 
-    def search_by_vector(self, vector: Sequence[float], k: int = 4) -> list[tuple[ChunkRecord, float]]:
+    def search_chunks_by_vector(
+        self, vector: Sequence[float], k: int = 4
+    ) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first."""
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -381,13 +383,17 @@ class FaissStore(VectorStore):
         query = np.asarray([vector], dtype="float32")
         faiss.normalize_L2(query)
         scores, ids = snap.index.search(query, min(k, snap.index.ntotal))
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        hits = [
+            (int(i), min(1.0, max(-1.0, float(s))))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0
+        ]
         records = self._records(snap, [i for i, _ in hits])
         return [(records[i], s) for i, s in hits if i in records]
 
-    def search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
+    def search_chunks(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks most similar to ``query``, best first."""
-        return self.search_by_vector(self._embeddings.embed_query(query), k)
+        return self.search_chunks_by_vector(self._embeddings.embed_query(query), k)
 
     @staticmethod
     def _records(snap: _Snapshot, ids: list[int]) -> dict[int, ChunkRecord]:
@@ -404,7 +410,7 @@ class FaissStore(VectorStore):
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Documents most similar to ``query`` with cosine similarity."""
-        return [(rec.to_document(s), s) for rec, s in self.search(query, k)]
+        return [(rec.to_document(s), s) for rec, s in self.search_chunks(query, k)]
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         """Documents most similar to ``query``."""
@@ -414,7 +420,7 @@ class FaissStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[Document]:
         """Documents nearest an embedding."""
-        return [rec.to_document(s) for rec, s in self.search_by_vector(embedding, k)]
+        return [rec.to_document(s) for rec, s in self.search_chunks_by_vector(embedding, k)]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # Cosine similarity in [-1, 1] mapped to a relevance in [0, 1].
@@ -671,7 +677,16 @@ class IndexWriter:
         self.db.executemany(
             "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (int(i), f"{doc_id[:16]}-{seq:05d}", doc_id, seq, c.text, c.page, c.heading, c.offset)
+                (
+                    int(i),
+                    f"{doc_id[:16]}-{seq:05d}",
+                    doc_id,
+                    seq,
+                    c.text,
+                    c.page,
+                    c.heading,
+                    c.offset,
+                )
                 for seq, (i, c) in enumerate(zip(ids, chunks, strict=True))
             ],
         )
@@ -730,7 +745,7 @@ class IndexWriter:
             self.abort()
             return
         if self._removed_ids:
-            self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))
+            self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))  # type: ignore[arg-type]
         self.db.commit()
         (n_docs,) = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()
         (n_chunks,) = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()

@@ -1,0 +1,42 @@
+"""Fakes for unit tests: no model, no network."""
+
+from __future__ import annotations
+
+import re
+
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from ingest.chunking import Token
+
+
+class WordTokenizer:
+    """Each word or punctuation mark is one token; a 2-token CLS/SEP frame like BERT's."""
+
+    def __init__(self, window: int = 64) -> None:
+        self._window = window
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def special_tokens(self) -> int:
+        return 2
+
+    def tokenize(self, text: str) -> list[Token]:
+        return [Token(m.start(), m.end(), True) for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+    def count(self, text: str) -> int:
+        return len(self.tokenize(text)) + 2
+
+
+class CountingEmbeddings(DeterministicFakeEmbedding):
+    """Deterministic hash embeddings that count what they were asked to embed."""
+
+    calls: int = 0
+    texts: int = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        self.texts += len(texts)
+        return super().embed_documents(texts)
