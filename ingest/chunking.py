@@ -58,6 +58,8 @@ class HFTokenizer:
         if not self._tok.is_fast:
             raise ValueError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
         self._window = window or _window_of(model_path) or int(self._tok.model_max_length)
+        # Whole blocks are tokenized to find cut points; they may exceed the window.
+        self._tok.model_max_length = 1 << 30
         self._special = len(self._tok("", add_special_tokens=True)["input_ids"])
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,9 +268,12 @@ def _is_navigation(tag: Any) -> bool:
 
 def load_html(path: Path) -> LoadedDocument:
     """Visible text only: scripts, styles and navigation dropped, headings kept as sections."""
-    from bs4 import BeautifulSoup, Comment, NavigableString, Tag
+    from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWarning
 
-    soup = BeautifulSoup(_read_text(path), "lxml")
+    with warnings.catch_warnings():
+        # XHTML pages (like many generated manuals) parse fine as HTML.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(_read_text(path), "lxml")
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     root = soup.body or soup
     parts: list[tuple[str, bool]] = []

@@ -107,6 +107,8 @@ class IngestPipeline:
         self.embeddings = embeddings
         self.chunker = chunker
         self.batch_size = batch_size
+        # Chunks gathered before embedding: enough to sort by length across many batches.
+        self.flush_every = batch_size * 8
         self.loader = loader
         self.progress = progress
 
@@ -129,7 +131,7 @@ class IngestPipeline:
                 if outcome.status == "failed":
                     logger.info("failed: %s: %s", outcome.path, outcome.reason)
                 pending_chunks = sum(len(p.chunks) for p in pending.values())
-                if pending_chunks >= self.batch_size:
+                if pending_chunks >= self.flush_every:
                     self._flush(writer, pending, report)
                 self.progress("parse", n, len(files))
             self._flush(writer, pending, report)
@@ -176,14 +178,22 @@ class IngestPipeline:
         if not pending:
             return
         texts = [c.text for p in pending.values() for c in p.chunks]
+        # Embed in order of length so each batch pads little, then put vectors back in place.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        matrix: np.ndarray | None = None
         started = time.perf_counter()
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            vectors.extend(self.embeddings.embed_documents(texts[start : start + self.batch_size]))
-            logger.debug("embedded batch of %d chunks", len(texts[start : start + self.batch_size]))
-            self.progress("embed", report.chunks + len(vectors), report.chunks + len(texts))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            vectors = np.asarray(
+                self.embeddings.embed_documents([texts[i] for i in batch]), dtype="float32"
+            )
+            if matrix is None:
+                matrix = np.empty((len(texts), vectors.shape[1]), dtype="float32")
+            matrix[batch] = vectors
+            logger.debug("embedded batch of %d chunks", len(batch))
+            self.progress("embed", report.chunks + start + len(batch), report.chunks + len(texts))
         report.embed_seconds += time.perf_counter() - started
-        matrix = np.asarray(vectors, dtype="float32")
+        assert matrix is not None  # pending is never empty here
         at = 0
         for item in pending.values():
             n = len(item.chunks)

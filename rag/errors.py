@@ -54,6 +54,15 @@ class IndexCorruptError(StoreError):
         super().__init__(f"index {self.index_dir} cannot be read: {reason}")
 
 
+class IndexUnwritableError(StoreError):
+    """The index folder cannot be created or written."""
+
+    def __init__(self, index_dir: Path | str, reason: str) -> None:
+        self.index_dir = str(index_dir)
+        self.reason = reason
+        super().__init__(f"cannot write to index {self.index_dir}: {reason}")
+
+
 class IndexMismatchError(StoreError):
     """The index was built with another embedding model than the one configured."""
 

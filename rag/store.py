@@ -45,6 +45,7 @@ from rag.errors import (
     IndexLockedError,
     IndexMismatchError,
     IndexNotFoundError,
+    IndexUnwritableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -280,8 +281,14 @@ class FaissStore(VectorStore):
             raise IndexCorruptError(self.index_dir, f"{CURRENT} names no generation: {name!r}")
         return name
 
-    def _open(self, generation: str) -> _Snapshot:
-        gen_dir = self.index_dir / generation
+    def _read_generation(self, gen_dir: Path) -> tuple[Manifest, Any]:
+        """Manifest (checked against our model) and FAISS index of a generation.
+
+        Raises:
+            FileNotFoundError: the generation vanished (a writer replaced it).
+            IndexCorruptError: a file is unreadable.
+            IndexMismatchError: it was built with another embedding model.
+        """
         try:
             manifest = Manifest.read(gen_dir / MANIFEST)
         except FileNotFoundError:
@@ -297,9 +304,34 @@ class FaissStore(VectorStore):
             raise IndexCorruptError(self.index_dir, f"bad {VECTORS}: {exc}") from exc
         if not (gen_dir / META).is_file():
             raise FileNotFoundError(gen_dir / META)
+        return manifest, index
+
+    def check_consistent(self, db: sqlite3.Connection, index: Any) -> None:
+        """The SQLite side and the FAISS side must hold the same chunks.
+
+        Raises:
+            IndexCorruptError: the metadata is unreadable or disagrees with the vectors.
+        """
+        try:
+            (n_chunks,) = db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}") from exc
+        if n_chunks != index.ntotal:
+            raise IndexCorruptError(
+                self.index_dir, f"{META} has {n_chunks} chunks but {VECTORS} {index.ntotal}"
+            )
+
+    def _open(self, generation: str) -> _Snapshot:
+        gen_dir = self.index_dir / generation
+        manifest, index = self._read_generation(gen_dir)
         db = sqlite3.connect(
             f"file:{gen_dir / META}?mode=ro&immutable=1", uri=True, check_same_thread=False
         )
+        try:
+            self.check_consistent(db, index)
+        except IndexCorruptError:
+            db.close()
+            raise
         return _Snapshot(generation=generation, manifest=manifest, index=index, db=db)
 
     def check_manifest(self, manifest: Manifest) -> None:
@@ -510,8 +542,11 @@ class FaissStore(VectorStore):
         Raises:
             IndexLockedError: another process held the writer lock for ``lock_timeout_s``.
         """
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self.index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise IndexUnwritableError(self.index_dir, exc.strerror or str(exc)) from exc
         try:
             self._acquire(lock_fd)
             writer = IndexWriter(self)
@@ -579,18 +614,25 @@ class IndexWriter:
         numbers = [int(n[1:]) for n in store.generations()]
         self.generation = f"g{(max(numbers) + 1 if numbers else 1):06d}"
         self.dir = self.index_dir / self.generation
-        self.dir.mkdir()
         self.changed = False
         self._removed_ids: list[int] = []
         if self._base is not None:
             base_dir = self.index_dir / self._base
-            manifest = Manifest.read(base_dir / MANIFEST)
-            store.check_manifest(manifest)
+            try:
+                manifest, self.index = store._read_generation(base_dir)
+            except FileNotFoundError as exc:
+                raise IndexCorruptError(self.index_dir, f"{exc.filename} is missing") from exc
             self.dimension = manifest.dimension
+            self.dir.mkdir()
             shutil.copyfile(base_dir / META, self.dir / META)
-            self.index = faiss.read_index(str(base_dir / VECTORS))
             self.db = sqlite3.connect(self.dir / META)
+            try:
+                store.check_consistent(self.db, self.index)
+            except IndexCorruptError:
+                self.abort()
+                raise
         else:
+            self.dir.mkdir()
             self.dimension = store.dimension
             self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
             self.db = sqlite3.connect(self.dir / META)
@@ -745,7 +787,7 @@ class IndexWriter:
             self.abort()
             return
         if self._removed_ids:
-            self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))  # type: ignore[arg-type]
+            self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))
         self.db.commit()
         (n_docs,) = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()
         (n_chunks,) = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()

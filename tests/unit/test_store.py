@@ -12,6 +12,7 @@ from rag.errors import (
     IndexLockedError,
     IndexMismatchError,
     IndexNotFoundError,
+    IndexUnwritableError,
 )
 from rag.store import CURRENT, FaissStore, NewChunk
 from tests.contract import StoreContract
@@ -192,3 +193,26 @@ def test_vectors_of_wrong_size_are_refused(index_dir, fake_embeddings):
             vectors=np.zeros((1, 7), dtype="float32"),
         )  # fmt: skip
     assert not store.exists()
+
+
+@pytest.mark.parametrize("damaged", ["vectors.faiss", "meta.sqlite"])
+def test_damaged_index_is_a_clear_error_for_readers_and_writers(
+    index_dir, fake_embeddings, damaged
+):
+    store = make_store(index_dir, fake_embeddings)
+    add_doc(store, "d1", "/a.txt", ["one", "two"])
+    (index_dir / "g000001" / damaged).write_bytes(b"not what it should be" * 100)
+    fresh = make_store(index_dir, fake_embeddings)
+    with pytest.raises(IndexCorruptError, match=str(index_dir)):
+        fresh.search_chunks("one")
+    with pytest.raises(IndexCorruptError), fresh.writer():
+        pass
+    assert fresh.generations() == ["g000001"]
+
+
+def test_unwritable_index_location_is_a_clear_error(tmp_path, fake_embeddings):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = make_store(blocker / "index", fake_embeddings)
+    with pytest.raises(IndexUnwritableError, match="cannot write"), store.writer():
+        pass
