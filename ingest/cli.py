@@ -73,16 +73,6 @@ def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings given as flags, by settings field name."""
-    flags = {"index": "index_dir", "chunk_size": "chunk_size", "chunk_overlap": "chunk_overlap"}
-    return {
-        field: getattr(args, flag)
-        for flag, field in flags.items()
-        if getattr(args, flag, None) is not None
-    }
-
-
 class _Bars:
     """tqdm bars for parsing and embedding, shown only on a terminal."""
 

@@ -17,10 +17,23 @@ from rag.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from ingest.cli import settings_overrides
+# Command-line flags that override settings, by settings field.
+_FLAGS = {
+    "index": "index_dir",
+    "chunk_size": "chunk_size",
+    "chunk_overlap": "chunk_overlap",
+    "k": "retrieval_k",
+    "base_url": "llm_base_url",
+    "model": "llm_model",
+}
 
-    overrides: dict[str, Any] = settings_overrides(args)
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        field: getattr(args, flag)
+        for flag, field in _FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
     return Settings(**overrides)
 
 
@@ -38,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, _settings)
+    from rag.chat_cli import add_commands as add_chat_commands
+
+    add_chat_commands(sub, _settings, add_index_option)
 
     p = sub.add_parser("search", help="show the chunks most similar to a query")
     p.add_argument("query", help="the question or keywords")

@@ -6,12 +6,20 @@ collaborators as arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 
 from langchain_core.embeddings import Embeddings
 
+from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
+from rag.llm import Endpoint, build_llm, endpoints
+from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.memory import ConversationStore
+from rag.prompts import load_prompts
+from rag.retrieval import StoreRetriever
 from rag.settings import Settings
 from rag.store import FaissStore
 
@@ -53,3 +61,36 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Fai
         dimension=embedding_dimension(model_path),
         lock_timeout_s=settings.lock_timeout_s,
     )
+
+
+@contextlib.contextmanager
+def llm_endpoints(settings: Settings) -> Iterator[list[Endpoint]]:
+    """The configured endpoints; without one, the bundled model served on 127.0.0.1."""
+    if not settings.uses_local_llm:
+        yield endpoints(settings)
+        return
+    server = LocalLLMServer(
+        bundled_model_path(), n_ctx=settings.llm_context_window, threads=settings.local_llm_threads
+    )
+    server.start()
+    try:
+        yield endpoints(settings, server.base_url)
+    finally:
+        server.stop()
+
+
+def build_engine(
+    settings: Settings,
+    store: FaissStore,
+    endpoints_: list[Endpoint],
+    memory: ConversationStore | None = None,
+) -> ChatEngine:
+    """The chat engine over a store, answering through the given endpoints."""
+    prompts = load_prompts(settings.prompts_dir)
+    retriever = StoreRetriever(
+        store=store, k=settings.retrieval_k, min_relevance=settings.min_relevance
+    )
+    chain = build_chain(
+        build_llm(endpoints_, settings), retriever, prompts, ChainConfig.from_settings(settings)
+    )
+    return ChatEngine(chain, prompts, endpoints=endpoints_, memory=memory)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigError
@@ -59,14 +59,96 @@ class Settings(BaseSettings):
         description="Seconds an ingestion waits for another one to release the index.",
     )
 
+    # -- retrieval and answering ------------------------------------------------------
+    retrieval_k: int = Field(
+        default=5, ge=1, le=100, description="Chunks retrieved for each question."
+    )
+    min_relevance: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Relevance (0..1) a chunk needs to be shown to the model; when none reaches it "
+            "the answer says the documents do not cover the question."
+        ),
+    )
+    prompts_dir: Path | None = Field(
+        default=None,
+        description="Folder of prompt templates overriding the built-in ones (rag/prompts).",
+    )
+    conversations_path: Path | None = Field(
+        default=None,
+        description="SQLite file of saved conversations; defaults to DATA_DIR/conversations.db.",
+    )
+
+    # -- the language model -----------------------------------------------------------
+    llm_base_url: str | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama). "
+            "Unset: ragchat runs the bundled SmolLM2 on 127.0.0.1 itself."
+        ),
+    )
+    llm_model: str = Field(default="smollm2", description="Model name sent to the endpoint.")
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="API key of the endpoint (not needed for local servers)."
+    )
+    llm_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="Seconds to wait for the endpoint to respond."
+    )
+    llm_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries, with exponential backoff, on 429, 5xx and connection errors.",
+    )
+    llm_fallback_base_url: str | None = Field(
+        default=None, description="Second OpenAI-compatible endpoint tried when the first fails."
+    )
+    llm_fallback_model: str | None = Field(
+        default=None, description="Model name for the fallback endpoint (default: LLM_MODEL)."
+    )
+    llm_fallback_api_key: SecretStr | None = Field(
+        default=None, description="API key of the fallback endpoint."
+    )
+    llm_context_window: int = Field(
+        default=4096,
+        ge=512,
+        description="Tokens the model reads: sources, history and question are fitted into it.",
+    )
+    llm_max_answer_tokens: int = Field(
+        default=384, ge=16, description="Most tokens generated for one answer."
+    )
+    llm_temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    local_llm_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of the bundled local model (default: all)."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.llm_max_answer_tokens >= self.llm_context_window // 2:
+            raise ValueError(
+                f"RAG_LLM_MAX_ANSWER_TOKENS ({self.llm_max_answer_tokens}) must be under half "
+                f"of RAG_LLM_CONTEXT_WINDOW ({self.llm_context_window})"
+            )
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
                 f"RAG_CHUNK_SIZE ({self.chunk_size})"
             )
         return self
+
+    @property
+    def resolved_conversations_path(self) -> Path:
+        """The conversations database, after applying the DATA_DIR default."""
+        if self.conversations_path is not None:
+            return self.conversations_path
+        return self.data_dir / "conversations.db"
+
+    @property
+    def uses_local_llm(self) -> bool:
+        """Whether ragchat serves the bundled model itself (no endpoint configured)."""
+        return not self.llm_base_url
 
     @property
     def resolved_index_dir(self) -> Path:

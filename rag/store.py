@@ -454,9 +454,13 @@ class FaissStore(VectorStore):
         """Documents nearest an embedding."""
         return [rec.to_document(s) for rec, s in self.search_chunks_by_vector(embedding, k)]
 
+    @staticmethod
+    def relevance(score: float) -> float:
+        """Cosine similarity in [-1, 1] as a relevance in [0, 1]."""
+        return (score + 1.0) / 2.0
+
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        # Cosine similarity in [-1, 1] mapped to a relevance in [0, 1].
-        return lambda score: (score + 1.0) / 2.0
+        return self.relevance
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Stored chunks by chunk id (unknown ids are skipped)."""

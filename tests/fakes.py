@@ -40,3 +40,33 @@ class CountingEmbeddings(DeterministicFakeEmbedding):
         self.calls += 1
         self.texts += len(texts)
         return super().embed_documents(texts)
+
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun  # noqa: E402
+from langchain_core.documents import Document  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+
+def doc(text: str, source: str = "/docs/manual.pdf", page: int | None = 1, n: int = 0) -> Document:
+    return Document(
+        page_content=text,
+        metadata={"source": source, "page": page, "chunk_id": f"c{n}", "relevance": 0.9},
+        id=f"c{n}",
+    )
+
+
+class RecordingRetriever(BaseRetriever):
+    """Returns canned documents per query keyword and records every query."""
+
+    by_keyword: dict[str, list[Document]] = Field(default_factory=dict)
+    queries: list[str] = Field(default_factory=list)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        self.queries.append(query)
+        for keyword, docs in self.by_keyword.items():
+            if keyword.lower() in query.lower():
+                return docs
+        return []

@@ -1,0 +1,359 @@
+"""The history-aware retrieval chain (langchain-core runnables) and the engine that streams it.
+
+    condense -> retrieve -> fit to the context window -> answer (or abstain)
+
+``build_chain`` assembles the LCEL pipeline from collaborators passed in; ``ChatEngine``
+streams it, rewrites citation markers as they arrive, measures timings and stores the turn
+in the conversation's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from langchain_core.callbacks import get_usage_metadata_callback
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBranch,
+    RunnableConfig,
+    RunnableGenerator,
+    RunnableLambda,
+    RunnablePassthrough,
+)
+
+from rag.citations import Citation, CitationStream, Source, format_sources
+from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
+from rag.errors import RagError
+from rag.llm import ENDPOINT_ERRORS, Endpoint, provider_error
+from rag.memory import ConversationStore
+from rag.prompts import Prompts
+from rag.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ABSTAIN_TEXT = (
+    "The indexed documents do not cover this question, so I can't answer it from them. "
+    "Try rephrasing it, or add documents that cover it."
+)
+CONDENSE_MAX_TOKENS = 96
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Budget of the model's context window."""
+
+    window: int = 4096
+    answer_tokens: int = 384
+    count: TokenCounter = approx_tokens
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChainConfig:
+        """The budget the settings give."""
+        return cls(window=settings.llm_context_window, answer_tokens=settings.llm_max_answer_tokens)
+
+
+def _format_history(turns: Sequence[Turn]) -> str:
+    return "\n".join(f"{t.role.capitalize()}: {t.content}" for t in turns)
+
+
+def _as_messages(turns: Sequence[Turn]) -> list[BaseMessage]:
+    return [HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in turns]
+
+
+_CONDENSE_PREFIX = re.compile(r"^\s*(standalone question|question|rewritten question)\s*:\s*", re.I)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_STOPWORDS = frozenset(
+    """a an and are as at be but by can could did do does doing for from had has have he her
+    him his how i if in into is it its me my of on or our she should so than that the their
+    them then there these they this those to us was we were what when where which who whom
+    why will with would you your about also any again please tell more too just""".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2}
+
+
+def clean_standalone(output: str, question: str, history: Sequence[Turn]) -> str:
+    """The condensed question, or a safe stand-in when the model's output is unusable.
+
+    Small models sometimes echo the previous answer or drop what the follow-up asks
+    about. The output is kept only when it carries at least half of the follow-up's own
+    content words and is not a copy of the last answer; otherwise retrieval uses the last
+    user question joined with the follow-up, which still resolves most references.
+    """
+    text = _CONDENSE_PREFIX.sub("", output.strip())
+    text = text.strip().splitlines()[0].strip().strip("\"'").strip() if text.strip() else ""
+    text = re.sub(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]", "", text).strip()
+    last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
+    wanted = _content_words(question)
+    kept = len(wanted & _content_words(text))
+    usable = (
+        3 <= len(text) <= 4 * len(question) + 300
+        and kept * 2 >= len(wanted)
+        and not (last_answer and text.lower() in last_answer.lower())
+    )
+    if usable:
+        return text
+    last_user = next((t.content for t in reversed(history) if t.role == "user"), "")
+    return f"{last_user} {question}".strip()
+
+
+def build_chain(
+    llm: Runnable, retriever: BaseRetriever, prompts: Prompts, config: ChainConfig
+) -> Runnable[dict[str, Any], dict[str, Any]]:
+    """Assemble the chain.
+
+    Input: ``{"question": str, "history": list[Turn]}``. Streamed output: one dict with
+    ``standalone``, ``retrieval_ms`` and ``fitted`` (the numbered sources and history the
+    model sees), then ``{"answer": piece}`` dicts as the answer streams.
+    """
+    condense_prompt = prompts.condense.chat_template()
+    answer_prompt = prompts.answer.chat_template(with_history=True)
+    count = config.count
+    condense_overhead = count(prompts.condense.system + prompts.condense.user)
+    answer_overhead = count(prompts.answer.system + prompts.answer.user)
+
+    def condense_inputs(x: dict[str, Any]) -> dict[str, Any]:
+        room = config.window - CONDENSE_MAX_TOKENS - condense_overhead - count(x["question"])
+        kept: list[Turn] = []
+        for turn in reversed(x["history"]):
+            room -= count(turn.content) + 4
+            if room < 0:
+                break
+            kept.append(turn)
+        return {"history": _format_history(kept[::-1]), "question": x["question"]}
+
+    condense = RunnableBranch(
+        (lambda x: not x["history"], itemgetter("question")),
+        RunnablePassthrough.assign(
+            raw=RunnableLambda(condense_inputs)
+            | condense_prompt
+            | llm.bind(max_tokens=CONDENSE_MAX_TOKENS)
+            | StrOutputParser()
+        )
+        | RunnableLambda(lambda x: clean_standalone(x["raw"], x["question"], x["history"])),
+    )
+
+    def retrieve(x: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        started = time.perf_counter()
+        docs = retriever.invoke(x["standalone"], config)
+        return {"docs": docs, "ms": (time.perf_counter() - started) * 1000}
+
+    def fit(x: dict[str, Any]) -> Fitted:
+        return fit_context(
+            x["retrieved"]["docs"],
+            list(x["history"]),
+            x["question"],
+            window=config.window,
+            answer_tokens=config.answer_tokens,
+            overhead=answer_overhead,
+            count=count,
+        )
+
+    def answer_inputs(x: dict[str, Any]) -> dict[str, Any]:
+        fitted: Fitted = x["fitted"]
+        sources = numbered(fitted)
+        question = x["question"] if fitted.history or not x["history"] else x["standalone"]
+        return {
+            "sources": format_sources(sources),
+            "question": question,
+            "chat_history": _as_messages(fitted.history),
+        }
+
+    def abstain(_: Iterator[Any]) -> Iterator[str]:
+        yield from re.findall(r"\S+\s*", ABSTAIN_TEXT)
+
+    answer = RunnableBranch(
+        (lambda x: not x["fitted"].documents, RunnableGenerator(abstain)),
+        RunnableLambda(answer_inputs) | answer_prompt | llm | StrOutputParser(),
+    )
+    return (
+        RunnablePassthrough.assign(standalone=condense)
+        | RunnablePassthrough.assign(retrieved=RunnableLambda(retrieve))
+        | RunnablePassthrough.assign(fitted=RunnableLambda(fit))
+        | RunnablePassthrough.assign(answer=answer)
+    )
+
+
+def numbered(fitted: Fitted) -> list[Source]:
+    """The fitted documents as sources [1], [2], ... in the order the model sees them."""
+    return [Source.from_document(i, d) for i, d in enumerate(fitted.documents, 1)]
+
+
+@dataclass
+class Answer:
+    """A finished answer with everything needed to show and audit it."""
+
+    question: str
+    standalone: str
+    text: str
+    citations: list[Citation]
+    sources: list[Source]
+    prompt_version: str
+    model: str
+    timings: dict[str, float]
+    tokens: dict[str, Any]
+    abstained: bool
+    message_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``ragchat ask --json`` prints."""
+        return {
+            "answer": self.text,
+            "citations": [c.to_json() for c in self.citations],
+            "prompt_version": self.prompt_version,
+            "model": self.model,
+            "timings": {k: round(v, 1) for k, v in self.timings.items()},
+            "tokens": self.tokens,
+            "standalone_question": self.standalone,
+            "abstained": self.abstained,
+        }
+
+    def meta(self) -> dict[str, Any]:
+        """What memory stores with the assistant message."""
+        data = self.to_json()
+        data.pop("answer")
+        data["sources_shown"] = len(self.sources)
+        return data
+
+
+@dataclass
+class AnswerStream:
+    """Iterate for the answer's text as it streams; ``result`` is set when it ends."""
+
+    _pieces: Iterator[str]
+    result: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
+
+
+class ChatEngine:
+    """Streams answers from the chain; keeps conversations when given a memory."""
+
+    def __init__(
+        self,
+        chain: Runnable[dict[str, Any], dict[str, Any]],
+        prompts: Prompts,
+        *,
+        endpoints: Sequence[Endpoint] = (),
+        model_name: str = "",
+        memory: ConversationStore | None = None,
+        count: TokenCounter = approx_tokens,
+    ) -> None:
+        self.chain = chain
+        self.prompts = prompts
+        self.endpoints = list(endpoints)
+        self.model_name = model_name or (self.endpoints[0].model if self.endpoints else "")
+        self.memory = memory
+        self.count = count
+
+    def ask(self, question: str, history: Sequence[Turn] = ()) -> AnswerStream:
+        """Stream an answer to ``question`` given earlier turns."""
+        question = question.strip()
+        if not question:
+            raise RagError("the question is empty")
+        stream = AnswerStream(iter(()))
+        stream._pieces = self._run(stream, question, list(history), None)
+        return stream
+
+    def ask_in(self, conversation_id: str, question: str) -> AnswerStream:
+        """Stream an answer within a stored conversation and save both turns when done."""
+        if self.memory is None:
+            raise RagError("this engine has no conversation memory")
+        history = self.memory.history(conversation_id)
+        question = question.strip()
+        if not question:
+            raise RagError("the question is empty")
+        stream = AnswerStream(iter(()))
+        stream._pieces = self._run(stream, question, history, conversation_id)
+        return stream
+
+    def _run(
+        self,
+        stream: AnswerStream,
+        question: str,
+        history: list[Turn],
+        conversation_id: str | None,
+    ) -> Iterator[str]:
+        started = time.perf_counter()
+        first_token: float | None = None
+        state: dict[str, Any] = {}
+        cites: CitationStream | None = None
+        pieces = 0
+        with get_usage_metadata_callback() as usage:
+            try:
+                for chunk in self.chain.stream({"question": question, "history": history}):
+                    # The chain streams each step's output as its own dict, then the answer.
+                    state.update({k: v for k, v in chunk.items() if k != "answer"})
+                    if "fitted" in chunk:
+                        cites = CitationStream(numbered(chunk["fitted"]))
+                    piece = str(chunk.get("answer") or "")
+                    if not piece or cites is None:
+                        continue
+                    if first_token is None:
+                        first_token = time.perf_counter()
+                    pieces += 1
+                    shown = cites.feed(piece)
+                    if shown:
+                        yield shown
+            except ENDPOINT_ERRORS as exc:
+                raise provider_error(exc, self.endpoints) from exc
+            if cites is None:
+                raise RagError("the chain produced no sources step")
+            tail = cites.finish()
+            if tail:
+                yield tail
+        end = time.perf_counter()
+        fitted: Fitted = state["fitted"]
+        abstained = not fitted.documents
+        answer = Answer(
+            question=question,
+            standalone=state.get("standalone", question),
+            text=cites.text.strip(),
+            citations=[] if abstained else cites.citations,
+            sources=cites.sources,
+            prompt_version=self.prompts.answer.label,
+            model=next(iter(usage.usage_metadata), self.model_name) or self.model_name,
+            timings={
+                "retrieval_ms": state["retrieved"]["ms"],
+                "first_token_ms": ((first_token or end) - started) * 1000,
+                "total_ms": (end - started) * 1000,
+            },
+            tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
+            abstained=abstained,
+        )
+        if conversation_id is not None and self.memory is not None:
+            self.memory.add(conversation_id, "user", question)
+            msg = self.memory.add(conversation_id, "assistant", answer.text, answer.meta())
+            answer.message_id = msg.id
+        stream.result = answer
+
+    def _tokens(
+        self, usage: dict[str, Any], fitted: Fitted, question: str, text: str, pieces: int
+    ) -> dict[str, Any]:
+        if usage:
+            return {
+                "prompt": sum(u.get("input_tokens", 0) for u in usage.values()),
+                "completion": sum(u.get("output_tokens", 0) for u in usage.values()),
+                "estimated": False,
+            }
+        if not fitted.documents:
+            return {"prompt": 0, "completion": 0, "estimated": False}
+        prompt = (
+            self.count(self.prompts.answer.system + self.prompts.answer.user + question)
+            + sum(self.count(d.page_content) + 12 for d in fitted.documents)
+            + sum(self.count(t.content) + 4 for t in fitted.history)
+        )
+        # The endpoint did not report usage while streaming: estimate (one piece ~ one token).
+        return {"prompt": prompt, "completion": max(pieces, self.count(text)), "estimated": True}

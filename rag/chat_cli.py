@@ -1,0 +1,169 @@
+"""``ragchat ask``, ``ragchat chat`` and ``ragchat llm serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from rag.chain import Answer, AnswerStream
+from rag.components import build_engine, build_store, llm_endpoints
+from rag.errors import RagError
+from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.memory import ConversationStore
+from rag.settings import Settings
+
+
+def add_commands(
+    sub: Any,
+    settings_of: Callable[[argparse.Namespace], Settings],
+    add_index_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Register ``ask``, ``chat`` and ``llm`` on a subparsers object."""
+    p = sub.add_parser("ask", help="answer one question from the documents")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print one JSON object when done")
+    _add_llm_options(p)
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_ask(a, settings_of(a)))
+
+    p = sub.add_parser("chat", help="an interactive conversation that remembers earlier turns")
+    p.add_argument("--conversation", metavar="ID", help="continue a saved conversation")
+    _add_llm_options(p)
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_chat(a, settings_of(a)))
+
+    llm = sub.add_parser("llm", help="the bundled local model")
+    llm_sub = llm.add_subparsers(dest="llm_command", required=True)
+    p = llm_sub.add_parser("serve", help="serve the bundled model (OpenAI-compatible) here")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    p.set_defaults(func=lambda a: cmd_llm_serve(a, settings_of(a)))
+
+
+def _add_llm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-k",
+        type=int,
+        metavar="N",
+        help="chunks retrieved per question (overrides RAG_RETRIEVAL_K)",
+    )
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="OpenAI-compatible endpoint (overrides RAG_LLM_BASE_URL; unset: the bundled model)",
+    )
+    p.add_argument("--model", metavar="NAME", help="model name (overrides RAG_LLM_MODEL)")
+
+
+def _check_index(settings: Settings) -> Any:
+    store = build_store(settings)
+    store.snapshot()  # fails fast, before a model server starts, when there is no index
+    store.embeddings.embed_query("warm up")  # load the model now, not inside the timings
+    return store
+
+
+def _passage(text: str, width: int = 100, lines: int = 3) -> str:
+    return textwrap.indent(
+        textwrap.shorten(" ".join(text.split()), width=width * lines, placeholder=" ..."), "    "
+    )
+
+
+def print_sources(answer: Answer) -> None:
+    """The cited sources under an answer."""
+    if not answer.citations:
+        return
+    print("\nSources:")
+    for c in answer.citations:
+        page = f", page {c.source.page}" if c.source.page is not None else ""
+        print(f"  [{c.n}] {c.source.source}{page}")
+        print(textwrap.fill(_passage(c.source.text), width=104, subsequent_indent="    "))
+
+
+def _stream_to_terminal(stream: AnswerStream) -> Answer:
+    try:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except RagError:
+        sys.stdout.write("\n")
+        raise
+    sys.stdout.write("\n")
+    if stream.result is None:
+        raise RagError("the answer ended early")
+    return stream.result
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    """Stream one answer, then its sources (or print one JSON object with --json)."""
+    store = _check_index(settings)
+    with llm_endpoints(settings) as endpoints:
+        engine = build_engine(settings, store, endpoints)
+        stream = engine.ask(args.question)
+        if args.json:
+            for _ in stream:
+                pass
+            if stream.result is None:
+                raise RagError("the answer ended early")
+            print(json.dumps(stream.result.to_json(), ensure_ascii=False, indent=2))
+            return 0
+        answer = _stream_to_terminal(stream)
+        print_sources(answer)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    """A terminal conversation; /new starts another, /quit or Ctrl-D ends."""
+    store = _check_index(settings)
+    memory = ConversationStore(settings.resolved_conversations_path)
+    conversation = memory.get(args.conversation) if args.conversation else memory.create()
+    with llm_endpoints(settings) as endpoints:
+        engine = build_engine(settings, store, endpoints, memory)
+        print(f"conversation {conversation.id} - /new for a new one, /quit to leave")
+        for turn in memory.history(conversation.id):
+            print(f"{'you' if turn.role == 'user' else 'ragchat'}> {turn.content}")
+        while True:
+            try:
+                question = input("you> ").strip()
+            except EOFError:
+                print()
+                break
+            if question in ("/quit", "/exit"):
+                break
+            if question == "/new":
+                conversation = memory.create()
+                print(f"conversation {conversation.id}")
+                continue
+            if not question:
+                continue
+            if conversation.title == "New chat":
+                memory.rename(conversation.id, question[:60])
+                conversation = memory.get(conversation.id)
+            sys.stdout.write("ragchat> ")
+            try:
+                answer = _stream_to_terminal(engine.ask_in(conversation.id, question))
+            except RagError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                continue
+            print_sources(answer)
+    memory.close()
+    return 0
+
+
+def cmd_llm_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the bundled model until interrupted."""
+    server = LocalLLMServer(
+        bundled_model_path(),
+        port=args.port,
+        n_ctx=settings.llm_context_window,
+        threads=settings.local_llm_threads,
+    )
+    server.start()
+    print(f"serving {server.model_path.name} at {server.base_url} (model name 'smollm2')")
+    print("use it with RAG_LLM_BASE_URL=" + server.base_url + "; Ctrl-C stops it")
+    try:
+        return server.wait()
+    finally:
+        server.stop()

