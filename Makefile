@@ -43,6 +43,7 @@ format: install
 
 bench: install
 	$(PY) bench/ingest.py
+	$(PY) bench/first_token.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

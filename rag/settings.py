@@ -94,7 +94,13 @@ class Settings(BaseSettings):
         default=None, description="API key of the endpoint (not needed for local servers)."
     )
     llm_timeout_s: float = Field(
-        default=30.0, gt=0, le=600, description="Seconds to wait for the endpoint to respond."
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds one question may wait for the endpoint to start answering, retries "
+            "included (each attempt gets an equal share)."
+        ),
     )
     llm_max_retries: int = Field(
         default=2,

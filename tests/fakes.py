@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.retrievers import BaseRetriever
+from pydantic import Field
 
 from ingest.chunking import Token
 
@@ -40,12 +44,6 @@ class CountingEmbeddings(DeterministicFakeEmbedding):
         self.calls += 1
         self.texts += len(texts)
         return super().embed_documents(texts)
-
-
-from langchain_core.callbacks import CallbackManagerForRetrieverRun  # noqa: E402
-from langchain_core.documents import Document  # noqa: E402
-from langchain_core.retrievers import BaseRetriever  # noqa: E402
-from pydantic import Field  # noqa: E402
 
 
 def doc(text: str, source: str = "/docs/manual.pdf", page: int | None = 1, n: int = 0) -> Document:

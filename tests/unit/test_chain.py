@@ -132,7 +132,11 @@ def test_empty_question_is_refused(retriever):
     ("follow_up", "output", "expected"),
     [
         # An echo of the previous answer is not a question: fall back.
-        ("How often?", "The keeper records wind speeds [1].", "What does the keeper log? How often?"),
+        (
+            "How often?",
+            "The keeper records wind speeds [1].",
+            "What does the keeper log? How often?",
+        ),
         # Lost the follow-up's subject ("lens"): fall back.
         ("and the lens?", "What does the keeper log?", "What does the keeper log? and the lens?"),
         # A faithful rewrite is used as it is, citation markers removed.

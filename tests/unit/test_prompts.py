@@ -51,3 +51,15 @@ def test_template_missing_a_chain_variable_is_refused(tmp_path: Path):
     )
     with pytest.raises(ConfigError, match="must use exactly"):
         load_prompts(tmp_path)
+
+
+def test_worked_example_needs_both_halves_and_is_not_a_template(tmp_path: Path):
+    path = tmp_path / "answer.toml"
+    path.write_text(GOOD + 'example_user = "Q {not_a_variable}"\n')
+    with pytest.raises(ConfigError, match="go together"):
+        load_template(path)
+    path.write_text(GOOD + 'example_user = "Q {x}"\nexample_assistant = "A [1]"\n')
+    template = load_template(path)
+    messages = template.chat_template().format_messages(sources="S", question="Q?")
+    assert [m.type for m in messages] == ["system", "human", "ai", "human"]
+    assert messages[1].content == "Q {x}"

@@ -1,0 +1,188 @@
+"""The chat engine with real parts: the bundled SmolLM2 behind llama.cpp's OpenAI-compatible
+server on 127.0.0.1, the real embedding model and a real index."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.cli import main
+from rag.components import build_engine, build_store
+from rag.context import Turn
+from rag.errors import ProviderError
+from rag.llm import endpoints
+from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.settings import Settings
+from rag.store import FaissStore
+from tests.docgen import make_markdown, make_pdf
+
+PAGES = [
+    "Chapter one explains the history of lighthouses along the northern coast.",
+    "The Skerryvore lighthouse keeper recorded wind speeds every four hours in a logbook.",
+    "Maintenance of the Fresnel lens requires polishing with jeweller's rouge once a month.",
+]
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[LocalLLMServer]:
+    with LocalLLMServer(bundled_model_path(), n_ctx=4096) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("docs")
+    make_pdf(folder / "lighthouses.pdf", PAGES, headings=["History", "Keepers", "Lenses"])
+    make_markdown(
+        folder / "backups.md",
+        [("Backups", "Nightly backups are written to the vault at two in the morning.")],
+    )
+    index = folder / "index"
+    assert main(["ingest", str(folder), "--index", str(index)]) == 0
+    return index
+
+
+def settings_for(index: Path, base_url: str, **extra: object) -> Settings:
+    return Settings(index_dir=index, llm_base_url=base_url, llm_temperature=0.0, **extra)
+
+
+@pytest.fixture(scope="module")
+def store(index: Path) -> FaissStore:
+    return build_store(Settings(index_dir=index))
+
+
+def test_answers_stream_and_citations_map_to_real_chunks(llm_server, index, store):
+    settings = settings_for(index, llm_server.base_url)
+    engine = build_engine(settings, store, endpoints(settings))
+    stored = {c.chunk_id: c for c in store.all_chunks()}
+    citations = []
+    for question in (
+        "How often did the lighthouse keeper record wind speeds?",
+        "When are the nightly backups written?",
+        "What is the Fresnel lens polished with?",
+    ):
+        stream = engine.ask(question)
+        pieces = list(stream)
+        assert len(pieces) > 1, "the answer did not stream"
+        answer = stream.result
+        assert answer is not None and answer.text and not answer.abstained
+        assert answer.model == "smollm2" and answer.prompt_version == "answer@v2"
+        shown = {s.chunk_id for s in answer.sources}
+        for citation in answer.citations:
+            chunk = stored[citation.source.chunk_id]
+            assert citation.source.chunk_id in shown
+            assert (chunk.text, chunk.page, chunk.source) == (
+                citation.source.text,
+                citation.source.page,
+                citation.source.source,
+            )
+            assert f"[{citation.n}]" in answer.text
+        citations.extend(answer.citations)
+    assert citations, "the model cited nothing in three answers"
+
+
+def test_follow_up_resolves_against_the_previous_turn(llm_server, index, store):
+    settings = settings_for(index, llm_server.base_url)
+    engine = build_engine(settings, store, endpoints(settings))
+    first = engine.ask("What does the lighthouse keeper write in the logbook?")
+    list(first)
+    assert first.result is not None
+    history = [Turn("user", first.result.question), Turn("assistant", first.result.text)]
+    follow = engine.ask("How often does he do that?", history)
+    list(follow)
+    assert follow.result is not None
+    top = follow.result.sources[0]
+    assert top.page == 2 and "every four hours" in top.text
+    assert "keeper" in follow.result.standalone.lower()
+
+
+def test_irrelevant_question_abstains(llm_server, index, store):
+    settings = settings_for(index, llm_server.base_url)
+    stream = build_engine(settings, store, endpoints(settings)).ask(
+        "Who won the football world cup in 1998?"
+    )
+    text = "".join(stream)
+    assert stream.result is not None and stream.result.abstained
+    assert "do not cover" in text and stream.result.citations == []
+
+
+def test_ask_cli_json_through_the_self_started_local_model(index, capsys):
+    code = main(["ask", "When are the nightly backups written?", "--json", "--index", str(index)])
+    out = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {"answer", "citations", "prompt_version", "model", "timings", "tokens"}
+    assert set(data["timings"]) == {"retrieval_ms", "first_token_ms", "total_ms"}
+    assert data["timings"]["first_token_ms"] <= data["timings"]["total_ms"]
+    assert data["answer"]
+    for c in data["citations"]:
+        assert set(c) == {"n", "source", "page", "chunk_id", "text"}
+
+
+def test_endpoint_down_is_one_clear_error(index, store):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    settings = settings_for(index, f"http://127.0.0.1:{port}/v1", llm_max_retries=1)
+    engine = build_engine(settings, store, endpoints(settings))
+    started = time.monotonic()
+    with pytest.raises(ProviderError) as err:
+        list(engine.ask("When are the nightly backups written?"))
+    assert f"127.0.0.1:{port}" in str(err.value) and "cannot connect" in str(err.value)
+    assert time.monotonic() - started < settings.llm_timeout_s
+
+
+def test_hanging_endpoint_times_out_within_the_timeout(index, store):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_hang() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])  # never answers
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_hang, daemon=True)
+    thread.start()
+    try:
+        settings = settings_for(
+            index, f"http://127.0.0.1:{port}/v1", llm_timeout_s=3.0, llm_max_retries=1
+        )
+        engine = build_engine(settings, store, endpoints(settings))
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match="timeout"):
+            list(engine.ask("When are the nightly backups written?"))
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0 + 2.0, elapsed  # the timeout, plus the client's retry backoff
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+def test_fallback_endpoint_answers_when_the_first_is_down(llm_server, index, store):
+    settings = settings_for(
+        index,
+        "http://127.0.0.1:9/v1",
+        llm_fallback_base_url=llm_server.base_url,
+        llm_max_retries=0,
+    )
+    stream = build_engine(settings, store, endpoints(settings)).ask(
+        "When are the nightly backups written?"
+    )
+    assert "".join(stream)
+    assert stream.result is not None and not stream.result.abstained
