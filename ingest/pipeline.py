@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,7 +85,8 @@ class _Pending:
     doc: LoadedDocument
     chunks: list[Chunk]
     outcome: FileOutcome
-    extra_sources: list[str] = field(default_factory=list)
+    title: str | None = None
+    extra_sources: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 class IngestPipeline:
@@ -111,9 +112,22 @@ class IngestPipeline:
         self.flush_every = batch_size * 8
         self.loader = loader
         self.progress = progress
+        self._titles: dict[str, str] = {}
+        self._force = False
 
-    def run(self, paths: Sequence[Path], *, prune: bool = False) -> IngestReport:
+    def run(
+        self,
+        paths: Sequence[Path],
+        *,
+        prune: bool = False,
+        force: bool = False,
+        titles: Mapping[Path, str] | None = None,
+    ) -> IngestReport:
         """Ingest files and folders (recursively); with ``prune``, forget vanished files.
+
+        ``force`` re-reads and re-embeds files even when unchanged (after changing the
+        chunking, say). ``titles`` gives display names for files, such as the original name
+        of an upload stored under a generated one.
 
         Raises:
             IngestError: a given path does not exist (nothing is written then).
@@ -121,6 +135,8 @@ class IngestPipeline:
         """
         started = time.perf_counter()
         files = list(iter_files([Path(p) for p in paths]))
+        self._titles = {str(Path(p).resolve()): t for p, t in (titles or {}).items()}
+        self._force = force
         report = IngestReport()
         with self.store.writer() as writer:
             pending: dict[str, _Pending] = {}
@@ -150,15 +166,17 @@ class IngestPipeline:
         except OSError as exc:
             return FileOutcome(key, "failed", f"cannot read file: {exc.strerror or exc}")
         doc_id = content_id(data)
+        title = self._titles.get(key)
         current = writer.source_document(key)
         status = "updated" if current is not None else "added"
-        if current == doc_id:
-            return FileOutcome(key, "unchanged")
-        if writer.has_document(doc_id):
-            writer.add_source(key, doc_id)
-            return FileOutcome(key, status)
         if doc_id in pending:
-            pending[doc_id].extra_sources.append(key)
+            pending[doc_id].extra_sources.append((key, title))
+            return FileOutcome(key, status)
+        if current == doc_id and not self._force:
+            writer.add_source(key, doc_id, title)
+            return FileOutcome(key, "unchanged")
+        if writer.has_document(doc_id) and not self._force:
+            writer.add_source(key, doc_id, title)
             return FileOutcome(key, status)
         try:
             doc = self.loader(path)
@@ -167,8 +185,14 @@ class IngestPipeline:
             return FileOutcome(key, "failed", exc.reason)
         if not chunks:
             return FileOutcome(key, "failed", "no text found")
+        others: list[tuple[str, str | None]] = []
+        if writer.has_document(doc_id):  # forced: replace the stored copy, keep its names
+            others = [s for s in writer.document_sources(doc_id) if s[0] != key]
+            title = title or dict(writer.document_sources(doc_id)).get(key)
+            writer.delete_document(doc_id)
+            status = "updated"
         outcome = FileOutcome(key, status, chunks=len(chunks))
-        pending[doc_id] = _Pending(doc_id, key, doc, chunks, outcome)
+        pending[doc_id] = _Pending(doc_id, key, doc, chunks, outcome, title, others)
         return outcome
 
     def _flush(
@@ -204,9 +228,10 @@ class IngestPipeline:
                 source=item.source,
                 chunks=[NewChunk(c.text, c.page, c.heading, c.offset) for c in item.chunks],
                 vectors=matrix[at : at + n],
+                title=item.title,
             )
-            for extra in item.extra_sources:
-                writer.add_source(extra, item.doc_id)
+            for extra, title in item.extra_sources:
+                writer.add_source(extra, item.doc_id, title)
             at += n
         report.chunks += len(texts)
         pending.clear()

@@ -30,7 +30,7 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from rag.citations import Citation, CitationStream, Source, format_sources
+from rag.citations import Citation, CitationStream, Source, format_sources, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
 from rag.errors import RagError
 from rag.llm import ENDPOINT_ERRORS, Endpoint, provider_error
@@ -317,11 +317,14 @@ class ChatEngine:
         end = time.perf_counter()
         fitted: Fitted = state["fitted"]
         abstained = not fitted.documents
+        text, citations = cites.text.strip(), list[Citation]()
+        if not abstained:
+            text, citations = verify(text, cites.sources, cites.citations)
         answer = Answer(
             question=question,
             standalone=state.get("standalone", question),
-            text=cites.text.strip(),
-            citations=[] if abstained else cites.citations,
+            text=text,
+            citations=citations,
             sources=cites.sources,
             prompt_version=self.prompts.answer.label,
             model=next(iter(usage.usage_metadata), self.model_name) or self.model_name,

@@ -78,7 +78,8 @@ def print_sources(answer: Answer) -> None:
     print("\nSources:")
     for c in answer.citations:
         page = f", page {c.source.page}" if c.source.page is not None else ""
-        print(f"  [{c.n}] {c.source.source}{page}")
+        matched = "  (matched by ragchat: the model cited nothing)" if c.inferred else ""
+        print(f"  [{c.n}] {c.source.source}{page}{matched}")
         print(textwrap.fill(_passage(c.source.text), width=104, subsequent_indent="    "))
 
 

@@ -31,6 +31,7 @@ class Source:
     text: str
     heading: str | None = None
     relevance: float | None = None
+    title: str | None = None
 
     @classmethod
     def from_document(cls, n: int, doc: Document) -> Source:
@@ -44,12 +45,13 @@ class Source:
             text=doc.page_content,
             heading=meta.get("heading"),
             relevance=meta.get("relevance"),
+            title=meta.get("title"),
         )
 
     @property
     def name(self) -> str:
-        """The file name shown to the model and the user."""
-        return Path(self.source).name or self.source
+        """The name shown to the model and the user (an upload's original name)."""
+        return self.title or Path(self.source).name or self.source
 
     def label(self) -> str:
         """``name, page N (section "...")``."""
@@ -64,19 +66,29 @@ class Source:
 
 @dataclass(frozen=True)
 class Citation:
-    """A source the answer cites, numbered as the user sees it."""
+    """A source the answer cites, numbered as the user sees it.
+
+    ``support`` is the share of the citing sentences' content words found in the passage
+    (a cheap check that the passage says what the answer claims); ``inferred`` marks a
+    citation that ragchat attached because the model cited nothing.
+    """
 
     n: int
     source: Source
+    support: float = 0.0
+    inferred: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The shape of ``ragchat ask --json`` citations."""
         return {
             "n": self.n,
             "source": self.source.source,
+            "title": self.source.name,
             "page": self.source.page,
             "chunk_id": self.source.chunk_id,
             "text": self.source.text,
+            "support": round(self.support, 2),
+            "inferred": self.inferred,
         }
 
 
@@ -155,6 +167,68 @@ class CitationStream:
             if self._display[n] not in shown:
                 shown.append(self._display[n])
         return "".join(f"[{d}]" for d in shown)
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+_COMMON = frozenset(
+    """the and for are was were with that this from have has had not but you your they them
+    their its can will would should could into than then there what when where which who
+    how does did also been being such these those about over under only very more most""".split()
+)
+MIN_SUPPORT = 0.5  # share of a sentence's words a passage must contain to be attributed
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _COMMON}
+
+
+def support(claim: str, passage: str) -> float:
+    """Share of the claim's content words that the passage contains (0..1)."""
+    claim_words = _words(_MARKER.sub(" ", claim))
+    if not claim_words:
+        return 0.0
+    return len(claim_words & _words(passage)) / len(claim_words)
+
+
+def verify(
+    answer: str, sources: list[Source], citations: list[Citation]
+) -> tuple[str, list[Citation]]:
+    """Score each citation's support; attach citations when the model cited nothing.
+
+    A model that cites returns its citations with their support measured. A model that
+    answers without any marker (small local models often do) gets, for each sentence that
+    one source clearly supports (at least ``MIN_SUPPORT`` of its content words), that
+    source's marker appended and the citation flagged ``inferred``.
+    """
+    sentences = _SENTENCE.findall(answer)
+    if citations:
+        measured = []
+        for c in citations:
+            claims = " ".join(s for s in sentences if f"[{c.n}]" in s)
+            measured.append(Citation(c.n, c.source, support(claims, c.source.text), c.inferred))
+        return answer, measured
+    found: list[Citation] = []
+    numbers: dict[int, int] = {}
+    out: list[str] = []
+    for sentence in sentences:
+        best, best_support = None, 0.0
+        if len(_words(sentence)) >= 3:
+            for source in sources:
+                score = support(sentence, source.text)
+                if score > best_support:
+                    best, best_support = source, score
+        if best is None or best_support < MIN_SUPPORT:
+            out.append(sentence)
+            continue
+        if best.n not in numbers:
+            numbers[best.n] = len(numbers) + 1
+            found.append(Citation(numbers[best.n], best, best_support, inferred=True))
+        body = sentence.rstrip()
+        tail = sentence[len(body) :]
+        stripped = body.rstrip(".!?")
+        out.append(f"{stripped} [{numbers[best.n]}]{body[len(stripped) :]}{tail}")
+    return "".join(out), found
 
 
 def resolve_citations(answer: str, sources: list[Source]) -> tuple[str, list[Citation]]:

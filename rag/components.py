@@ -88,7 +88,10 @@ def build_engine(
     """The chat engine over a store, answering through the given endpoints."""
     prompts = load_prompts(settings.prompts_dir)
     retriever = StoreRetriever(
-        store=store, k=settings.retrieval_k, min_relevance=settings.min_relevance
+        store=store,
+        k=settings.retrieval_k,
+        min_relevance=settings.min_relevance,
+        relevance_gap=settings.relevance_gap,
     )
     chain = build_chain(
         build_llm(endpoints_, settings), retriever, prompts, ChainConfig.from_settings(settings)

@@ -100,7 +100,11 @@ class LocalLLMServer:
         logger.info("starting local model on %s", self.base_url)
         # The server's log goes to a temporary file: a pipe nobody reads would fill and block it.
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT)
+        self._proc = subprocess.Popen(
+            self.command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(
         default=30, ge=0, description="Word-pieces repeated between neighbouring chunks."
     )
+    upload_max_mb: int = Field(
+        default=50, ge=1, le=2000, description="Largest file the web app accepts, in MB."
+    )
     lock_timeout_s: float = Field(
         default=10.0,
         ge=0,
@@ -70,6 +73,15 @@ class Settings(BaseSettings):
         description=(
             "Relevance (0..1) a chunk needs to be shown to the model; when none reaches it "
             "the answer says the documents do not cover the question."
+        ),
+    )
+    relevance_gap: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Chunks whose relevance is this far below the best chunk's are not shown to the "
+            "model: weakly related passages mostly invite wrong citations."
         ),
     )
     prompts_dir: Path | None = Field(
@@ -152,6 +164,11 @@ class Settings(BaseSettings):
         return self.data_dir / "conversations.db"
 
     @property
+    def uploads_dir(self) -> Path:
+        """Where the web app keeps uploaded files (under generated names)."""
+        return self.data_dir / "uploads"
+
+    @property
     def uses_local_llm(self) -> bool:
         """Whether ragchat serves the bundled model itself (no endpoint configured)."""
         return not self.llm_base_url
@@ -180,3 +197,20 @@ class Settings(BaseSettings):
                 f"{path} is not a sentence-transformers model folder (no config.json)",
             )
         return path
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment plus overrides; a bad value is a ``ConfigError``.
+
+    Raises:
+        ConfigError: naming the first setting at fault.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = "".join(str(x) for x in err["loc"][:1])
+        name = f"RAG_{loc.upper()}" if loc else "settings"
+        raise ConfigError(name, err["msg"]) from exc

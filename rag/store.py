@@ -50,7 +50,7 @@ from rag.errors import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
@@ -69,7 +69,8 @@ CREATE TABLE documents (
 CREATE TABLE sources (
     path TEXT PRIMARY KEY,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    title TEXT
 );
 CREATE INDEX sources_doc ON sources(doc_id);
 CREATE TABLE chunks (
@@ -112,11 +113,18 @@ class ChunkRecord:
     heading: str | None
     offset: int
     source: str
+    title: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What to call the source: its title (e.g. an upload's original name) or file name."""
+        return self.title or Path(self.source).name or self.source
 
     def to_document(self, score: float | None = None) -> Document:
         """As a langchain Document; metadata carries source, page, chunk id and score."""
         metadata: dict[str, Any] = {
             "source": self.source,
+            "title": self.name,
             "page": self.page,
             "chunk_id": self.chunk_id,
             "doc_id": self.doc_id,
@@ -138,6 +146,14 @@ class DocumentInfo:
     pages: int | None
     chunks: int
     ingested_at: str
+    titles: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """Display name: the first source's title or file name."""
+        if self.titles:
+            return self.titles[0]
+        return Path(self.sources[0]).name if self.sources else self.id[:12]
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat docs list --json`` prints."""
@@ -184,22 +200,29 @@ class Manifest:
 
 
 _CHUNK_SELECT = """
-SELECT c.id, c.chunk_id, c.doc_id, c.text, c.page, c.heading, c.char_offset,
-       (SELECT s.path FROM sources s WHERE s.doc_id = c.doc_id
-        ORDER BY s.added_at, s.rowid LIMIT 1)
+SELECT c.id, c.chunk_id, c.doc_id, c.text, c.page, c.heading, c.char_offset, s.path, s.title
 FROM chunks c
+JOIN sources s ON s.rowid = (
+    SELECT s2.rowid FROM sources s2 WHERE s2.doc_id = c.doc_id
+    ORDER BY s2.added_at, s2.rowid LIMIT 1
+)
 """
 
 
 def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
     sources: dict[str, list[str]] = {}
-    for path, doc_id in db.execute("SELECT path, doc_id FROM sources ORDER BY added_at, rowid"):
+    titles: dict[str, list[str]] = {}
+    for path, doc_id, title in db.execute(
+        "SELECT path, doc_id, title FROM sources ORDER BY added_at, rowid"
+    ):
         sources.setdefault(doc_id, []).append(path)
+        titles.setdefault(doc_id, []).append(title or Path(path).name)
     return [
         DocumentInfo(
             id=doc_id,
             kind=kind,
             sources=sources.get(doc_id, []),
+            titles=titles.get(doc_id, []),
             pages=pages,
             chunks=chunks,
             ingested_at=ingested_at,
@@ -314,6 +337,7 @@ class FaissStore(VectorStore):
         """
         try:
             (n_chunks,) = db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+            db.execute(_CHUNK_SELECT + " LIMIT 0").fetchall()  # the columns we read exist
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}") from exc
         if n_chunks != index.ntotal:
@@ -339,7 +363,8 @@ class FaissStore(VectorStore):
         if manifest.format_version != FORMAT_VERSION:
             raise IndexCorruptError(
                 self.index_dir,
-                f"format version {manifest.format_version}, this ragchat reads {FORMAT_VERSION}",
+                f"format version {manifest.format_version}, this ragchat reads {FORMAT_VERSION}; "
+                "ingest the documents again into a new index folder",
             )
         dim = self._dimension if self._dimension is not None else manifest.dimension
         if manifest.embedding_model != self.model_id or manifest.dimension != dim:
@@ -675,6 +700,13 @@ class IndexWriter:
         """Every source path with its document id."""
         return dict(self.db.execute("SELECT path, doc_id FROM sources"))
 
+    def document_sources(self, doc_id: str) -> list[tuple[str, str | None]]:
+        """(path, title) of each source of a document, oldest first."""
+        rows = self.db.execute(
+            "SELECT path, title FROM sources WHERE doc_id = ? ORDER BY added_at, rowid", (doc_id,)
+        )
+        return [(r[0], r[1]) for r in rows]
+
     def chunk_ids(self, doc_id: str) -> list[str]:
         """Chunk ids of a document in order."""
         rows = self.db.execute(
@@ -705,6 +737,7 @@ class IndexWriter:
         source: str,
         chunks: Sequence[NewChunk],
         vectors: np.ndarray,
+        title: str | None = None,
     ) -> None:
         """Store a new document with its chunks and their vectors."""
         if len(chunks) != len(vectors):
@@ -739,20 +772,29 @@ class IndexWriter:
         self.db.execute(
             "UPDATE counters SET value = ? WHERE name='next_id'", (next_id + len(chunks),)
         )
-        self.add_source(source, doc_id)
+        self.add_source(source, doc_id, title)
         if len(chunks):
             faiss.normalize_L2(vectors)
             self.index.add_with_ids(vectors, ids)
         self.changed = True
 
-    def add_source(self, path: str, doc_id: str) -> None:
-        """Point a source path at a stored document (replacing what it pointed at)."""
+    def add_source(self, path: str, doc_id: str, title: str | None = None) -> None:
+        """Point a source path at a stored document (replacing what it pointed at).
+
+        ``title`` is the name to show for it (an upload's original file name).
+        """
         old = self.source_document(path)
         if old == doc_id:
+            (current,) = self.db.execute(
+                "SELECT title FROM sources WHERE path = ?", (path,)
+            ).fetchone()
+            if title is not None and title != current:
+                self.db.execute("UPDATE sources SET title = ? WHERE path = ?", (title, path))
+                self.changed = True
             return
         if old is not None:
             self.remove_source(path)
-        self.db.execute("INSERT INTO sources VALUES (?, ?, ?)", (path, doc_id, _now()))
+        self.db.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", (path, doc_id, _now(), title))
         self.changed = True
 
     def remove_source(self, path: str) -> str | None:

@@ -59,3 +59,47 @@ def test_unclosed_bracket_is_released_at_the_end():
     stream = CitationStream(sources(1))
     assert stream.feed("total [1") == "total "
     assert stream.finish() == "[1"
+
+
+def keeper_sources() -> list[Source]:
+    return [
+        Source(1, "/d/a.pdf", 2, "c1", "The keeper recorded wind speeds every four hours."),
+        Source(2, "/d/b.md", None, "c2", "Backups are written to the vault at two."),
+    ]
+
+
+def test_uncited_answer_gets_clearly_supported_sources_attached():
+    from rag.citations import verify
+
+    text, cites = verify(
+        "The keeper recorded wind speeds every four hours. Penguins like fish.",
+        keeper_sources(),
+        [],
+    )
+    assert text == "The keeper recorded wind speeds every four hours [1]. Penguins like fish."
+    (cite,) = cites
+    assert cite.inferred and cite.source.chunk_id == "c1" and cite.support == 1.0
+    assert cite.to_json()["inferred"] is True
+
+
+def test_model_citations_are_kept_and_scored_not_replaced():
+    from rag.citations import verify
+
+    text, cites = verify(
+        "Backups go to the vault at two [1]. Wind is logged [2].",
+        keeper_sources(),
+        resolve_citations("x [2] y [1]", keeper_sources())[1],
+    )
+    assert text == "Backups go to the vault at two [1]. Wind is logged [2]."
+    assert [(c.n, c.source.chunk_id, c.inferred) for c in cites] == [
+        (1, "c2", False),
+        (2, "c1", False),
+    ]
+    assert cites[0].support > 0.5
+
+
+def test_nothing_is_attached_without_strong_support():
+    from rag.citations import verify
+
+    text, cites = verify("Lighthouses are tall buildings near water.", keeper_sources(), [])
+    assert cites == [] and "[" not in text

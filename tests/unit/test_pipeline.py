@@ -120,3 +120,28 @@ def test_progress_reports_both_stages(store, fake_embeddings, docs):
     assert ("parse", 3, 3) in seen
     embeds = [done for stage, done, _ in seen if stage == "embed"]
     assert embeds == sorted(embeds) and embeds[-1] == store.chunk_count()
+
+
+def test_force_reembeds_unchanged_files_and_keeps_every_name(pipeline, docs, store):
+    (docs / "copy.txt").write_bytes((docs / "b.txt").read_bytes())
+    pipeline.run([docs], titles={docs / "b.txt": "Bananas.txt"})
+    before = {d.id: sorted(d.sources) for d in store.documents()}
+    old_ids = {c.chunk_id: c.id for c in store.all_chunks()}
+    report = pipeline.run([docs / "b.txt"], force=True)
+    assert report.count("updated") == 1 and report.chunks > 0
+    assert {d.id: sorted(d.sources) for d in store.documents()} == before
+    banana = next(d for d in store.documents() if "Bananas.txt" in d.titles)
+    assert banana.name == "Bananas.txt"
+    new_rows = {c.chunk_id: c.id for c in store.all_chunks() if c.doc_id == banana.id}
+    assert all(new_rows[k] != old_ids[k] for k in new_rows)  # fresh vectors
+    assert store.chunk_count() == len(old_ids)
+
+
+def test_titles_name_uploads_stored_under_generated_names(pipeline, tmp_path, store):
+    stored = tmp_path / "3f9c2a.md"
+    stored.write_text("# Guide\n\nThe guide explains uploads.")
+    pipeline.run([stored], titles={stored: "User Guide.md"})
+    (chunk,) = store.all_chunks()
+    assert chunk.name == "User Guide.md"
+    assert chunk.to_document().metadata["title"] == "User Guide.md"
+    assert chunk.source == str(stored.resolve())

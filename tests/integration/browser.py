@@ -1,0 +1,65 @@
+"""Helpers for real-browser tests: a streamlit server on 127.0.0.1 and Debian's Chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from rag.local_llm import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+ARTIFACTS = ROOT / "artifacts" / "screenshots"
+
+
+@contextmanager
+def streamlit_app(data_dir: Path, **env: str) -> Iterator[str]:
+    """Serve app.py on a free loopback port with its data in ``data_dir``; yields the URL."""
+    port = free_port()
+    log = (data_dir / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+            "--server.address", "127.0.0.1", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RAG_DATA_DIR": str(data_dir), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            log_text = (data_dir / "streamlit.log").read_text()
+            raise RuntimeError(f"streamlit did not start: {log_text}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

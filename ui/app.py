@@ -1,0 +1,27 @@
+"""Page setup: navigation over the chat and documents pages."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import chat, documents
+from ui.resources import Resources
+
+
+def run(res: Resources, *, default: str = "chat") -> None:
+    """Set up navigation and render the selected page."""
+    docs_page = st.Page(
+        lambda: documents.page(res),
+        title="Documents",
+        icon=":material/description:",
+        url_path="documents",
+        default=default == "documents",
+    )
+    chat_page = st.Page(
+        lambda: chat.page(res, docs_page),
+        title="Chat",
+        icon=":material/chat:",
+        url_path="chat",
+        default=default == "chat",
+    )
+    st.navigation([chat_page, docs_page]).run()

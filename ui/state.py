@@ -1,0 +1,42 @@
+"""The only module that touches ``st.session_state``: per-browser-session state, typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+_KEY = "ragchat"
+
+
+@dataclass
+class UploadResult:
+    """What happened to one uploaded file."""
+
+    name: str
+    status: str  # added | updated | unchanged | failed
+    reason: str = ""
+
+
+@dataclass
+class SessionState:
+    """Everything one browser session keeps between reruns."""
+
+    conversation_id: str | None = None
+    upload_results: list[UploadResult] = field(default_factory=list)
+    uploader_nonce: int = 0
+    notice: str | None = None
+
+
+def session() -> SessionState:
+    """This browser session's state (created on first use)."""
+    if _KEY not in st.session_state:
+        st.session_state[_KEY] = SessionState()
+    state: SessionState = st.session_state[_KEY]
+    return state
+
+
+def widget_value(key: str) -> Any:
+    """The current value of the widget with this key (None before it exists)."""
+    return st.session_state.get(key)
