@@ -19,8 +19,12 @@ EXAMPLE = "Ask a question about your documents"
 def page(res: Resources, documents_page: StreamlitPage) -> None:
     """Render the chat page."""
     state = session()
-    _sidebar(res, state)
     st.title("Chat")
+    _conversation(res, state, documents_page)
+    _sidebar(res, state)  # last, so a conversation started just now is listed
+
+
+def _conversation(res: Resources, state: SessionState, documents_page: StreamlitPage) -> None:
     try:
         has_documents = bool(res.store.documents())
     except RagError as exc:
@@ -33,48 +37,70 @@ def page(res: Resources, documents_page: StreamlitPage) -> None:
         )
         st.page_link(documents_page, label="Add documents", icon=":material/upload_file:")
         return
-
     if state.conversation_id is not None:
-        for message in res.memory.messages(state.conversation_id):
+        try:
+            messages = res.memory.messages(state.conversation_id)
+        except RagError:
+            messages = []
+        for message in messages:
             _show(res, message)
-
     question = st.chat_input(EXAMPLE)
     if question:
         _ask(res, state, question)
 
 
+def _open(state: SessionState, conversation_id: str | None) -> None:
+    state.conversation_id = conversation_id
+
+
+def _rename(res: Resources, conversation_id: str, key: str) -> None:
+    title = str(widget_value(key) or "").strip()
+    if title:
+        res.memory.rename(conversation_id, title)
+
+
+def _delete(res: Resources, state: SessionState, conversation_id: str) -> None:
+    res.memory.delete(conversation_id)
+    state.conversation_id = None
+
+
 def _sidebar(res: Resources, state: SessionState) -> None:
+    # Buttons act in callbacks, which run before the next rerun renders the page.
     with st.sidebar:
-        if st.button("New chat", icon=":material/add:", use_container_width=True):
-            state.conversation_id = None
+        st.button(
+            "New chat",
+            icon=":material/add:",
+            use_container_width=True,
+            on_click=_open,
+            args=(state, None),
+        )
         conversations = res.memory.conversations()
-        if state.conversation_id is not None and not any(
-            c.id == state.conversation_id for c in conversations
-        ):
-            state.conversation_id = None  # deleted in another session
         if conversations:
             st.caption("Conversations")
         for conv in conversations:
-            current = conv.id == state.conversation_id
-            if st.button(
+            st.button(
                 conv.title,
                 key=f"conv-{conv.id}",
-                type="primary" if current else "tertiary",
+                type="primary" if conv.id == state.conversation_id else "tertiary",
                 use_container_width=True,
-            ):
-                state.conversation_id = conv.id
-                st.rerun()
-        if state.conversation_id is not None:
-            conv = res.memory.get(state.conversation_id)
-            with st.expander("This conversation"):
-                title = st.text_input("Name", value=conv.title, key=f"title-{conv.id}")
-                if title.strip() and title != conv.title:
-                    res.memory.rename(conv.id, title)
-                    st.rerun()
-                if st.button("Delete conversation", icon=":material/delete:", key="delete-conv"):
-                    res.memory.delete(conv.id)
-                    state.conversation_id = None
-                    st.rerun()
+                on_click=_open,
+                args=(state, conv.id),
+            )
+        current = next((c for c in conversations if c.id == state.conversation_id), None)
+        if current is None:
+            return
+        with st.expander("This conversation"):
+            key = f"title-{current.id}"
+            st.text_input(
+                "Name", value=current.title, key=key, on_change=_rename, args=(res, current.id, key)
+            )
+            st.button(
+                "Delete conversation",
+                icon=":material/delete:",
+                key="delete-conv",
+                on_click=_delete,
+                args=(res, state, current.id),
+            )
 
 
 def _show(res: Resources, message: Message) -> None:
@@ -108,7 +134,9 @@ def _footer(
 
 
 def _ask(res: Resources, state: SessionState, question: str) -> None:
-    if state.conversation_id is None:
+    if state.conversation_id is None or not any(
+        c.id == state.conversation_id for c in res.memory.conversations()
+    ):  # none yet, or deleted from another tab meanwhile
         state.conversation_id = res.memory.create(question.strip()[:60]).id
     with st.chat_message("user"):
         st.markdown(escape_markdown(question))

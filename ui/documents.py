@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from ingest.detect import Kind, detect_kind
+from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
 from rag.errors import IngestError, RagError
 from rag.store import DocumentInfo, content_id
 from ui.resources import Resources
@@ -71,7 +71,7 @@ def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[Uploa
     uploads = res.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
     try:
-        known = {d.id: d.name for d in res.store.documents()}
+        known: dict[str, str] = {d.id: d.name for d in res.store.documents()}
     except RagError:
         known = {}
     limit = res.settings.upload_max_mb * 1024 * 1024
@@ -84,7 +84,11 @@ def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[Uploa
         if doc_id in known:
             results[name] = UploadResult(name, "unchanged", f"already indexed as {known[doc_id]}")
             continue
-        tmp = uploads / f"{uuid.uuid4().hex}.part"
+        known[doc_id] = name  # a second copy in the same upload is not stored twice
+        # The browser's extension is only a hint for the content check (a text file named
+        # .pdf is refused); the stored name is generated either way.
+        hint = Path(name).suffix.lower()
+        tmp = uploads / f"{uuid.uuid4().hex}{hint if hint in SUPPORTED_SUFFIXES else '.part'}"
         tmp.write_bytes(data)
         try:
             kind = detect_kind(tmp)

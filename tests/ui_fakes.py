@@ -1,0 +1,73 @@
+"""Resources for the web app built from fakes."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from ingest.chunking import TokenChunker
+from ingest.pipeline import IngestPipeline, Progress
+from rag.chain import ChainConfig, ChatEngine, build_chain
+from rag.errors import ProviderError
+from rag.memory import ConversationStore
+from rag.prompts import load_prompts
+from rag.settings import Settings
+from rag.store import FaissStore, NewChunk
+from tests.fakes import CountingEmbeddings, RecordingRetriever, WordTokenizer, doc
+from ui.resources import Resources
+
+ANSWERS = [
+    "The default is 100 [2] and it limits clients [1]. ![tracker](http://example.org/t.png)",
+    "How does max_connections count sessions?",  # the condensed follow-up
+    "It counts each session once [1].",
+]
+
+
+def add(store: FaissStore, doc_id: str, source: str, texts: list[str], pages: int | None) -> None:
+    vectors = np.asarray(store.embeddings.embed_documents(texts), dtype="float32")
+    with store.writer() as w:
+        w.add_document(
+            doc_id, kind="pdf" if pages else "markdown", pages=pages, source=source,
+            chunks=[NewChunk(t, page=1 if pages else None) for t in texts], vectors=vectors,
+        )  # fmt: skip
+
+
+@cache
+def fake_resources(folder: str, mode: str = "ok") -> Resources:
+    root = Path(folder)
+    settings = Settings(data_dir=root)
+    embeddings = CountingEmbeddings(size=32)
+    store = FaissStore(settings.resolved_index_dir, embeddings, model_id="fake", dimension=32)
+    if not store.exists():
+        add(store, "a" * 64, str(root / "manual.pdf"), ["max_connections sets clients."], 5)
+        add(store, "b" * 64, str(root / "ops.md"), ["Backups run nightly."], None)
+    memory = ConversationStore(settings.resolved_conversations_path)
+    prompts = load_prompts()
+    retriever = RecordingRetriever(
+        by_keyword={
+            "max_connections": [
+                doc("max_connections sets the maximum number of clients.", page=4, n=1),
+                doc("The default value of max_connections is 100.", page=5, n=2),
+            ]
+        }
+    )
+    engine = ChatEngine(
+        build_chain(FakeListChatModel(responses=ANSWERS), retriever, prompts, ChainConfig()),
+        prompts,
+        model_name="fake-model",
+        memory=memory,
+    )
+
+    def get_engine() -> ChatEngine:
+        if mode == "down":
+            raise ProviderError("http://127.0.0.1:9/v1", "unreachable", "cannot connect")
+        return engine
+
+    def pipeline(progress: Progress) -> IngestPipeline:
+        chunker = TokenChunker(WordTokenizer(window=64), size=40, overlap=5)
+        return IngestPipeline(store, embeddings, chunker, batch_size=8, progress=progress)
+
+    return Resources(settings, store, memory, get_engine, pipeline)

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.docgen import make_pdf
+from tests.ui_fakes import fake_resources
+from ui.documents import display_name, ingest_uploads
+from ui.render import guard_stream, highlight_passage, sanitize_answer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str = "ok", page: str = "chat"):
+    monkeypatch.setenv("RAGCHAT_TEST_DIR", str(tmp_path))
+    monkeypatch.setenv("RAGCHAT_TEST_MODE", mode)
+    monkeypatch.setenv("RAGCHAT_TEST_PAGE", page)
+    at = AppTest.from_file(str(ROOT / "tests" / "ui_app.py"), default_timeout=30)
+    return at.run()
+
+
+def all_markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_chat_streams_an_answer_with_citation_cards(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch)
+    assert not at.exception
+    at.chat_input[0].set_value("What is the default of max_connections?").run()
+    assert not at.exception
+    messages = at.chat_message
+    assert [m.name for m in messages] == ["user", "assistant"]
+    text = all_markdown(at)
+    assert "The default is 100 [1] and it limits clients [2]." in text
+    assert "![tracker]" not in text and "!\\[tracker]" in text  # the image is never fetched
+    plain = text.replace("\\", "")  # document text is shown escaped
+    assert "manual.pdf · page 5" in plain and "manual.pdf · page 4" in plain
+    assert ":orange-background[" in text  # the cited sentence is highlighted
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any("fake-model" in c and "answer@v2" in c for c in captions)
+    assert len(at.get("feedback")) == 1
+
+    # Reopening shows the stored conversation; a follow-up goes into the same one.
+    at.chat_input[0].set_value("and how does max_connections count?").run()
+    assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
+    assert "It counts each session once [1]." in all_markdown(at)
+    memory = fake_resources(str(tmp_path)).memory
+    (conv,) = memory.conversations()
+    assert len(memory.messages(conv.id)) == 4
+
+
+def test_conversations_can_be_renamed_reopened_and_deleted(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch)
+    at.chat_input[0].set_value("What is max_connections?").run()
+    memory = fake_resources(str(tmp_path)).memory
+    (conv,) = memory.conversations()
+    at.text_input(key=f"title-{conv.id}").set_value("Connections").run()
+    assert memory.get(conv.id).title == "Connections"
+    at.sidebar.button[0].click().run()  # New chat
+    assert not at.chat_message
+    at.button(key=f"conv-{conv.id}").click().run()
+    assert len(at.chat_message) == 2
+    at.button(key="delete-conv").click().run()
+    assert memory.conversations() == [] and not at.chat_message
+
+
+def test_feedback_is_stored_with_the_answer(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch)
+    at.chat_input[0].set_value("max_connections?").run()
+    at.get("feedback")[0].set_value(1).run()
+    memory = fake_resources(str(tmp_path)).memory
+    (conv,) = memory.conversations()
+    assert memory.messages(conv.id)[1].feedback == 1
+
+
+def test_endpoint_down_is_one_readable_message_and_the_app_keeps_running(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, mode="down")
+    at.chat_input[0].set_value("max_connections?").run()
+    assert not at.exception
+    assert any("cannot connect" in e.value and "127.0.0.1:9" in e.value for e in at.error)
+    at.chat_input[0].set_value("again?").run()  # still serving
+    assert not at.exception
+
+
+def real_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """app.py itself, with fresh shared resources (they outlive an AppTest otherwise)."""
+    import streamlit as st
+
+    st.cache_resource.clear()
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path))
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+
+
+def test_no_documents_state_links_to_the_documents_page(tmp_path, monkeypatch):
+    at = real_app(tmp_path, monkeypatch).run()
+    assert not at.exception
+    assert any("No documents are indexed yet" in i.value for i in at.info)
+    assert len(at.chat_input) == 0
+
+
+def test_bad_setting_is_one_message_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_CHUNK_SIZE", "-5")
+    at = real_app(tmp_path, monkeypatch).run()
+    assert not at.exception
+    assert any("RAG_CHUNK_SIZE" in e.value for e in at.error)
+
+
+def test_documents_page_lists_and_deletes(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, page="documents")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert sorted(table["name"]) == ["manual.pdf", "ops.md"]
+    assert at.subheader[0].value == "Indexed (2)"
+    at.multiselect[0].select("a" * 64).run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert not at.exception
+    store = fake_resources(str(tmp_path)).store
+    assert [d.name for d in store.documents()] == ["ops.md"]
+    assert at.subheader[0].value == "Indexed (1)"
+
+
+def test_uploads_get_generated_names_and_are_typed_by_content(tmp_path, monkeypatch):
+    res = fake_resources(str(tmp_path))
+    pdf = make_pdf(tmp_path / "src.pdf", ["Lighthouse keepers log the wind."]).read_bytes()
+    results = ingest_uploads(
+        res,
+        [
+            ("../../etc/guide.pdf", pdf),
+            ("notes.pdf", b"this is plain text, not a pdf"),
+            ("again.pdf", pdf),
+            ("manual.md", b"# Manual\n\nThe pump needs oil."),
+        ],
+    )
+    by_name = {r.name: r for r in results}
+    assert by_name["guide.pdf"].status == "added"
+    assert (
+        by_name["notes.pdf"].status == "failed" and "not a valid PDF" in by_name["notes.pdf"].reason
+    )
+    assert by_name["manual.md"].status == "added"
+    stored = sorted(p.name for p in res.uploads_dir.iterdir())
+    assert len(stored) == 2 and all(len(Path(n).stem) == 32 for n in stored)
+    assert {Path(n).suffix for n in stored} == {".pdf", ".md"}
+    names = {d.name for d in res.store.documents()}
+    assert {"guide.pdf", "manual.md"} <= names
+    again = ingest_uploads(res, [("copy.pdf", pdf)])
+    assert again[0].status == "unchanged" and "guide.pdf" in again[0].reason
+
+
+def test_upload_over_the_size_limit_is_refused(tmp_path):
+    res = fake_resources(str(tmp_path))
+    res.settings.upload_max_mb = 1
+    (result,) = ingest_uploads(res, [("big.txt", b"x" * (2 * 1024 * 1024))])
+    assert result.status == "failed" and "larger than 1 MB" in result.reason
+
+
+def test_display_names_are_labels_only():
+    assert display_name("C:\\Users\\me\\report.pdf") == "report.pdf"
+    assert display_name("a\x00b\nc.pdf") == "a_b_c.pdf"
+    assert display_name("") == "upload"
+
+
+def test_model_output_cannot_fetch_images_or_typeset_math():
+    assert sanitize_answer("see ![x](http://evil/p.png) for $5") == (
+        "see !\\[x](http://evil/p.png) for \\$5"
+    )
+    streamed = "".join(guard_stream(["look !", "[x](http://e/p.png)", " end!"]))
+    assert "![" not in streamed and streamed.endswith("end!")
+
+
+def test_highlight_escapes_document_markup():
+    out = highlight_passage("Use *stars* here. And ![img](u) there. Other text.", ["stars here"])
+    assert "![" not in out and "\\*stars\\*" in out
+    assert out.startswith(":orange-background[Use")
+
+
+def test_rag_and_ingest_never_import_streamlit():
+    for package in ("rag", "ingest"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                assert not any(n.split(".")[0] == "streamlit" for n in names), path
+    code = (
+        "import sys, rag.cli, rag.chat_cli, rag.components, ingest.cli, ingest.pipeline; "
+        "sys.exit('streamlit' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
