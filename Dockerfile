@@ -1,5 +1,6 @@
 # ragchat: the web app on port 8501 with the bundled embedding model and local LLM.
-# Build: docker build -t ragchat .   Run: docker run -p 8501:8501 -v ragchat-data:/data ragchat
+# Build: docker build -t ragchat .
+# Run:   docker run -p 8501:8501 -v ragchat-data:/data ragchat
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,6 +21,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY rag ./rag
 COPY ingest ./ingest
+COPY ui ./ui
 # torch first, pinned, so that nothing else pulls a different build.
 # PIP_EXTRA_INDEX_URL may name a CPU-only torch index at build time to keep the image small.
 ARG PIP_EXTRA_INDEX_URL=""
@@ -27,6 +29,8 @@ RUN pip install torch==2.13.0 \
     && pip install .
 
 COPY app.py ./
+COPY .streamlit ./.streamlit
+COPY docs ./docs
 
 RUN useradd --create-home --uid 10001 ragchat \
     && mkdir -p /data \
@@ -35,7 +39,8 @@ USER 10001
 VOLUME ["/data"]
 EXPOSE 8501
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["curl", "--fail", "--silent", "http://127.0.0.1:8501/_stcore/health"]
 
-CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501", "--server.headless=true", "--browser.gatherUsageStats=false"]
+# The user guide in docs/ is indexed on start (unchanged files are skipped), then the app runs.
+CMD ["sh", "-c", "ragchat ingest /app/docs && exec streamlit run app.py --server.address=0.0.0.0 --server.port=8501"]

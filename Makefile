@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install run test test-unit test-integration lint format bench clean
+.PHONY: install run test test-unit test-integration lint format bench clean browser
 
 install: $(STAMP)
 
@@ -18,17 +18,24 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# The sample knowledge base (docs/) is indexed first; re-running skips unchanged files.
 run: install
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
-		--server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/ragchat ingest docs
+	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+browser:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else echo "install Chromium first: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 test-unit: install
 	$(PY) -m pytest tests/unit
 
-test-integration: install
+test-integration: install browser
 	$(PY) -m pytest tests/integration
 
 lint: install
