@@ -45,6 +45,8 @@ ABSTAIN_TEXT = (
     "Try rephrasing it, or add documents that cover it."
 )
 CONDENSE_MAX_TOKENS = 96
+# Small models sometimes go on to write the next prompt themselves; stop them there.
+ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] "]
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,10 @@ def build_chain(
 
     answer = RunnableBranch(
         (lambda x: not x["fitted"].documents, RunnableGenerator(abstain)),
-        RunnableLambda(answer_inputs) | answer_prompt | llm | StrOutputParser(),
+        RunnableLambda(answer_inputs)
+        | answer_prompt
+        | llm.bind(stop=ANSWER_STOP)
+        | StrOutputParser(),
     )
     return (
         RunnablePassthrough.assign(standalone=condense)

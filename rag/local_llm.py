@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -40,6 +41,19 @@ def bundled_model_path() -> Path:
     if not path.is_file():
         raise ConfigError("RAG_LLM_BASE_URL", f"the bundled model file {path} is missing")
     return path
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The child's environment without variables llama_cpp.server would read as settings.
+
+    Its settings classes take any variable named like a field (PORT, HOST, MODEL, N_CTX,
+    API_KEY, ...), case-insensitively and with no prefix, and these would override the
+    command line: a PORT set for the web app once sent the model server to the app's port.
+    """
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    fields = {*ServerSettings.model_fields, *ModelSettings.model_fields, "config_file"}
+    return {k: v for k, v in environ.items() if k.lower() not in fields}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -102,6 +116,7 @@ class LocalLLMServer:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             self.command(),
+            env=server_environment(os.environ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -140,11 +155,13 @@ class LocalLLMServer:
             self._log = None
 
     def _last_log_line(self) -> str:
+        """The server's last error line (or its last line)."""
         if self._log is None:
             return "no output"
         self._log.seek(0)
         lines = self._log.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
+        errors = [line for line in lines if "error" in line.lower()]
+        return (errors or lines or ["no output"])[-1].strip()
 
     def __enter__(self) -> LocalLLMServer:
         self.start()

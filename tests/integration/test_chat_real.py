@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rag.cli import main
@@ -186,3 +187,10 @@ def test_fallback_endpoint_answers_when_the_first_is_down(llm_server, index, sto
     )
     assert "".join(stream)
     assert stream.result is not None and not stream.result.abstained
+
+
+def test_local_server_ignores_a_port_meant_for_the_web_app(monkeypatch):
+    monkeypatch.setenv("PORT", "1")  # what `make run PORT=...` or a platform may export
+    with LocalLLMServer(bundled_model_path(), n_ctx=1024) as server:
+        assert server.port != 1
+        assert httpx.get(f"{server.base_url}/models", timeout=5).status_code == 200
