@@ -21,18 +21,21 @@ def add_commands(
     sub: Any,
     settings_of: Callable[[argparse.Namespace], Settings],
     add_index_option: Callable[[argparse.ArgumentParser], None],
+    add_mode_option: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Register ``ask``, ``chat`` and ``llm`` on a subparsers object."""
     p = sub.add_parser("ask", help="answer one question from the documents")
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object when done")
     _add_llm_options(p)
+    add_mode_option(p)
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_ask(a, settings_of(a)))
 
     p = sub.add_parser("chat", help="an interactive conversation that remembers earlier turns")
     p.add_argument("--conversation", metavar="ID", help="continue a saved conversation")
     _add_llm_options(p)
+    add_mode_option(p)
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_chat(a, settings_of(a)))
 

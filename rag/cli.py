@@ -23,6 +23,7 @@ _FLAGS = {
     "k": "retrieval_k",
     "base_url": "llm_base_url",
     "model": "llm_model",
+    "mode": "retrieval_mode",
 }
 
 
@@ -51,34 +52,47 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, _settings)
     from rag.chat_cli import add_commands as add_chat_commands
 
-    add_chat_commands(sub, _settings, add_index_option)
+    add_chat_commands(sub, _settings, add_index_option, add_mode_option)
 
     p = sub.add_parser("search", help="show the chunks most similar to a query")
     p.add_argument("query", help="the question or keywords")
     p.add_argument("-k", type=int, default=5, metavar="N", help="how many chunks (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_mode_option(p)
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_search(a, _settings(a)))
     return parser
 
 
+def add_mode_option(p: argparse.ArgumentParser) -> None:
+    """The ``--mode`` flag of the retrieving commands."""
+    p.add_argument(
+        "--mode",
+        choices=["vector", "keyword", "hybrid"],
+        help="retrieval method (overrides RAG_RETRIEVAL_MODE; default hybrid)",
+    )
+
+
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the top chunks for a query: our retrieval probe."""
-    from rag.components import build_store
+    """Print the top chunks for a query: our retrieval probe (no relevance threshold)."""
+    from rag.components import build_retriever, build_store
 
     if args.k < 1:
         raise RagError("-k must be at least 1")
     store = build_store(settings)
-    hits = store.search_chunks(args.query, k=args.k)
+    store.snapshot()
+    probe = settings.model_copy(update={"min_relevance": 0.0, "relevance_gap": 1.0})
+    hits = build_retriever(probe, store, k=args.k).search(args.query)
     rows = [
         {
             "score": round(score, 4),
-            "source": rec.source,
-            "page": rec.page,
-            "chunk_id": rec.chunk_id,
-            "text": rec.text,
+            "relevance": round(doc.metadata["relevance"], 4),
+            "source": doc.metadata["source"],
+            "page": doc.metadata["page"],
+            "chunk_id": doc.metadata["chunk_id"],
+            "text": doc.page_content,
         }
-        for rec, score in hits
+        for doc, score in hits
     ]
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -88,7 +102,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     for n, row in enumerate(rows, 1):
         page = f" p. {row['page']}" if row["page"] else ""
         text = " ".join(str(row["text"]).split())
-        print(f"[{n}] {row['score']:.3f}  {row['source']}{page}  ({row['chunk_id']})")
+        print(
+            f"[{n}] {row['score']:.3f} (relevance {row['relevance']:.2f})  "
+            f"{row['source']}{page}  ({row['chunk_id']})"
+        )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
 

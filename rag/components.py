@@ -19,7 +19,7 @@ from rag.llm import Endpoint, build_llm, endpoints
 from rag.local_llm import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.retrieval import StoreRetriever
+from rag.retrieval import CrossEncoderReranker, HybridRetriever, Mode
 from rag.settings import Settings
 from rag.store import FaissStore
 
@@ -79,6 +79,32 @@ def llm_endpoints(settings: Settings) -> Iterator[list[Endpoint]]:
         server.stop()
 
 
+def build_retriever(
+    settings: Settings, store: FaissStore, mode: str | None = None, k: int | None = None
+) -> HybridRetriever:
+    """The retriever the settings describe (``mode`` and ``k`` override them)."""
+    from rag.errors import ConfigError
+
+    reranker = None
+    if settings.reranker_path is not None:
+        if not (settings.reranker_path / "config.json").is_file():
+            raise ConfigError("RAG_RERANKER_PATH", f"{settings.reranker_path} is no model folder")
+        reranker = CrossEncoderReranker(str(settings.reranker_path))
+    return HybridRetriever(
+        store=store,
+        mode=Mode(mode or settings.retrieval_mode),
+        k=k or settings.retrieval_k,
+        fusion_depth=settings.fusion_depth,
+        rrf_k=settings.rrf_k,
+        vector_weight=settings.vector_weight,
+        keyword_weight=settings.keyword_weight,
+        min_relevance=settings.min_relevance,
+        relevance_gap=settings.relevance_gap,
+        mmr_lambda=settings.mmr_lambda,
+        reranker=reranker,
+    )
+
+
 def build_engine(
     settings: Settings,
     store: FaissStore,
@@ -87,12 +113,7 @@ def build_engine(
 ) -> ChatEngine:
     """The chat engine over a store, answering through the given endpoints."""
     prompts = load_prompts(settings.prompts_dir)
-    retriever = StoreRetriever(
-        store=store,
-        k=settings.retrieval_k,
-        min_relevance=settings.min_relevance,
-        relevance_gap=settings.relevance_gap,
-    )
+    retriever = build_retriever(settings, store)
     chain = build_chain(
         build_llm(endpoints_, settings), retriever, prompts, ChainConfig.from_settings(settings)
     )

@@ -1,41 +1,166 @@
-"""Retrievers over the store, as langchain-core ``BaseRetriever``s."""
+"""Retrieval over the store as a langchain-core ``BaseRetriever``: vector, keyword or hybrid.
+
+Hybrid search fuses the vector ranking and the BM25 keyword ranking with reciprocal rank
+fusion (RRF). Ranks carry no notion of "relevant at all", so every candidate also gets a
+calibrated relevance in [0, 1] (its cosine similarity to the question, mapped to [0, 1])
+and the abstention threshold and the relevance gap apply to that, in every mode.
+Optional steps: maximal marginal relevance for diversity, and a cross-encoder reranker.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 
-class StoreRetriever(BaseRetriever):
-    """The top ``k`` chunks whose relevance (0..1) reaches ``min_relevance``.
+class Mode(enum.StrEnum):
+    """How candidates are found."""
 
-    Chunks more than ``relevance_gap`` below the best one are dropped as well.
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
 
-    Returning nothing means the documents do not cover the question: the chain abstains.
+
+class Reranker(Protocol):
+    """Scores (question, passage) pairs; higher is more relevant."""
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """One score per passage."""
+        ...
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers cross-encoder loaded from a local folder."""
+
+    def __init__(self, path: str) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self._model = CrossEncoder(path, local_files_only=True)
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Cross-encoder scores for each passage."""
+        return [float(s) for s in self._model.predict([(query, p) for p in passages])]
+
+
+def rrf_fuse(
+    rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = 60
+) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion: ``sum(w / (k + rank))`` over the rankings, best first.
+
+    Ties keep the order in which candidates were first seen (earlier rankings first).
+    """
+    if len(rankings) != len(weights):
+        raise ValueError("one weight per ranking")
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    scores: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    order = {item: i for i, item in enumerate(dict.fromkeys(x for r in rankings for x in r))}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> list[int]:
+    """Maximal marginal relevance: indices of ``k`` rows, relevant yet unlike each other."""
+    if len(vectors) == 0:
+        return []
+    relevance = vectors @ query
+    chosen: list[int] = []
+    left = list(range(len(vectors)))
+    while left and len(chosen) < k:
+        if chosen:
+            redundancy = (vectors[left] @ vectors[chosen].T).max(axis=1)
+        else:
+            redundancy = np.zeros(len(left))
+        scores = lambda_ * relevance[left] - (1 - lambda_) * redundancy
+        best = left[int(np.argmax(scores))]
+        chosen.append(best)
+        left.remove(best)
+    return chosen
+
+
+class HybridRetriever(BaseRetriever):
+    """The top ``k`` chunks for a question, with calibrated relevance in the metadata.
+
+    Chunks below ``min_relevance``, or more than ``relevance_gap`` below the best one,
+    are dropped; returning nothing means the documents do not cover the question.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    store: Any = Field(description="A FaissStore (anything with search_chunks and relevance).")
+    store: Any = Field(description="A FaissStore.")
+    mode: Mode = Mode.HYBRID
     k: int = Field(default=5, ge=1)
+    fusion_depth: int = Field(default=20, ge=1, description="Candidates taken from each ranking.")
+    rrf_k: int = Field(default=60, ge=0)
+    vector_weight: float = Field(default=1.0, ge=0.0)
+    keyword_weight: float = Field(default=1.0, ge=0.0)
     min_relevance: float = Field(default=0.0, ge=0.0, le=1.0)
     relevance_gap: float = Field(default=1.0, ge=0.0, le=1.0)
+    mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
+    reranker: Any = Field(default=None, description="A Reranker, or None.")
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        docs: list[Document] = []
-        best: float | None = None
-        for record, score in self.store.search_chunks(query, k=self.k):
-            relevance = self.store.relevance(score)
-            best = relevance if best is None else best
+        return [doc for doc, _ in self.search(query)]
+
+    def search(self, query: str) -> list[tuple[Document, float]]:
+        """Documents with their fused score (RRF, or the single method's own score)."""
+        depth = max(self.fusion_depth, self.k)
+        query_vector = self.store.embeddings.embed_query(query)
+        records: dict[int, Any] = {}
+        ranked: list[list[tuple[int, float]]] = []
+        weights: list[float] = []
+        if self.mode in (Mode.VECTOR, Mode.HYBRID):
+            hits = self.store.search_chunks_by_vector(query_vector, depth)
+            records.update({r.id: r for r, _ in hits})
+            ranked.append([(r.id, s) for r, s in hits])
+            weights.append(self.vector_weight)
+        if self.mode in (Mode.KEYWORD, Mode.HYBRID):
+            hits = self.store.keyword_search(query, depth)
+            records.update({r.id: r for r, _ in hits})
+            ranked.append([(r.id, s) for r, s in hits])
+            weights.append(self.keyword_weight)
+        if len(ranked) == 1:  # a single method keeps its own score (cosine or BM25)
+            fused = ranked[0]
+        else:
+            fused = rrf_fuse([[cid for cid, _ in r] for r in ranked], weights, self.rrf_k)
+        cosine = self.store.similarities(query_vector, [cid for cid, _ in fused])
+        candidates = fused
+
+        if self.reranker is not None and candidates:
+            texts = [records[cid].text for cid, _ in candidates]
+            scores = self.reranker.score(query, texts)
+            candidates = sorted(
+                zip([c for c, _ in candidates], scores, strict=True), key=lambda x: -x[1]
+            )
+        if self.mmr_lambda is not None and len(candidates) > self.k:
+            ids = [cid for cid, _ in candidates]
+            q = np.asarray(query_vector, dtype="float32")
+            q /= np.linalg.norm(q) or 1.0
+            picked = mmr_select(q, self.store.vectors(ids), self.k, self.mmr_lambda)
+            candidates = [candidates[i] for i in picked]
+
+        results: list[tuple[Document, float]] = []
+        relevances = {cid: self.store.relevance(cosine[cid]) for cid, _ in candidates}
+        best = max(relevances.values(), default=0.0)
+        for cid, score in candidates:
+            relevance = relevances[cid]
             if relevance < self.min_relevance or relevance < best - self.relevance_gap:
                 continue
-            doc = record.to_document(score)
+            doc = records[cid].to_document(score)
             doc.metadata["relevance"] = relevance
-            docs.append(doc)
-        return docs
+            doc.metadata["mode"] = self.mode.value
+            results.append((doc, score))
+            if len(results) == self.k:
+                break
+        return results

@@ -75,6 +75,28 @@ class Settings(BaseSettings):
             "the answer says the documents do not cover the question."
         ),
     )
+    retrieval_mode: str = Field(
+        default="hybrid",
+        pattern="^(vector|keyword|hybrid)$",
+        description="vector, keyword (BM25) or hybrid (both, fused by reciprocal rank).",
+    )
+    fusion_depth: int = Field(
+        default=20, ge=1, le=500, description="Candidates each method contributes to fusion."
+    )
+    rrf_k: int = Field(default=60, ge=0, description="The k of reciprocal rank fusion.")
+    vector_weight: float = Field(default=1.0, ge=0.0, description="Weight of vector ranks.")
+    keyword_weight: float = Field(default=1.0, ge=0.0, description="Weight of keyword ranks.")
+    mmr_lambda: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Diversify results with maximal marginal relevance (1 = no diversity); "
+        "unset: off.",
+    )
+    reranker_path: Path | None = Field(
+        default=None,
+        description="Folder of a sentence-transformers cross-encoder to rerank with; unset: off.",
+    )
     relevance_gap: float = Field(
         default=0.2,
         ge=0.0,

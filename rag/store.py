@@ -50,7 +50,7 @@ from rag.errors import (
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 VECTORS = "vectors.faiss"
@@ -84,6 +84,19 @@ CREATE TABLE chunks (
     char_offset INTEGER NOT NULL
 );
 CREATE INDEX chunks_doc ON chunks(doc_id);
+-- The keyword (BM25) index: SQLite FTS5 over the chunks, kept in step by triggers, so it
+-- is updated incrementally and published atomically with the rest of the generation.
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, heading, content='chunks', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading);
+END;
+CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading)
+    VALUES ('delete', old.id, old.text, old.heading);
+END;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('next_id', 1);
 """
@@ -448,6 +461,46 @@ class FaissStore(VectorStore):
         records = self._records(snap, [i for i, _ in hits])
         return [(records[i], s) for i, s in hits if i in records]
 
+    def keyword_search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
+        """The ``k`` chunks that best match the query's words by BM25 (FTS5), best first.
+
+        The score is FTS5's BM25 with the sign flipped (higher is better); the query's words
+        are OR-ed, each quoted, so no user input is read as FTS5 syntax.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        terms = keyword_terms(query)
+        if not terms:
+            return []
+        snap = self.snapshot()
+        match = " OR ".join(f'"{t}"' for t in terms)
+        with snap.lock:
+            rows = snap.db.execute(
+                "SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?",
+                (match, k),
+            ).fetchall()
+        records = self._records(snap, [r[0] for r in rows])
+        return [(records[i], float(s)) for i, s in rows if i in records]
+
+    def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity between ``vector`` and stored chunks, by internal chunk id."""
+        if not chunk_ids:
+            return {}
+        snap = self.snapshot()
+        query = np.asarray([vector], dtype="float32")
+        faiss.normalize_L2(query)
+        out = {}
+        for cid in chunk_ids:
+            stored = snap.index.reconstruct(int(cid))
+            out[int(cid)] = min(1.0, max(-1.0, float(np.dot(query[0], stored))))
+        return out
+
+    def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        """The stored (normalised) vectors of chunks, in order."""
+        snap = self.snapshot()
+        return np.asarray([snap.index.reconstruct(int(c)) for c in chunk_ids], dtype="float32")
+
     def search_chunks(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks most similar to ``query``, best first."""
         return self.search_chunks_by_vector(self._embeddings.embed_query(query), k)
@@ -623,6 +676,22 @@ class FaissStore(VectorStore):
             if len(matches) == 1:
                 return matches[0]
         raise DocumentNotFoundError(key)
+
+
+_TERM = re.compile(r"[^\W_]+", re.UNICODE)
+_QUERY_STOPWORDS = frozenset(
+    """a an and are as at be by can do does for from how i in is it of on or the to was
+    what when where which who why with you""".split()
+)
+
+
+def keyword_terms(query: str, limit: int = 32) -> list[str]:
+    """The words of a query worth matching (lower-case, no stopwords, no duplicates)."""
+    seen: dict[str, None] = {}
+    for word in _TERM.findall(query.lower()):
+        if word not in _QUERY_STOPWORDS and word not in seen:
+            seen[word] = None
+    return list(seen)[:limit]
 
 
 def content_id(data: bytes) -> str:
