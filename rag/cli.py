@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.chat_cli import add_commands as add_chat_commands
 
     add_chat_commands(sub, _settings, add_index_option, add_mode_option)
+    from rag.eval_cli import add_command as add_eval_command
+
+    add_eval_command(sub, _settings, add_index_option)
 
     p = sub.add_parser("search", help="show the chunks most similar to a query")
     p.add_argument("query", help="the question or keywords")

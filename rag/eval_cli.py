@@ -1,0 +1,183 @@
+"""``ragchat eval``: retrieval (and answer) quality on a labelled dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rag.chain import ChatEngine
+from rag.components import build_engine, build_retriever, build_store, llm_endpoints
+from rag.errors import RagError
+from rag.evaluation import (
+    DEPTH,
+    AnsweredItem,
+    EvalItem,
+    Failure,
+    ModeReport,
+    Retrieved,
+    answer_metrics,
+    evaluate_retrieval,
+    format_table,
+    load_dataset,
+    write_report,
+)
+from rag.settings import Settings
+from rag.store import FaissStore
+
+MODES = ("vector", "keyword", "hybrid")
+
+
+def add_command(
+    sub: Any,
+    settings_of: Callable[[argparse.Namespace], Settings],
+    add_index_option: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Register ``eval``."""
+    p = sub.add_parser(
+        "eval",
+        help="measure retrieval (and answers) on a labelled JSONL dataset",
+        description="Each line: {question, sources, pages?, passage?, reference_answer?}.",
+    )
+    p.add_argument("dataset", type=Path, metavar="DATASET.jsonl")
+    p.add_argument(
+        "--mode",
+        dest="modes",
+        action="append",
+        metavar="MODE",
+        help="vector, keyword, hybrid or all; repeat or comma-separate to compare "
+        "(default: RAG_RETRIEVAL_MODE)",
+    )
+    p.add_argument(
+        "-k", type=int, metavar="N", help="chunks given to the model with --answers, and an "
+        "extra recall@N cutoff (overrides RAG_RETRIEVAL_K)",
+    )  # fmt: skip
+    p.add_argument("--answers", action="store_true", help="also run the full chain on each")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.md (+ chart) here")
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_eval(a, settings_of(a)))
+
+
+def parse_modes(values: list[str] | None, default: str) -> list[str]:
+    """Modes from repeated or comma-separated flags ('all' for every mode)."""
+    modes: list[str] = []
+    for value in values or [default]:
+        for mode in value.split(","):
+            mode = mode.strip().lower()
+            chosen = list(MODES) if mode == "all" else [mode]
+            for m in chosen:
+                if m not in MODES:
+                    raise RagError(f"--mode {mode!r}: choose from {', '.join(MODES)} or all")
+                if m not in modes:
+                    modes.append(m)
+    return modes
+
+
+@contextmanager
+def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="question", leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _search(
+    settings: Settings, store: FaissStore, mode: str, depth: int
+) -> Callable[[str], list[Retrieved]]:
+    probe = settings.model_copy(update={"min_relevance": 0.0, "relevance_gap": 1.0})
+    retriever = build_retriever(probe, store, mode=mode, k=depth)
+
+    def search(question: str) -> list[Retrieved]:
+        return [
+            Retrieved(d.metadata["source"], d.metadata["page"], d.page_content,
+                      d.metadata.get("title"))
+            for d, _ in retriever.search(question)
+        ]  # fmt: skip
+
+    return search
+
+
+def _answer_all(
+    engine: ChatEngine,
+    items: list[EvalItem],
+    report: ModeReport,
+    progress: Callable[[int, int], None],
+) -> None:
+    answered: list[tuple[EvalItem, AnsweredItem]] = []
+    for n, item in enumerate(items, 1):
+        try:
+            stream = engine.ask(item.question)
+            for _ in stream:
+                pass
+        except RagError as exc:
+            report.failures.append(Failure(item.line, item.question, f"answer: {exc}"))
+        else:
+            result = stream.result
+            if result is not None:
+                cites = [
+                    Retrieved(c.source.source, c.source.page, c.source.text, c.source.title)
+                    for c in result.citations
+                ]
+                answered.append(
+                    (item, AnsweredItem(cites, result.abstained, result.timings["total_ms"],
+                                        result.timings["first_token_ms"]))
+                )  # fmt: skip
+        progress(n, len(items))
+    if answered:
+        report.metrics.update(answer_metrics([i for i, _ in answered], [a for _, a in answered]))
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Evaluate each mode; print a table (or JSON) and optionally write a report."""
+    items = load_dataset(args.dataset)
+    modes = parse_modes(args.modes, settings.retrieval_mode)
+    if args.k is not None and args.k < 1:
+        raise RagError("-k must be at least 1")
+    cutoffs = [1, 5, 10] + ([args.k] if args.k else [])
+    store = build_store(settings)
+    store.snapshot()
+    store.embeddings.embed_query("warm up")
+    show = sys.stderr.isatty() and not args.json
+    reports = []
+    for mode in modes:
+        search = _search(settings, store, mode, max(DEPTH, args.k or 0))
+        with _progress(show, f"retrieval ({mode})", len(items)) as progress:
+            report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
+                                        progress=progress)  # fmt: skip
+        reports.append(report)
+    if args.answers:
+        with llm_endpoints(settings) as endpoints:
+            for report in reports:
+                mode_settings = settings.model_copy(update={"retrieval_mode": report.mode})
+                engine = build_engine(mode_settings, store, endpoints)
+                with _progress(show, f"answers ({report.mode})", len(items)) as progress:
+                    _answer_all(engine, items, report, progress)
+    if args.report:
+        path = write_report(reports, args.dataset, args.report)
+        print(f"report written to {path}", file=sys.stderr)
+    if args.json:
+        data = reports[0].to_json() if len(reports) == 1 else {r.mode: r.to_json() for r in reports}
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_table(reports))
+        for report in reports:
+            for failure in report.failures:
+                print(f"failed ({report.mode}): line {failure.line}: {failure.reason}",
+                      file=sys.stderr)  # fmt: skip
+    return 0

@@ -1,0 +1,372 @@
+"""Measure retrieval (and optionally answers) on a labelled dataset.
+
+A dataset is JSON Lines, one question per line::
+
+    {"question": "...", "sources": ["manual.pdf"], "pages": [3], "passage": "...",
+     "reference_answer": "..."}
+
+``sources`` are file names or path suffixes that count as relevant; ``pages`` (1-based)
+and ``passage`` (text the right chunk must contain) narrow it down. A question's targets
+are its sources, or each (source, page) pair when pages are given; recall counts targets
+covered, and nDCG gives a chunk credit only for a target not covered higher up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import RagError
+
+CUTOFFS = (1, 5, 10)
+DEPTH = 10
+
+
+class DatasetError(RagError):
+    """A dataset line cannot be used."""
+
+    def __init__(self, path: Path | str, line: int, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{self.path}, line {line}: {reason}")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One labelled question."""
+
+    question: str
+    sources: tuple[str, ...]
+    pages: tuple[int, ...] = ()
+    passage: str | None = None
+    reference_answer: str | None = None
+    line: int = 0
+
+
+def load_dataset(path: Path) -> list[EvalItem]:
+    """Read and validate a JSONL dataset.
+
+    Raises:
+        DatasetError: naming the file and line of the first bad entry.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DatasetError(path, 0, f"cannot read: {exc.strerror or exc}") from exc
+    items = []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(path, n, f"not JSON: {exc.msg}") from exc
+        if not isinstance(data, dict):
+            raise DatasetError(path, n, "each line must be a JSON object")
+        question, sources = data.get("question"), data.get("sources")
+        if not isinstance(question, str) or not question.strip():
+            raise DatasetError(path, n, '"question" must be a non-empty string')
+        if (
+            not isinstance(sources, list)
+            or not sources
+            or not all(isinstance(s, str) and s for s in sources)
+        ):
+            raise DatasetError(path, n, '"sources" must be a non-empty list of file names')
+        pages = data.get("pages") or []
+        if not isinstance(pages, list) or not all(isinstance(p, int) and p >= 1 for p in pages):
+            raise DatasetError(path, n, '"pages" must be a list of 1-based page numbers')
+        passage = data.get("passage")
+        if passage is not None and not isinstance(passage, str):
+            raise DatasetError(path, n, '"passage" must be a string')
+        items.append(
+            EvalItem(
+                question=question.strip(),
+                sources=tuple(sources),
+                pages=tuple(pages),
+                passage=passage or None,
+                reference_answer=data.get("reference_answer"),
+                line=n,
+            )
+        )
+    if not items:
+        raise DatasetError(path, 0, "no questions")
+    return items
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """What a judged chunk needs: where it comes from and what it says."""
+
+    source: str
+    page: int | None
+    text: str
+    title: str | None = None
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def source_matches(chunk: Retrieved, pattern: str) -> bool:
+    """A file name or path suffix names the chunk's source (or its title)."""
+    source = chunk.source.replace("\\", "/")
+    pattern = pattern.replace("\\", "/")
+    return (
+        source == pattern
+        or source.endswith("/" + pattern.lstrip("/"))
+        or (chunk.title is not None and chunk.title == pattern)
+    )
+
+
+def targets(item: EvalItem) -> list[tuple[str, int | None]]:
+    """What a question needs found: its sources, or each (source, page)."""
+    if item.pages:
+        return [(s, p) for s in item.sources for p in item.pages]
+    return [(s, None) for s in item.sources]
+
+
+def covered(item: EvalItem, chunk: Retrieved) -> set[int]:
+    """Indices of the item's targets this chunk covers."""
+    if item.passage and _norm(item.passage) not in _norm(chunk.text):
+        return set()
+    return {
+        i
+        for i, (source, page) in enumerate(targets(item))
+        if source_matches(chunk, source) and (page is None or chunk.page == page)
+    }
+
+
+@dataclass
+class ItemScore:
+    """Metrics of one question."""
+
+    first_rank: int | None
+    recall: dict[int, float]
+    ndcg: float
+    page_correct: bool | None
+
+
+def score_item(item: EvalItem, ranked: Sequence[Retrieved], cutoffs: Iterable[int]) -> ItemScore:
+    """Rank metrics of one question's retrieved list (best first)."""
+    n_targets = len(targets(item))
+    seen: set[int] = set()
+    first_rank = None
+    dcg = 0.0
+    found_at: list[set[int]] = []
+    for rank, chunk in enumerate(ranked, 1):
+        hit = covered(item, chunk)
+        found_at.append(hit)
+        if hit and first_rank is None:
+            first_rank = rank
+        new = hit - seen
+        if new and rank <= DEPTH:
+            dcg += 1.0 / math.log2(rank + 1)
+        seen |= hit
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(n_targets, DEPTH) + 1))
+    recall = {}
+    for k in cutoffs:
+        got: set[int] = set().union(*found_at[:k]) if found_at[:k] else set()
+        recall[k] = len(got) / n_targets
+    page_correct = None
+    if item.pages:
+        top = ranked[0] if ranked else None
+        page_correct = bool(
+            top and top.page in item.pages and any(source_matches(top, s) for s in item.sources)
+        )
+    return ItemScore(first_rank, recall, dcg / ideal if ideal else 0.0, page_correct)
+
+
+def aggregate(scores: Sequence[ItemScore], cutoffs: Iterable[int]) -> dict[str, float]:
+    """Mean metrics over questions (page accuracy over those with pages)."""
+    n = len(scores)
+    out: dict[str, float] = {}
+    if n == 0:
+        return out
+    for k in sorted(set(cutoffs)):
+        out[f"hit@{k}"] = sum(1 for s in scores if s.first_rank and s.first_rank <= k) / n
+        out[f"recall@{k}"] = sum(s.recall[k] for s in scores) / n
+    out["mrr"] = (
+        sum(1.0 / s.first_rank for s in scores if s.first_rank and s.first_rank <= DEPTH) / n
+    )
+    out["ndcg@10"] = sum(s.ndcg for s in scores) / n
+    paged = [s.page_correct for s in scores if s.page_correct is not None]
+    if paged:
+        out["page_accuracy@1"] = sum(1 for p in paged if p) / len(paged)
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass
+class Failure:
+    """A question that could not be evaluated."""
+
+    line: int
+    question: str
+    reason: str
+
+
+@dataclass
+class ModeReport:
+    """Everything measured for one retrieval mode."""
+
+    mode: str
+    items: int
+    metrics: dict[str, float]
+    failures: list[Failure] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Metrics with the mode, counts and failures."""
+        return {
+            "mode": self.mode,
+            "items": self.items,
+            **{k: round(v, 4) for k, v in self.metrics.items()},
+            "failed": [{"line": f.line, "question": f.question, "reason": f.reason}
+                       for f in self.failures],
+        }  # fmt: skip
+
+
+def evaluate_retrieval(
+    items: Sequence[EvalItem],
+    search: Callable[[str], Sequence[Retrieved]],
+    *,
+    mode: str,
+    cutoffs: Iterable[int] = CUTOFFS,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> ModeReport:
+    """Run every question through ``search`` and measure the rankings."""
+    cutoffs = sorted(set(cutoffs) | set(CUTOFFS))
+    scores, failures = [], []
+    for n, item in enumerate(items, 1):
+        try:
+            ranked = list(search(item.question))
+        except RagError as exc:
+            failures.append(Failure(item.line, item.question, str(exc)))
+        else:
+            scores.append(score_item(item, ranked, cutoffs))
+        progress(n, len(items))
+    return ModeReport(mode, len(scores), aggregate(scores, cutoffs), failures)
+
+
+@dataclass
+class AnsweredItem:
+    """What answering one question produced."""
+
+    citations: list[Retrieved]
+    abstained: bool
+    total_ms: float
+    first_token_ms: float
+
+
+def citation_valid(item: EvalItem, cited: Retrieved) -> bool:
+    """A citation is valid when its chunk is relevant or holds the reference passage."""
+    if covered(item, cited):
+        return True
+    return bool(item.passage) and _norm(item.passage or "") in _norm(cited.text)
+
+
+def answer_metrics(items: Sequence[EvalItem], answers: Sequence[AnsweredItem]) -> dict[str, float]:
+    """Citation validity, abstention rate and latency over answered questions."""
+    cited = [(i, c) for i, a in zip(items, answers, strict=True) for c in a.citations]
+    valid = sum(1 for i, c in cited if citation_valid(i, c))
+    with_citations = [(i, a) for i, a in zip(items, answers, strict=True) if a.citations]
+    totals = [a.total_ms for a in answers]
+    firsts = [a.first_token_ms for a in answers]
+    return {
+        "citation_validity": valid / len(cited) if cited else 0.0,
+        "answers_all_citations_valid": (
+            sum(1 for i, a in with_citations if all(citation_valid(i, c) for c in a.citations))
+            / len(with_citations)
+            if with_citations
+            else 0.0
+        ),
+        "answers_with_citations": len(with_citations) / len(answers) if answers else 0.0,
+        "abstention_rate": sum(1 for a in answers if a.abstained) / len(answers)
+        if answers
+        else 0.0,
+        "latency_p50_ms": percentile(totals, 50),
+        "latency_p95_ms": percentile(totals, 95),
+        "ttft_p50_ms": percentile(firsts, 50),
+        "ttft_p95_ms": percentile(firsts, 95),
+    }
+
+
+def format_table(reports: Sequence[ModeReport]) -> str:
+    """A plain-text table: one row per metric, one column per mode."""
+    keys = list(dict.fromkeys(k for r in reports for k in r.metrics))
+    width = max([len(k) for k in keys] + [6])
+    header = " " * width + "".join(f"{r.mode:>12}" for r in reports)
+    rows = [header]
+    for key in keys:
+        cells = "".join(
+            f"{r.metrics[key]:>12.1f}" if key.endswith("_ms") else f"{r.metrics.get(key, 0):>12.3f}"
+            for r in reports
+        )
+        rows.append(f"{key:<{width}}{cells}")
+    rows.append(f"{'items':<{width}}" + "".join(f"{r.items:>12d}" for r in reports))
+    return "\n".join(rows)
+
+
+def write_report(reports: Sequence[ModeReport], dataset: Path, folder: Path) -> Path:
+    """A Markdown report, with a bar chart (PNG) comparing the modes when there are several."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Retrieval evaluation: {dataset.name}",
+        "",
+        f"{reports[0].items + len(reports[0].failures)} questions; modes: "
+        + ", ".join(r.mode for r in reports),
+        "",
+    ]
+    keys = list(dict.fromkeys(k for r in reports for k in r.metrics))
+    lines.append("| metric | " + " | ".join(r.mode for r in reports) + " |")
+    lines.append("|---|" + "---|" * len(reports))
+    for key in keys:
+        lines.append(
+            f"| {key} | " + " | ".join(f"{r.metrics.get(key, 0):.3f}" for r in reports) + " |"
+        )
+    if len(reports) > 1:
+        chart = folder / "modes.png"
+        _bar_chart(reports, [k for k in keys if not k.endswith("_ms")], chart)
+        lines += ["", f"![modes compared]({chart.name})"]
+    for r in reports:
+        if r.failures:
+            lines += ["", f"## Failed questions ({r.mode})", ""]
+            lines += [f"- line {f.line}: {f.question} ({f.reason})" for f in r.failures]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _bar_chart(reports: Sequence[ModeReport], keys: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, len(keys) * 1.1), 4))
+    width = 0.8 / len(reports)
+    for i, report in enumerate(reports):
+        xs = [j + i * width for j in range(len(keys))]
+        ax.bar(xs, [report.metrics.get(k, 0) for k in keys], width, label=report.mode)
+    ax.set_xticks([j + width * (len(reports) - 1) / 2 for j in range(len(keys))])
+    ax.set_xticklabels(keys, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Retrieval quality by mode")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
