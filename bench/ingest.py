@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="postgresql", help="corpus name or folder")
     parser.add_argument("--limit", type=int, default=0, help="only the first N files")
+    parser.add_argument(
+        "--index", type=Path, help="keep the index here (default: a temporary folder)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -45,7 +49,10 @@ def main() -> None:
     print(f"corpus: {root} ({len(files)} files, {size_mb:.1f} MB)")
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(index_dir=Path(tmp) / "index")
+        index = args.index or Path(tmp) / "index"
+        if index.exists():
+            shutil.rmtree(index)  # measure a fresh ingestion
+        settings = Settings(index_dir=index)
         t = time.perf_counter()
         embeddings = load_embeddings(settings)
         embeddings.embed_query("warm up")
