@@ -108,8 +108,9 @@ class IngestPipeline:
         self.embeddings = embeddings
         self.chunker = chunker
         self.batch_size = batch_size
-        # Chunks gathered before embedding: enough to sort by length across many batches.
-        self.flush_every = batch_size * 8
+        # Chunks gathered before embedding: enough to sort by length across many batches
+        # (sorting the whole flush keeps padding, and so embedding time, down).
+        self.flush_every = batch_size * 32
         self.loader = loader
         self.progress = progress
         self._titles: dict[str, str] = {}

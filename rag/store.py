@@ -476,9 +476,9 @@ class FaissStore(VectorStore):
         match = " OR ".join(f'"{t}"' for t in terms)
         with snap.lock:
             rows = snap.db.execute(
-                "SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts "
-                "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?",
-                (match, k),
+                "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
+                (KEYWORD_HEADING_WEIGHT, match, k),
             ).fetchall()
         records = self._records(snap, [r[0] for r in rows])
         return [(records[i], float(s)) for i, s in rows if i in records]
@@ -683,6 +683,7 @@ _QUERY_STOPWORDS = frozenset(
     """a an and are as at be by can do does for from how i in is it of on or the to was
     what when where which who why with you""".split()
 )
+KEYWORD_HEADING_WEIGHT = 0.5
 
 
 def keyword_terms(query: str, limit: int = 32) -> list[str]:
