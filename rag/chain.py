@@ -265,18 +265,17 @@ class ChatEngine:
 
     def ask(self, question: str, history: Sequence[Turn] = ()) -> AnswerStream:
         """Stream an answer to ``question`` given earlier turns."""
-        question = question.strip()
-        if not question:
-            raise RagError("the question is empty")
-        stream = AnswerStream(iter(()))
-        stream._pieces = self._run(stream, question, list(history), None)
-        return stream
+        return self._stream(question, list(history), None)
 
     def ask_in(self, conversation_id: str, question: str) -> AnswerStream:
         """Stream an answer within a stored conversation and save both turns when done."""
         if self.memory is None:
             raise RagError("this engine has no conversation memory")
-        history = self.memory.history(conversation_id)
+        return self._stream(question, self.memory.history(conversation_id), conversation_id)
+
+    def _stream(
+        self, question: str, history: list[Turn], conversation_id: str | None
+    ) -> AnswerStream:
         question = question.strip()
         if not question:
             raise RagError("the question is empty")
