@@ -60,6 +60,13 @@ def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
     add_index_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,  # keeps a -v given before the subcommand
+        help="more log output (-vv for debug)",
+    )
+    p.add_argument(
         "--chunk-size",
         type=int,
         metavar="N",

@@ -194,3 +194,36 @@ def test_local_server_ignores_a_port_meant_for_the_web_app(monkeypatch):
     with LocalLLMServer(bundled_model_path(), n_ctx=1024) as server:
         assert server.port != 1
         assert httpx.get(f"{server.base_url}/models", timeout=5).status_code == 200
+
+
+def test_terminal_chat_remembers_the_conversation(llm_server, index, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "RAG_DATA_DIR": str(tmp_path),
+        "RAG_LLM_BASE_URL": llm_server.base_url,
+        "RAG_LLM_TEMPERATURE": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "chat", "--index", str(index)],
+        input="What does the lighthouse keeper write in the logbook?\n"
+        "How often does he do that?\n/quit\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ragchat> ") == 2
+    assert "Sources:" in done.stdout and "lighthouses.pdf" in done.stdout
+    from rag.memory import ConversationStore
+
+    memory = ConversationStore(tmp_path / "conversations.db")
+    (conversation,) = memory.conversations()
+    turns = memory.history(conversation.id)
+    assert [t.role for t in turns] == ["user", "assistant"] * 2
+    assert turns[2].content == "How often does he do that?"
+    assert conversation.title.startswith("What does the lighthouse keeper")

@@ -194,3 +194,20 @@ def test_rag_and_ingest_never_import_streamlit():
         "sys.exit('streamlit' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_reindex_reembeds_a_document_and_reports_it(tmp_path, monkeypatch):
+    res = fake_resources(str(tmp_path))
+    doc = tmp_path / "pump.md"
+    doc.write_text("# Pump\n\nThe pump needs oil every spring.")
+    res.pipeline(lambda *_: None).run([doc])
+    pump = next(d for d in res.store.documents() if d.name == "pump.md")
+    before = {c.id for c in res.store.all_chunks() if c.doc_id == pump.id}
+    at = app(tmp_path, monkeypatch, page="documents")
+    at.multiselect[0].select(pump.id).run()
+    next(b for b in at.button if b.label == "Re-index").click().run()
+    assert not at.exception
+    results = at.dataframe[0].value
+    assert list(results["result"]) == ["updated"]
+    after = {c.id for c in res.store.all_chunks() if c.doc_id == pump.id}
+    assert after and not (after & before)  # fresh chunks and vectors
