@@ -37,6 +37,7 @@ from rag.llm import ENDPOINT_ERRORS, Endpoint, provider_error
 from rag.memory import ConversationStore
 from rag.prompts import Prompts
 from rag.settings import Settings
+from rag.text import content_words
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,6 @@ def _as_messages(turns: Sequence[Turn]) -> list[BaseMessage]:
 
 
 _CONDENSE_PREFIX = re.compile(r"^\s*(standalone question|question|rewritten question)\s*:\s*", re.I)
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_STOPWORDS = frozenset(
-    """a an and are as at be but by can could did do does doing for from had has have he her
-    him his how i if in into is it its me my of on or our she should so than that the their
-    them then there these they this those to us was we were what when where which who whom
-    why will with would you your about also any again please tell more too just""".split()
-)
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 2}
 
 
 def clean_standalone(output: str, question: str, history: Sequence[Turn]) -> str:
@@ -97,8 +87,8 @@ def clean_standalone(output: str, question: str, history: Sequence[Turn]) -> str
     text = text.strip().splitlines()[0].strip().strip("\"'").strip() if text.strip() else ""
     text = re.sub(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]", "", text).strip()
     last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
-    wanted = _content_words(question)
-    kept = len(wanted & _content_words(text))
+    wanted = content_words(question)
+    kept = len(wanted & content_words(text))
     usable = (
         3 <= len(text) <= 4 * len(question) + 300
         and kept * 2 >= len(wanted)

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rag.chain import Answer, AnswerStream
-from rag.components import build_engine, build_store, llm_endpoints
+from rag.components import build_engine, build_local_server, build_store, llm_endpoints
 from rag.errors import RagError
-from rag.local_llm import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.settings import Settings
 
@@ -158,12 +157,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_llm_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the bundled model until interrupted."""
-    server = LocalLLMServer(
-        bundled_model_path(),
-        port=args.port,
-        n_ctx=settings.llm_context_window,
-        threads=settings.local_llm_threads,
-    )
+    server = build_local_server(settings, port=args.port)
     server.start()
     print(f"serving {server.model_path.name} at {server.base_url} (model name 'smollm2')")
     print("use it with RAG_LLM_BASE_URL=" + server.base_url + "; Ctrl-C stops it")

@@ -15,6 +15,8 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from rag.text import content_words, split_sentences
+
 _MARKER = re.compile(r"\[(\s*\d{1,3}(?:\s*[,;]\s*\d{1,3})*\s*)\]")
 _MAX_MARKER = 24  # longest text a marker may span before it is judged not to be one
 _MARKER_CHARS = set("0123456789,; ")
@@ -169,26 +171,15 @@ class CitationStream:
         return "".join(f"[{d}]" for d in shown)
 
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
-_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
-_COMMON = frozenset(
-    """the and for are was were with that this from have has had not but you your they them
-    their its can will would should could into than then there what when where which who
-    how does did also been being such these those about over under only very more most""".split()
-)
 MIN_SUPPORT = 0.5  # share of a sentence's words a passage must contain to be attributed
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _COMMON}
 
 
 def support(claim: str, passage: str) -> float:
     """Share of the claim's content words that the passage contains (0..1)."""
-    claim_words = _words(_MARKER.sub(" ", claim))
+    claim_words = content_words(_MARKER.sub(" ", claim))
     if not claim_words:
         return 0.0
-    return len(claim_words & _words(passage)) / len(claim_words)
+    return len(claim_words & content_words(passage)) / len(claim_words)
 
 
 def verify(
@@ -201,7 +192,7 @@ def verify(
     one source clearly supports (at least ``MIN_SUPPORT`` of its content words), that
     source's marker appended and the citation flagged ``inferred``.
     """
-    sentences = _SENTENCE.findall(answer)
+    sentences = split_sentences(answer)
     if citations:
         measured = []
         for c in citations:
@@ -213,7 +204,7 @@ def verify(
     out: list[str] = []
     for sentence in sentences:
         best, best_support = None, 0.0
-        if len(_words(sentence)) >= 3:
+        if len(content_words(sentence)) >= 3:
             for source in sources:
                 score = support(sentence, source.text)
                 if score > best_support:

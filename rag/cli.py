@@ -84,8 +84,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise RagError("-k must be at least 1")
     store = build_store(settings)
     store.snapshot()
-    probe = settings.model_copy(update={"min_relevance": 0.0, "relevance_gap": 1.0})
-    hits = build_retriever(probe, store, k=args.k).search(args.query)
+    hits = build_retriever(settings, store, k=args.k, unfiltered=True).search(args.query)
     rows = [
         {
             "score": round(score, 4),

@@ -63,15 +63,23 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Fai
     )
 
 
+def build_local_server(settings: Settings, port: int | None = None) -> LocalLLMServer:
+    """The bundled model's server as the settings describe it (not started)."""
+    return LocalLLMServer(
+        bundled_model_path(),
+        port=port,
+        n_ctx=settings.llm_context_window,
+        threads=settings.local_llm_threads,
+    )
+
+
 @contextlib.contextmanager
 def llm_endpoints(settings: Settings) -> Iterator[list[Endpoint]]:
     """The configured endpoints; without one, the bundled model served on 127.0.0.1."""
     if not settings.uses_local_llm:
         yield endpoints(settings)
         return
-    server = LocalLLMServer(
-        bundled_model_path(), n_ctx=settings.llm_context_window, threads=settings.local_llm_threads
-    )
+    server = build_local_server(settings)
     server.start()
     try:
         yield endpoints(settings, server.base_url)
@@ -80,9 +88,20 @@ def llm_endpoints(settings: Settings) -> Iterator[list[Endpoint]]:
 
 
 def build_retriever(
-    settings: Settings, store: FaissStore, mode: str | None = None, k: int | None = None
+    settings: Settings,
+    store: FaissStore,
+    mode: str | None = None,
+    k: int | None = None,
+    *,
+    unfiltered: bool = False,
 ) -> HybridRetriever:
-    """The retriever the settings describe (``mode`` and ``k`` override them)."""
+    """The retriever the settings describe (``mode`` and ``k`` override them).
+
+    ``unfiltered`` drops the relevance threshold and gap: for probes and evaluation,
+    which rank everything rather than decide whether to abstain.
+    """
+    if unfiltered:
+        settings = settings.model_copy(update={"min_relevance": 0.0, "relevance_gap": 1.0})
     from rag.errors import ConfigError
 
     reranker = None

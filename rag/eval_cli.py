@@ -100,8 +100,7 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
 def _search(
     settings: Settings, store: FaissStore, mode: str, depth: int
 ) -> Callable[[str], list[Retrieved]]:
-    probe = settings.model_copy(update={"min_relevance": 0.0, "relevance_gap": 1.0})
-    retriever = build_retriever(probe, store, mode=mode, k=depth)
+    retriever = build_retriever(settings, store, mode=mode, k=depth, unfiltered=True)
 
     def search(question: str) -> list[Retrieved]:
         return [

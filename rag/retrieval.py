@@ -118,11 +118,13 @@ class HybridRetriever(BaseRetriever):
         depth = max(self.fusion_depth, self.k)
         query_vector = self.store.embeddings.embed_query(query)
         records: dict[int, Any] = {}
+        cosine: dict[int, float] = {}
         ranked: list[list[tuple[int, float]]] = []
         weights: list[float] = []
         if self.mode in (Mode.VECTOR, Mode.HYBRID):
             hits = self.store.search_chunks_by_vector(query_vector, depth)
             records.update({r.id: r for r, _ in hits})
+            cosine.update({r.id: s for r, s in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.vector_weight)
         if self.mode in (Mode.KEYWORD, Mode.HYBRID):
@@ -134,7 +136,9 @@ class HybridRetriever(BaseRetriever):
             fused = ranked[0]
         else:
             fused = rrf_fuse([[cid for cid, _ in r] for r in ranked], weights, self.rrf_k)
-        cosine = self.store.similarities(query_vector, [cid for cid, _ in fused])
+        # Vector hits already carry their cosine; only keyword-only hits need one computed.
+        missing = [cid for cid, _ in fused if cid not in cosine]
+        cosine.update(self.store.similarities(query_vector, missing))
         candidates = fused
 
         if self.reranker is not None and candidates:

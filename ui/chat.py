@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from rag.errors import RagError
-from rag.memory import Message
+from rag.memory import ConversationNotFoundError, Message
 from ui.render import answer_details, citation_card, escape_markdown, guard_stream, sanitize_answer
 from ui.resources import Resources
 from ui.state import SessionState, session, widget_value
@@ -134,9 +134,12 @@ def _footer(
 
 
 def _ask(res: Resources, state: SessionState, question: str) -> None:
-    if state.conversation_id is None or not any(
-        c.id == state.conversation_id for c in res.memory.conversations()
-    ):  # none yet, or deleted from another tab meanwhile
+    if state.conversation_id is not None:
+        try:
+            res.memory.get(state.conversation_id)
+        except ConversationNotFoundError:  # deleted from another tab meanwhile
+            state.conversation_id = None
+    if state.conversation_id is None:
         state.conversation_id = res.memory.create(question.strip()[:60]).id
     with st.chat_message("user"):
         st.markdown(escape_markdown(question))

@@ -9,9 +9,9 @@ from typing import Any
 
 import streamlit as st
 
+from rag.text import content_words, split_sentences
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^])")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)\s*")
-_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
 
 
 def escape_markdown(text: str) -> str:
@@ -42,20 +42,16 @@ def guard_stream(pieces: Iterable[str]) -> Iterator[str]:
         yield held
 
 
-def _words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text)}
-
-
 def cited_claims(answer: str, n: int) -> list[str]:
     """The sentences of the answer that cite source ``n``."""
-    return [s for s in _SENTENCE.findall(answer) if f"[{n}]" in s]
+    return [s for s in split_sentences(answer) if f"[{n}]" in s]
 
 
 def highlight_passage(passage: str, claims: list[str]) -> str:
     """The passage as escaped markdown, with the sentences the claims draw on highlighted."""
-    sentences = _SENTENCE.findall(passage) or [passage]
-    claim_words = set().union(*(_words(c) for c in claims)) if claims else set()
-    scores = [len(_words(s) & claim_words) / (len(_words(s)) or 1) for s in sentences]
+    sentences = split_sentences(passage) or [passage]
+    claim_words = set().union(*(content_words(c) for c in claims)) if claims else set()
+    scores = [len(content_words(s) & claim_words) / (len(content_words(s)) or 1) for s in sentences]
     best = max(scores, default=0.0)
     out = []
     for sentence, score in zip(sentences, scores, strict=True):

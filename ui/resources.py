@@ -12,9 +12,9 @@ import streamlit as st
 from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from rag.chain import ChatEngine
-from rag.components import build_engine, build_store
+from rag.components import build_engine, build_local_server, build_store
 from rag.llm import endpoints
-from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.local_llm import LocalLLMServer
 from rag.memory import ConversationStore
 from rag.settings import Settings, load_settings
 from rag.store import FaissStore
@@ -53,10 +53,7 @@ def _memory() -> ConversationStore:
 
 @st.cache_resource(show_spinner="Starting the local model…")
 def _local_server() -> LocalLLMServer:
-    settings = _settings()
-    server = LocalLLMServer(
-        bundled_model_path(), n_ctx=settings.llm_context_window, threads=settings.local_llm_threads
-    )
+    server = build_local_server(_settings())
     server.start()
     atexit.register(server.stop)
     return server

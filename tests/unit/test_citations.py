@@ -103,3 +103,23 @@ def test_nothing_is_attached_without_strong_support():
 
     text, cites = verify("Lighthouses are tall buildings near water.", keeper_sources(), [])
     assert cites == [] and "[" not in text
+
+
+def test_attaching_citations_keeps_paragraphs_and_lists():
+    from rag.citations import verify
+
+    answer = "Intro line.\n\n- The keeper recorded wind speeds every four hours.\n- Other."
+    text, cites = verify(answer, keeper_sources(), [])
+    assert text == (
+        "Intro line.\n\n- The keeper recorded wind speeds every four hours [1].\n- Other."
+    )
+    assert len(cites) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["", "No end", "A. B? C!", '"Quoted." Next\n\n\nLast', "...leading dots", "x\n"]
+)
+def test_sentence_split_keeps_every_character(text):
+    from rag.text import split_sentences
+
+    assert "".join(split_sentences(text)) == text
