@@ -41,7 +41,13 @@ def ingest_and_eval(corpus: Path, dataset: Path, index: Path, report: Path) -> d
             print(f"{key:16}" + "".join(f"{r[key]:>10.3f}" for r in results.values()))
     print(f"{'questions':16}" + "".join(f"{r['items']:>10d}" for r in results.values()))
     hybrid, vector, keyword = results["hybrid"], results["vector"], results["keyword"]
+    print(f"hybrid: {hybrid['config']}")
     for key in ("recall@5", "ndcg@10"):
         beats = hybrid[key] > max(vector[key], keyword[key])
         print(f"hybrid beats both single modes on {key}: {'yes' if beats else 'NO'}")
+        for other in ("vector", "keyword"):
+            d = hybrid["differences"][other][key]
+            low, high = d["ci95"]
+            verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"
+            print(f"  hybrid - {other}: {d['delta']:+.3f} [{low:+.3f}, {high:+.3f}] {verdict}")
     return results

@@ -24,6 +24,7 @@ _FLAGS = {
     "base_url": "llm_base_url",
     "model": "llm_model",
     "mode": "retrieval_mode",
+    "fusion": "fusion",
 }
 
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_commands(sub, _settings, add_index_option, add_mode_option)
     from rag.eval_cli import add_command as add_eval_command
 
-    add_eval_command(sub, _settings, add_index_option)
+    add_eval_command(sub, _settings, add_index_option, add_fusion_option)
 
     p = sub.add_parser("search", help="show the chunks most similar to a query")
     p.add_argument("query", help="the question or keywords")
@@ -73,6 +74,16 @@ def add_mode_option(p: argparse.ArgumentParser) -> None:
         "--mode",
         choices=["vector", "keyword", "hybrid"],
         help="retrieval method (overrides RAG_RETRIEVAL_MODE; default hybrid)",
+    )
+    add_fusion_option(p)
+
+
+def add_fusion_option(p: argparse.ArgumentParser) -> None:
+    """The ``--fusion`` flag of the retrieving commands."""
+    p.add_argument(
+        "--fusion",
+        choices=["zscore", "rrf"],
+        help="how hybrid mode fuses the rankings (overrides RAG_FUSION; default zscore)",
     )
 
 

@@ -19,7 +19,7 @@ from rag.llm import Endpoint, build_llm, endpoints
 from rag.local_llm import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.retrieval import CrossEncoderReranker, HybridRetriever, Mode
+from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.settings import Settings
 from rag.store import FaissStore
 
@@ -113,6 +113,7 @@ def build_retriever(
         store=store,
         mode=Mode(mode or settings.retrieval_mode),
         k=k or settings.retrieval_k,
+        fusion=Fusion(settings.fusion),
         fusion_depth=settings.fusion_depth,
         rrf_k=settings.rrf_k,
         vector_weight=settings.vector_weight,
@@ -120,6 +121,7 @@ def build_retriever(
         min_relevance=settings.min_relevance,
         relevance_gap=settings.relevance_gap,
         mmr_lambda=settings.mmr_lambda,
+        max_chunks_per_page=settings.max_chunks_per_page,
         reranker=reranker,
     )
 

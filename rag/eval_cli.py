@@ -21,6 +21,7 @@ from rag.evaluation import (
     ModeReport,
     Retrieved,
     answer_metrics,
+    compare_modes,
     evaluate_retrieval,
     format_table,
     load_dataset,
@@ -36,6 +37,7 @@ def add_command(
     sub: Any,
     settings_of: Callable[[argparse.Namespace], Settings],
     add_index_option: Callable[[argparse.ArgumentParser], None],
+    add_fusion_option: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Register ``eval``."""
     p = sub.add_parser(
@@ -56,6 +58,7 @@ def add_command(
         "-k", type=int, metavar="N", help="chunks given to the model with --answers, and an "
         "extra recall@N cutoff (overrides RAG_RETRIEVAL_K)",
     )  # fmt: skip
+    add_fusion_option(p)
     p.add_argument("--answers", action="store_true", help="also run the full chain on each")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.md (+ chart) here")
@@ -95,6 +98,21 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
         yield update
     finally:
         bar.close()
+
+
+def retrieval_config(settings: Settings, mode: str) -> dict[str, Any]:
+    """The settings that shaped one mode's rankings, for the report."""
+    config: dict[str, Any] = {"max_chunks_per_page": settings.max_chunks_per_page}
+    if mode == "hybrid":
+        config |= {
+            "fusion": settings.fusion,
+            "fusion_depth": settings.fusion_depth,
+            "vector_weight": settings.vector_weight,
+            "keyword_weight": settings.keyword_weight,
+        }
+        if settings.fusion == "rrf":
+            config["rrf_k"] = settings.rrf_k
+    return config
 
 
 def _search(
@@ -159,7 +177,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         with _progress(show, f"retrieval ({mode})", len(items)) as progress:
             report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
                                         progress=progress)  # fmt: skip
+        report.config = retrieval_config(settings, mode)
         reports.append(report)
+    compare_modes(reports)
     if args.answers:
         with llm_endpoints(settings) as endpoints:
             for report in reports:

@@ -150,6 +150,20 @@ class ItemScore:
     recall: dict[int, float]
     ndcg: float
     page_correct: bool | None
+    line: int = 0
+
+    def value(self, metric: str) -> float:
+        """One of ``recall@K``, ``hit@K``, ``mrr`` or ``ndcg@10`` for this question."""
+        name, _, cutoff = metric.partition("@")
+        if name == "recall":
+            return self.recall[int(cutoff)]
+        if name == "hit":
+            return 1.0 if self.first_rank and self.first_rank <= int(cutoff) else 0.0
+        if metric == "mrr":
+            return 1.0 / self.first_rank if self.first_rank and self.first_rank <= DEPTH else 0.0
+        if metric == f"ndcg@{DEPTH}":
+            return self.ndcg
+        raise ValueError(f"unknown metric {metric!r}")
 
 
 def score_item(item: EvalItem, ranked: Sequence[Retrieved], cutoffs: Iterable[int]) -> ItemScore:
@@ -179,7 +193,7 @@ def score_item(item: EvalItem, ranked: Sequence[Retrieved], cutoffs: Iterable[in
         page_correct = bool(
             top and top.page in item.pages and any(source_matches(top, s) for s in item.sources)
         )
-    return ItemScore(first_rank, recall, dcg / ideal if ideal else 0.0, page_correct)
+    return ItemScore(first_rank, recall, dcg / ideal if ideal else 0.0, page_correct, item.line)
 
 
 def aggregate(scores: Sequence[ItemScore], cutoffs: Iterable[int]) -> dict[str, float]:
@@ -228,13 +242,20 @@ class ModeReport:
     items: int
     metrics: dict[str, float]
     failures: list[Failure] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    scores: list[ItemScore] = field(default_factory=list)
+    differences: dict[str, dict[str, Difference]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """Metrics with the mode, counts and failures."""
+        """Metrics with the mode, its retrieval settings, counts and failures."""
         return {
             "mode": self.mode,
+            "config": self.config,
             "items": self.items,
             **{k: round(v, 4) for k, v in self.metrics.items()},
+            **({"differences": {other: {m: d.to_json() for m, d in diffs.items()}
+                                for other, diffs in self.differences.items()}}
+               if self.differences else {}),
             "failed": [{"line": f.line, "question": f.question, "reason": f.reason}
                        for f in self.failures],
         }  # fmt: skip
@@ -259,7 +280,75 @@ def evaluate_retrieval(
         else:
             scores.append(score_item(item, ranked, cutoffs))
         progress(n, len(items))
-    return ModeReport(mode, len(scores), aggregate(scores, cutoffs), failures)
+    return ModeReport(mode, len(scores), aggregate(scores, cutoffs), failures, scores=scores)
+
+
+COMPARED = ("recall@5", "ndcg@10", "mrr")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Mean per-question difference of a metric between two modes, with a 95% interval."""
+
+    delta: float
+    low: float
+    high: float
+    questions: int
+
+    def to_json(self) -> dict[str, Any]:
+        """``delta`` and ``ci95`` rounded, with the number of questions compared."""
+        return {"delta": round(self.delta, 4), "ci95": [round(self.low, 4), round(self.high, 4)],
+                "questions": self.questions}  # fmt: skip
+
+
+def paired_difference(
+    a: Sequence[ItemScore],
+    b: Sequence[ItemScore],
+    metric: str,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Difference:
+    """``a - b`` on the questions both scored, with a paired bootstrap 95% interval.
+
+    The questions are resampled with replacement ``resamples`` times; the interval is the
+    2.5th to 97.5th percentile of the resampled mean differences. An interval that holds 0
+    means the data cannot tell the two apart.
+    """
+    import numpy as np
+
+    by_line = {s.line: s for s in b}
+    pairs = [(s.value(metric), by_line[s.line].value(metric)) for s in a if s.line in by_line]
+    if not pairs:
+        return Difference(0.0, 0.0, 0.0, 0)
+    diffs = np.asarray([x - y for x, y in pairs], dtype="float64")
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Difference(float(diffs.mean()), float(low), float(high), len(diffs))
+
+
+def compare_modes(reports: Sequence[ModeReport], metrics: Sequence[str] = COMPARED) -> None:
+    """Give the last report its differences to each earlier one (e.g. hybrid vs the others)."""
+    if len(reports) < 2:
+        return
+    last = reports[-1]
+    last.differences = {
+        other.mode: {m: paired_difference(last.scores, other.scores, m) for m in metrics}
+        for other in reports[:-1]
+    }
+
+
+def format_differences(reports: Sequence[ModeReport]) -> list[str]:
+    """One line per compared pair: each metric's difference and its 95% interval."""
+    lines = []
+    for report in reports:
+        for other, diffs in report.differences.items():
+            cells = ", ".join(
+                f"{m} {d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]" for m, d in diffs.items()
+            )
+            lines.append(f"{report.mode} - {other}: {cells}")
+    return lines
 
 
 @dataclass
@@ -318,6 +407,10 @@ def format_table(reports: Sequence[ModeReport]) -> str:
         )
         rows.append(f"{key:<{width}}{cells}")
     rows.append(f"{'items':<{width}}" + "".join(f"{r.items:>12d}" for r in reports))
+    differences = format_differences(reports)
+    if differences:
+        rows += ["", "differences, mean per question [95% paired bootstrap interval]:"]
+        rows += differences
     return "\n".join(rows)
 
 
@@ -331,6 +424,12 @@ def write_report(reports: Sequence[ModeReport], dataset: Path, folder: Path) -> 
         + ", ".join(r.mode for r in reports),
         "",
     ]
+    for r in reports:
+        if r.config:
+            settings = ", ".join(f"{k} {v}" for k, v in r.config.items())
+            lines += [f"- {r.mode}: {settings}"]
+    if any(r.config for r in reports):
+        lines.append("")
     keys = list(dict.fromkeys(k for r in reports for k in r.metrics))
     lines.append("| metric | " + " | ".join(r.mode for r in reports) + " |")
     lines.append("|---|" + "---|" * len(reports))
@@ -338,6 +437,23 @@ def write_report(reports: Sequence[ModeReport], dataset: Path, folder: Path) -> 
         lines.append(
             f"| {key} | " + " | ".join(f"{r.metrics.get(key, 0):.3f}" for r in reports) + " |"
         )
+    pairs = [(r, other, diffs) for r in reports for other, diffs in r.differences.items()]
+    if pairs:
+        lines += [
+            "",
+            "## Differences",
+            "",
+            "Mean per-question difference, with its 95% paired bootstrap interval; an "
+            "interval that holds 0 means these questions cannot tell the modes apart.",
+            "",
+            "| compared | metric | difference | 95% interval |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.mode} - {other} | {m} | {d.delta:+.3f} | [{d.low:+.3f}, {d.high:+.3f}] |"
+            for r, other, diffs in pairs
+            for m, d in diffs.items()
+        ]
     if len(reports) > 1:
         chart = folder / "modes.png"
         _bar_chart(reports, [k for k in keys if not k.endswith("_ms")], chart)

@@ -1,17 +1,21 @@
 """Retrieval over the store as a langchain-core ``BaseRetriever``: vector, keyword or hybrid.
 
-Hybrid search fuses the vector ranking and the BM25 keyword ranking with reciprocal rank
-fusion (RRF). Ranks carry no notion of "relevant at all", so every candidate also gets a
+Hybrid search fuses the vector ranking and the BM25 keyword ranking, either by z-score
+fusion (each method's scores standardised within its own candidates, then summed: a hit
+that stands far out in one method keeps that lead) or by reciprocal rank fusion (ranks
+only). Fused scores carry no notion of "relevant at all", so every candidate also gets a
 calibrated relevance in [0, 1] (its cosine similarity to the question, mapped to [0, 1])
 and the abstention threshold and the relevance gap apply to that, in every mode.
+By default at most one chunk per page (per document, when it has no pages) is returned
+while other pages have candidates, so the sources cover more of the documents.
 Optional steps: maximal marginal relevance for diversity, and a cross-encoder reranker.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -26,6 +30,16 @@ class Mode(enum.StrEnum):
     VECTOR = "vector"
     KEYWORD = "keyword"
     HYBRID = "hybrid"
+
+
+class Fusion(enum.StrEnum):
+    """How hybrid search combines the vector and keyword rankings."""
+
+    ZSCORE = "zscore"
+    RRF = "rrf"
+
+
+T = TypeVar("T")
 
 
 class Reranker(Protocol):
@@ -68,6 +82,58 @@ def rrf_fuse(
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
 
+def zscore_fuse(
+    rankings: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]
+) -> list[tuple[int, float]]:
+    """Score fusion: ``sum(w * z)``, where ``z`` standardises a ranking's own scores.
+
+    Each ranking's scores become z-scores over that ranking's candidates (mean 0, standard
+    deviation 1; all 0 when they are equal), so cosines and BM25 scores are comparable and
+    a hit far above the rest keeps its lead. A candidate missing from a ranking gets that
+    ranking's lowest z-score. Best first; ties keep the order of first appearance.
+    """
+    if len(rankings) != len(weights):
+        raise ValueError("one weight per ranking")
+    standardised: list[dict[int, float]] = []
+    for ranking in rankings:
+        values = np.asarray([score for _, score in ranking], dtype="float64")
+        spread = float(values.std()) if len(values) else 0.0
+        mean = float(values.mean()) if len(values) else 0.0
+        standardised.append(
+            {item: (score - mean) / spread if spread > 0 else 0.0 for item, score in ranking}
+        )
+    order = list(dict.fromkeys(item for ranking in rankings for item, _ in ranking))
+    scores = {item: 0.0 for item in order}
+    for z, weight in zip(standardised, weights, strict=True):
+        floor = min(z.values(), default=0.0)
+        for item in order:
+            scores[item] += weight * z.get(item, floor)
+    position = {item: i for i, item in enumerate(order)}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], position[kv[0]]))
+
+
+def spread_out(
+    candidates: Sequence[T], location: Callable[[T], Hashable], per_location: int
+) -> list[T]:
+    """Reorder so that no location holds more than ``per_location`` of the leading items.
+
+    Candidates keep their order; those over their location's share move behind the rest,
+    in order, so they still fill the list when nothing else is left. 0 keeps the order.
+    """
+    if per_location <= 0:
+        return list(candidates)
+    taken: dict[Hashable, int] = {}
+    first, later = [], []
+    for candidate in candidates:
+        where = location(candidate)
+        if taken.get(where, 0) < per_location:
+            taken[where] = taken.get(where, 0) + 1
+            first.append(candidate)
+        else:
+            later.append(candidate)
+    return first + later
+
+
 def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -> list[int]:
     """Maximal marginal relevance: indices of ``k`` rows, relevant yet unlike each other."""
     if len(vectors) == 0:
@@ -99,13 +165,17 @@ class HybridRetriever(BaseRetriever):
     store: Any = Field(description="A FaissStore.")
     mode: Mode = Mode.HYBRID
     k: int = Field(default=5, ge=1)
-    fusion_depth: int = Field(default=20, ge=1, description="Candidates taken from each ranking.")
+    fusion: Fusion = Fusion.ZSCORE
+    fusion_depth: int = Field(default=40, ge=1, description="Candidates taken from each ranking.")
     rrf_k: int = Field(default=60, ge=0)
     vector_weight: float = Field(default=1.0, ge=0.0)
     keyword_weight: float = Field(default=1.0, ge=0.0)
     min_relevance: float = Field(default=0.0, ge=0.0, le=1.0)
     relevance_gap: float = Field(default=1.0, ge=0.0, le=1.0)
     mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_chunks_per_page: int = Field(
+        default=1, ge=0, description="Chunks of one page before other pages are taken; 0: any."
+    )
     reranker: Any = Field(default=None, description="A Reranker, or None.")
 
     def _get_relevant_documents(
@@ -114,7 +184,7 @@ class HybridRetriever(BaseRetriever):
         return [doc for doc, _ in self.search(query)]
 
     def search(self, query: str) -> list[tuple[Document, float]]:
-        """Documents with their fused score (RRF, or the single method's own score)."""
+        """Documents with their fused score (z-score or RRF, or the single method's own score)."""
         depth = max(self.fusion_depth, self.k)
         query_vector = self.store.embeddings.embed_query(query)
         records: dict[int, Any] = {}
@@ -134,8 +204,10 @@ class HybridRetriever(BaseRetriever):
             weights.append(self.keyword_weight)
         if len(ranked) == 1:  # a single method keeps its own score (cosine or BM25)
             fused = ranked[0]
-        else:
+        elif self.fusion is Fusion.RRF:
             fused = rrf_fuse([[cid for cid, _ in r] for r in ranked], weights, self.rrf_k)
+        else:
+            fused = zscore_fuse(ranked, weights)
         # Vector hits already carry their cosine; only keyword-only hits need one computed.
         missing = [cid for cid, _ in fused if cid not in cosine]
         cosine.update(self.store.similarities(query_vector, missing))
@@ -147,24 +219,30 @@ class HybridRetriever(BaseRetriever):
             candidates = sorted(
                 zip([c for c, _ in candidates], scores, strict=True), key=lambda x: -x[1]
             )
-        if self.mmr_lambda is not None and len(candidates) > self.k:
-            ids = [cid for cid, _ in candidates]
-            q = np.asarray(query_vector, dtype="float32")
-            q /= np.linalg.norm(q) or 1.0
-            picked = mmr_select(q, self.store.vectors(ids), self.k, self.mmr_lambda)
-            candidates = [candidates[i] for i in picked]
-
-        results: list[tuple[Document, float]] = []
         relevances = {cid: self.store.relevance(cosine[cid]) for cid, _ in candidates}
         best = max(relevances.values(), default=0.0)
-        for cid, score in candidates:
-            relevance = relevances[cid]
-            if relevance < self.min_relevance or relevance < best - self.relevance_gap:
-                continue
+        candidates = [
+            (cid, score)
+            for cid, score in candidates
+            if relevances[cid] >= self.min_relevance
+            and relevances[cid] >= best - self.relevance_gap
+        ]
+        if self.mmr_lambda is not None and len(candidates) > 1:
+            q = np.asarray(query_vector, dtype="float32")
+            q /= np.linalg.norm(q) or 1.0
+            ids = [cid for cid, _ in candidates]
+            picked = mmr_select(q, self.store.vectors(ids), len(ids), self.mmr_lambda)
+            candidates = [candidates[i] for i in picked]
+        candidates = spread_out(
+            candidates,
+            lambda c: (records[c[0]].doc_id, records[c[0]].page),
+            self.max_chunks_per_page,
+        )
+
+        results: list[tuple[Document, float]] = []
+        for cid, score in candidates[: self.k]:
             doc = records[cid].to_document(score)
-            doc.metadata["relevance"] = relevance
+            doc.metadata["relevance"] = relevances[cid]
             doc.metadata["mode"] = self.mode.value
             results.append((doc, score))
-            if len(results) == self.k:
-                break
         return results

@@ -78,14 +78,31 @@ class Settings(BaseSettings):
     retrieval_mode: str = Field(
         default="hybrid",
         pattern="^(vector|keyword|hybrid)$",
-        description="vector, keyword (BM25) or hybrid (both, fused by reciprocal rank).",
+        description="vector, keyword (BM25) or hybrid (both, fused as RAG_FUSION says).",
+    )
+    fusion: str = Field(
+        default="zscore",
+        pattern="^(zscore|rrf)$",
+        description=(
+            "How hybrid search fuses the two rankings: zscore (each method's scores "
+            "standardised and summed) or rrf (reciprocal rank fusion, ranks only)."
+        ),
     )
     fusion_depth: int = Field(
-        default=20, ge=1, le=500, description="Candidates each method contributes to fusion."
+        default=40, ge=1, le=500, description="Candidates each method contributes to fusion."
     )
     rrf_k: int = Field(default=60, ge=0, description="The k of reciprocal rank fusion.")
-    vector_weight: float = Field(default=1.0, ge=0.0, description="Weight of vector ranks.")
-    keyword_weight: float = Field(default=1.0, ge=0.0, description="Weight of keyword ranks.")
+    vector_weight: float = Field(default=1.0, ge=0.0, description="Weight of the vector ranking.")
+    keyword_weight: float = Field(default=1.0, ge=0.0, description="Weight of the keyword ranking.")
+    max_chunks_per_page: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description=(
+            "Chunks taken from one page (one document, when it has no pages) before other "
+            "pages' chunks; more are only used when nothing else is left. 0: no limit."
+        ),
+    )
     mmr_lambda: float | None = Field(
         default=None,
         ge=0.0,

@@ -59,9 +59,26 @@ def test_eval_compares_modes_as_json_and_report(indexed, tmp_path, capsys):
             assert 0.0 <= metrics[key] <= 1.0
     assert data["hybrid"]["hit@5"] == 1.0
     assert data["vector"]["page_accuracy@1"] >= 0.75
+    assert data["hybrid"]["config"]["fusion"] == "zscore"
+    # hybrid (run last) is compared with each other mode, question by question
+    for other in ("vector", "keyword"):
+        diff = data["hybrid"]["differences"][other]["recall@5"]
+        low, high = diff["ci95"]
+        assert diff["questions"] == 4 and low <= diff["delta"] <= high
     text = (report / "report.md").read_text()
     assert "| recall@5 |" in text and "modes.png" in text
+    assert "| hybrid - vector | ndcg@10 |" in text
     assert (report / "modes.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_fusion_flag_selects_rrf(indexed, capsys):
+    index, dataset = indexed
+    code = main(["eval", str(dataset), "--mode", "hybrid", "--fusion", "rrf", "--json",
+                 "--index", str(index)])  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["config"]["fusion"] == "rrf" and data["config"]["rrf_k"] == 60
+    assert data["hit@5"] == 1.0
 
 
 def test_eval_table_with_answers_from_the_local_model(indexed, capsys):

@@ -15,7 +15,11 @@ from rag.evaluation import (
     aggregate,
     answer_metrics,
     citation_valid,
+    compare_modes,
+    evaluate_retrieval,
+    format_table,
     load_dataset,
+    paired_difference,
     percentile,
     score_item,
     source_matches,
@@ -129,3 +133,54 @@ def test_modes_parse_lists_and_all():
     assert parse_modes(["all"], "hybrid") == ["vector", "keyword", "hybrid"]
     with pytest.raises(RagError, match="choose from"):
         parse_modes(["fuzzy"], "hybrid")
+
+
+def _scores(values: list[float]):
+    """Item scores whose recall@5 are ``values`` (one target each), lines 1..n."""
+    hit, miss = [B], [C]
+    return [
+        score_item(EvalItem("q", ("b.md",), line=n), hit if v else miss, [1, 5, 10])
+        for n, v in enumerate(values, 1)
+    ]
+
+
+def test_item_score_values_by_metric_name():
+    s = score_item(EvalItem("q", ("b.md",)), [C, B], [1, 5, 10])
+    assert s.value("recall@5") == 1.0 and s.value("recall@1") == 0.0
+    assert s.value("hit@1") == 0.0 and s.value("hit@5") == 1.0
+    assert s.value("mrr") == 0.5
+    assert s.value("ndcg@10") == pytest.approx(1 / math.log2(3))
+    with pytest.raises(ValueError, match="unknown metric"):
+        s.value("precision@3")
+
+
+def test_paired_difference_mean_and_interval():
+    a, b = _scores([1, 1, 1, 0]), _scores([0, 1, 1, 0])
+    d = paired_difference(a, b, "recall@5")
+    assert d.delta == pytest.approx(0.25) and d.questions == 4
+    # one question in four differs: resampled means lie in {0, .25, .5, .75, 1}
+    assert 0.0 <= d.low <= 0.25 <= d.high <= 1.0
+    same = paired_difference(a, a, "recall@5")
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+    # only questions scored in both count
+    assert paired_difference(a, b[:2], "recall@5").questions == 2
+    assert paired_difference(a, [], "recall@5").questions == 0
+
+
+def test_paired_difference_interval_excludes_zero_for_a_consistent_gain():
+    a, b = _scores([1] * 40), _scores([0] * 10 + [1] * 30)
+    d = paired_difference(a, b, "recall@5")
+    assert d.delta == pytest.approx(0.25) and d.low > 0
+
+
+def test_the_last_mode_is_compared_with_the_others():
+    items = [EvalItem("q", ("b.md",), line=n) for n in (1, 2)]
+    found = {"vector": [C], "hybrid": [B]}
+    reports = [
+        evaluate_retrieval(items, lambda q, m=m: found[m], mode=m) for m in ("vector", "hybrid")
+    ]
+    compare_modes(reports)
+    assert reports[0].differences == {}
+    assert reports[1].differences["vector"]["recall@5"].delta == 1.0
+    assert reports[1].to_json()["differences"]["vector"]["mrr"]["delta"] == 1.0
+    assert "hybrid - vector: recall@5 +1.000 [+1.000, +1.000]" in format_table(reports)

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from rag.retrieval import HybridRetriever, Mode, mmr_select, rrf_fuse
+from rag.retrieval import (
+    Fusion,
+    HybridRetriever,
+    Mode,
+    mmr_select,
+    rrf_fuse,
+    spread_out,
+    zscore_fuse,
+)
 from rag.store import FaissStore, NewChunk
 
 
@@ -68,8 +76,42 @@ def test_rrf_weights_and_ties():
         rrf_fuse([[1]], [], k=60)
 
 
+def test_zscore_matches_hand_computed_scores():
+    # first: 3, 1 -> mean 2, sd 1 -> z +1, -1; second: 10, 0 -> mean 5, sd 5 -> z +1, -1;
+    # a candidate missing from a ranking gets that ranking's lowest z (-1)
+    fused = dict(zscore_fuse([[(1, 3.0), (2, 1.0)], [(2, 10.0), (3, 0.0)]], [1.0, 1.0]))
+    assert fused == pytest.approx({1: 0.0, 2: 0.0, 3: -2.0})
+    ordered = zscore_fuse([[(1, 3.0), (2, 1.0)], [(2, 10.0), (3, 0.0)]], [1.0, 1.0])
+    assert [i for i, _ in ordered] == [1, 2, 3]  # tie: first seen
+    weighted = zscore_fuse([[(1, 3.0), (2, 1.0)], [(2, 10.0), (3, 0.0)]], [1.0, 2.0])
+    assert [i for i, _ in weighted] == [2, 1, 3]
+    assert dict(weighted) == pytest.approx({1: -1.0, 2: 1.0, 3: -3.0})
+    assert zscore_fuse([[(1, 5.0), (2, 5.0)]], [1.0]) == [(1, 0.0), (2, 0.0)]  # no spread
+    with pytest.raises(ValueError, match="weight"):
+        zscore_fuse([[(1, 1.0)]], [])
+
+
+def test_zscore_keeps_a_standout_hit_that_rrf_outvotes():
+    keyword = [(1, 9.0), (2, 1.0), (3, 1.0), (4, 1.0)]  # 1 stands far above the rest
+    vector = [(2, 0.8), (3, 0.7), (1, 0.6), (4, 0.5)]  # a close race, 1 third
+    # z: keyword 1 -> +1.732, others -0.577; vector 2 -> +1.342, 3 -> +0.447, 1 -> -0.447
+    assert [i for i, _ in zscore_fuse([keyword, vector], [1.0, 1.0])][:2] == [1, 2]
+    # ranks only: 1 gets 1/61 + 1/63 < 2's 1/62 + 1/61
+    ranks = [[i for i, _ in keyword], [i for i, _ in vector]]
+    assert [i for i, _ in rrf_fuse(ranks, [1.0, 1.0], k=60)][:2] == [2, 1]
+
+
+def test_spread_out_limits_each_location_then_backfills():
+    items = ["a1", "a2", "b1", "a3", "c1", "b2"]
+    assert spread_out(items, lambda x: x[0], 1) == ["a1", "b1", "c1", "a2", "a3", "b2"]
+    assert spread_out(items, lambda x: x[0], 2) == ["a1", "a2", "b1", "c1", "b2", "a3"]
+    assert spread_out(items, lambda x: x[0], 0) == items
+
+
 def test_vector_mode_with_threshold_and_gap(store):
-    everything = HybridRetriever(store=store, mode=Mode.VECTOR, k=4).invoke("pump oil")
+    everything = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, max_chunks_per_page=0).invoke(
+        "pump oil"
+    )
     assert texts(everything)[:2] == [
         "The pump needs fresh oil every spring.",
         "Lubricate moving parts before winter.",
@@ -118,3 +160,34 @@ class ReverseAlphabet:
 def test_reranker_reorders_candidates(store):
     retriever = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, reranker=ReverseAlphabet())
     assert texts(retriever.invoke("pump oil"))[0] == "Greasing the bearings keeps them quiet."
+
+
+def test_one_chunk_per_page_before_a_second(tmp_path: Path):
+    emb = TableEmbeddings(TABLE)
+    store = FaissStore(tmp_path / "i", emb, model_id="table", dimension=3)
+    manual = ["The pump needs fresh oil every spring.", "Lubricate moving parts before winter."]
+    other = ["Greasing the bearings keeps them quiet."]
+    with store.writer() as w:
+        for doc, chunks, pages in (("m", manual, [1, 1]), ("o", other, [1])):
+            w.add_document(
+                doc, kind="pdf", pages=1, source=f"/{doc}.pdf",
+                chunks=[NewChunk(t, page=p) for t, p in zip(chunks, pages, strict=True)],
+                vectors=np.asarray(emb.embed_documents(chunks), dtype="float32"),
+            )  # fmt: skip
+    # cosines: manual 1.0 and 0.8 (both page 1), other 0.6
+    spread = HybridRetriever(store=store, mode=Mode.VECTOR, k=3).invoke("pump oil")
+    assert texts(spread) == [manual[0], other[0], manual[1]]
+    packed = HybridRetriever(store=store, mode=Mode.VECTOR, k=3, max_chunks_per_page=0)
+    assert texts(packed.invoke("pump oil")) == [manual[0], manual[1], other[0]]
+    # the share only orders: with k=2 the second chunk of page 1 gives way to the other page
+    assert texts(HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil")) == [
+        manual[0],
+        other[0],
+    ]
+
+
+def test_rrf_fusion_is_selectable(store):
+    retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=4, fusion=Fusion.RRF)
+    hits = retriever.search("pump oil")
+    assert texts(d for d, _ in hits)[0] == "The pump needs fresh oil every spring."
+    assert hits[0][1] == pytest.approx(2 / 61)  # first in both rankings
