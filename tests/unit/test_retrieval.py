@@ -191,3 +191,16 @@ def test_rrf_fusion_is_selectable(store):
     hits = retriever.search("pump oil")
     assert texts(d for d, _ in hits)[0] == "The pump needs fresh oil every spring."
     assert hits[0][1] == pytest.approx(2 / 61)  # first in both rankings
+
+
+def test_mmr_in_the_retriever_trades_relevance_for_variety(store):
+    plain = HybridRetriever(store=store, mode=Mode.VECTOR, k=2, max_chunks_per_page=0)
+    assert texts(plain.invoke("pump oil"))[1] == "Lubricate moving parts before winter."
+    varied = HybridRetriever(
+        store=store, mode=Mode.VECTOR, k=2, max_chunks_per_page=0, mmr_lambda=0.3
+    )
+    # after the best chunk, the one least like it wins: 0.3*0 - 0.7*0 beats 0.3*0.8 - 0.7*0.8
+    assert texts(varied.invoke("pump oil")) == [
+        "The pump needs fresh oil every spring.",
+        "The pump model is P-200 with serial 7781.",
+    ]
