@@ -88,24 +88,26 @@ def zscore_fuse(
     """Score fusion: ``sum(w * z)``, where ``z`` standardises a ranking's own scores.
 
     Each ranking's scores become z-scores over that ranking's candidates (mean 0, standard
-    deviation 1; all 0 when they are equal), so cosines and BM25 scores are comparable and
-    a hit far above the rest keeps its lead. A candidate missing from a ranking gets that
-    ranking's lowest z-score. Best first; ties keep the order of first appearance.
+    deviation 1), so cosines and BM25 scores are comparable and a hit far above the rest
+    keeps its lead. A candidate missing from a ranking gets that ranking's lowest z-score.
+    A ranking that cannot tell its candidates apart (one hit, or equal scores) puts them
+    all at 1 and the candidates it lacks at 0: being found still counts. Best first; ties
+    keep the order of first appearance.
     """
     if len(rankings) != len(weights):
         raise ValueError("one weight per ranking")
-    standardised: list[dict[int, float]] = []
-    for ranking in rankings:
-        values = np.asarray([score for _, score in ranking], dtype="float64")
-        spread = float(values.std()) if len(values) else 0.0
-        mean = float(values.mean()) if len(values) else 0.0
-        standardised.append(
-            {item: (score - mean) / spread if spread > 0 else 0.0 for item, score in ranking}
-        )
     order = list(dict.fromkeys(item for ranking in rankings for item, _ in ranking))
     scores = {item: 0.0 for item in order}
-    for z, weight in zip(standardised, weights, strict=True):
-        floor = min(z.values(), default=0.0)
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        values = np.asarray([score for _, score in ranking], dtype="float64")
+        mean, deviation = float(values.mean()), float(values.std())
+        if deviation > 0:
+            z = {item: (score - mean) / deviation for item, score in ranking}
+            floor = min(z.values())
+        else:
+            z, floor = {item: 1.0 for item, _ in ranking}, 0.0
         for item in order:
             scores[item] += weight * z.get(item, floor)
     position = {item: i for i, item in enumerate(order)}

@@ -86,7 +86,13 @@ def test_zscore_matches_hand_computed_scores():
     weighted = zscore_fuse([[(1, 3.0), (2, 1.0)], [(2, 10.0), (3, 0.0)]], [1.0, 2.0])
     assert [i for i, _ in weighted] == [2, 1, 3]
     assert dict(weighted) == pytest.approx({1: -1.0, 2: 1.0, 3: -3.0})
-    assert zscore_fuse([[(1, 5.0), (2, 5.0)]], [1.0]) == [(1, 0.0), (2, 0.0)]  # no spread
+    # a ranking with no spread (here one keyword hit) still lifts what it found by 1
+    lone = dict(zscore_fuse([[(1, 0.9), (2, 0.8), (3, 0.7)], [(3, 4.2)]], [1.0, 1.0]))
+    # vector: mean 0.8, sd 0.0816 -> z +1.2247, 0, -1.2247; keyword: 3 -> 1, others 0
+    assert lone == pytest.approx({1: 1.2247, 2: 0.0, 3: -0.2247}, abs=1e-4)
+    no_keywords = zscore_fuse([[(1, 0.9), (2, 0.8)], []], [1.0, 1.0])
+    assert [i for i, _ in no_keywords] == [1, 2]
+    assert dict(no_keywords) == pytest.approx({1: 1.0, 2: -1.0})
     with pytest.raises(ValueError, match="weight"):
         zscore_fuse([[(1, 1.0)]], [])
 
