@@ -100,24 +100,10 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
         bar.close()
 
 
-def retrieval_config(settings: Settings, mode: str) -> dict[str, Any]:
-    """The settings that shaped one mode's rankings, for the report."""
-    config: dict[str, Any] = {"max_chunks_per_page": settings.max_chunks_per_page}
-    if mode == "hybrid":
-        config |= {
-            "fusion": settings.fusion,
-            "fusion_depth": settings.fusion_depth,
-            "vector_weight": settings.vector_weight,
-            "keyword_weight": settings.keyword_weight,
-        }
-        if settings.fusion == "rrf":
-            config["rrf_k"] = settings.rrf_k
-    return config
-
-
 def _search(
     settings: Settings, store: FaissStore, mode: str, depth: int
-) -> Callable[[str], list[Retrieved]]:
+) -> tuple[Callable[[str], list[Retrieved]], dict[str, Any]]:
+    """A search function for ``evaluate_retrieval`` and the settings its retriever uses."""
     retriever = build_retriever(settings, store, mode=mode, k=depth, unfiltered=True)
 
     def search(question: str) -> list[Retrieved]:
@@ -127,7 +113,7 @@ def _search(
             for d, _ in retriever.search(question)
         ]  # fmt: skip
 
-    return search
+    return search, retriever.describe()
 
 
 def _answer_all(
@@ -173,11 +159,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     show = sys.stderr.isatty() and not args.json
     reports = []
     for mode in modes:
-        search = _search(settings, store, mode, max(DEPTH, args.k or 0))
+        search, config = _search(settings, store, mode, max(DEPTH, args.k or 0))
         with _progress(show, f"retrieval ({mode})", len(items)) as progress:
             report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
                                         progress=progress)  # fmt: skip
-        report.config = retrieval_config(settings, mode)
+        report.config = config
         reports.append(report)
     compare_modes(reports)
     if args.answers:

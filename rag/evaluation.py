@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rag.errors import RagError
 
 CUTOFFS = (1, 5, 10)
@@ -247,18 +249,22 @@ class ModeReport:
     differences: dict[str, dict[str, Difference]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """Metrics with the mode, its retrieval settings, counts and failures."""
-        return {
+        """Metrics with the mode, its retrieval settings, counts, differences and failures."""
+        data: dict[str, Any] = {
             "mode": self.mode,
             "config": self.config,
             "items": self.items,
             **{k: round(v, 4) for k, v in self.metrics.items()},
-            **({"differences": {other: {m: d.to_json() for m, d in diffs.items()}
-                                for other, diffs in self.differences.items()}}
-               if self.differences else {}),
-            "failed": [{"line": f.line, "question": f.question, "reason": f.reason}
-                       for f in self.failures],
-        }  # fmt: skip
+        }
+        if self.differences:
+            data["differences"] = {
+                other: {m: d.to_json() for m, d in diffs.items()}
+                for other, diffs in self.differences.items()
+            }
+        data["failed"] = [
+            {"line": f.line, "question": f.question, "reason": f.reason} for f in self.failures
+        ]
+        return data
 
 
 def evaluate_retrieval(
@@ -315,8 +321,6 @@ def paired_difference(
     2.5th to 97.5th percentile of the resampled mean differences. An interval that holds 0
     means the data cannot tell the two apart.
     """
-    import numpy as np
-
     by_line = {s.line: s for s in b}
     pairs = [(s.value(metric), by_line[s.line].value(metric)) for s in a if s.line in by_line]
     if not pairs:

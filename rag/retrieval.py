@@ -180,6 +180,20 @@ class HybridRetriever(BaseRetriever):
     )
     reranker: Any = Field(default=None, description="A Reranker, or None.")
 
+    def describe(self) -> dict[str, Any]:
+        """The settings that shape this retriever's rankings (for reports)."""
+        config: dict[str, Any] = {"max_chunks_per_page": self.max_chunks_per_page}
+        if self.mode is Mode.HYBRID:
+            config |= {
+                "fusion": self.fusion.value,
+                "fusion_depth": max(self.fusion_depth, self.k),
+                "vector_weight": self.vector_weight,
+                "keyword_weight": self.keyword_weight,
+            }
+            if self.fusion is Fusion.RRF:
+                config["rrf_k"] = self.rrf_k
+        return config
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:

@@ -210,3 +210,17 @@ def test_mmr_in_the_retriever_trades_relevance_for_variety(store):
         "The pump needs fresh oil every spring.",
         "The pump model is P-200 with serial 7781.",
     ]
+
+
+def test_the_retriever_describes_what_shapes_its_rankings(store):
+    vector = HybridRetriever(store=store, mode=Mode.VECTOR, k=4)
+    assert vector.describe() == {"max_chunks_per_page": 1}
+    rrf = HybridRetriever(store=store, k=50, fusion=Fusion.RRF, rrf_k=10, keyword_weight=2.0)
+    assert rrf.describe() == {
+        "max_chunks_per_page": 1,
+        "fusion": "rrf",
+        "fusion_depth": 50,  # never fewer candidates than results
+        "vector_weight": 1.0,
+        "keyword_weight": 2.0,
+        "rrf_k": 10,
+    }
