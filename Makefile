@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install run test test-unit test-integration lint format bench clean browser
+.PHONY: install run test test-unit test-integration lint format bench clean browser fuzz
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test-unit: install
 
 test-integration: install browser
 	$(PY) -m pytest tests/integration
+
+# A long fuzzing run of the loaders (CI runs 25 examples per property).
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	RAG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/unit/test_fuzz_loaders.py
 
 lint: install
 	$(VENV)/bin/ruff format --check .

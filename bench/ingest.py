@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.corpus import PACKAGES, corpus
 from ingest.chunking import HFTokenizer, TokenChunker
-from ingest.loaders import iter_files
+from ingest.files import iter_files
 from ingest.pipeline import IngestPipeline
 from rag.components import build_store
 from rag.embeddings import load_embeddings
@@ -42,7 +42,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     root = corpus(args.corpus) if args.corpus in PACKAGES else Path(args.corpus)
-    files = [p for p, _ in iter_files([root])]
+    files = [f.path for f in iter_files([root]) if f.problem is None]
     if args.limit:
         files = files[: args.limit]
     size_mb = sum(p.stat().st_size for p in files) / 1e6

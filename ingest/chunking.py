@@ -3,12 +3,17 @@
 Sizes are counted in the embedding model's own word-pieces, so a chunk is never silently
 truncated by the model. Cuts fall on word boundaries and prefer paragraph, then sentence
 ends. Chunks are cut from one block at a time, so they never span two pages or sections.
+
+Characters are bounded too (``CHARS_PER_PIECE`` per word-piece of the chunk size): a BERT
+tokenizer reads any word over 100 characters as one ``[UNK]`` piece, so a 10 MB line without
+spaces would otherwise be a single 10 MB chunk. Blocks are tokenized in windows of at most
+``TOKENIZE_WINDOW`` characters, so memory stays flat however long a block is.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -110,6 +115,28 @@ class Chunk:
 
 
 _SENTENCE_END = re.compile(r"[.!?:;][\"')\]]*$")
+# NULs and lone surrogates cannot be tokenized (a TypeError in the fast tokenizer) or
+# stored; each becomes one U+FFFD, so offsets stay the same.
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+# Most characters a chunk may hold per word-piece of its size.
+CHARS_PER_PIECE = 16
+# Longest stretch of a block tokenized at once; chunks do not cross these windows.
+TOKENIZE_WINDOW = 32 * 1024
+
+
+def _window_end(text: str, limit: int) -> int:
+    """Where a tokenizing window of at most ``limit`` characters ends.
+
+    At a blank line, else a line end, else a space, else exactly at the limit.
+    """
+    if len(text) <= limit:
+        return len(text)
+    for sep in ("\n\n", "\n", " "):
+        at = text.rfind(sep, limit // 2, limit)
+        if at > 0:
+            return at + len(sep)
+    return limit
 
 
 class TokenChunker:
@@ -129,27 +156,53 @@ class TokenChunker:
         self.size = size
         self.overlap = overlap
 
+    @property
+    def max_chars(self) -> int:
+        """Most characters in one chunk."""
+        return self.size * CHARS_PER_PIECE
+
     def split(self, blocks: Iterable[Block]) -> list[Chunk]:
         """Chunks of every block, in document order."""
-        chunks: list[Chunk] = []
-        for block in blocks:
-            chunks.extend(self._split_block(block))
-        return chunks
+        return list(self.iter_split(blocks))
 
-    def _split_block(self, block: Block) -> list[Chunk]:
-        text = block.text
-        tokens = self.tokenizer.tokenize(text)
-        if not tokens:
-            return []
-        if len(tokens) <= self.size:
-            return [self._chunk(block, tokens[0].start, tokens[-1].end)]
-        chunks: list[Chunk] = []
+    def iter_split(self, blocks: Iterable[Block]) -> Iterator[Chunk]:
+        """Chunks of every block, in document order, one at a time."""
+        for block in blocks:
+            yield from self._split_block(block)
+
+    def _split_block(self, block: Block) -> Iterator[Chunk]:
+        text = _UNSAFE.sub("\ufffd", block.text)
+        start = 0
+        while start < len(text):
+            end = start + _window_end(text[start : start + TOKENIZE_WINDOW + 1], TOKENIZE_WINDOW)
+            yield from self._split_window(block, text[start:end], block.offset + start)
+            start = end
+
+    def _pieces(self, text: str) -> list[Token]:
+        """Word-pieces of ``text``, with any piece longer than 1/8 of a chunk cut up."""
+        longest = max(1, self.max_chars // 8)
+        tokens: list[Token] = []
+        for tok in self.tokenizer.tokenize(text):
+            if tok.end - tok.start <= longest:
+                tokens.append(tok)
+                continue
+            for at in range(tok.start, tok.end, longest):
+                tokens.append(
+                    Token(at, min(at + longest, tok.end), tok.word_start and at == tok.start)
+                )
+        return tokens
+
+    def _split_window(self, block: Block, text: str, base: int) -> Iterator[Chunk]:
+        tokens = self._pieces(text)
         i, n = 0, len(tokens)
         while i < n:
-            if n - i <= self.size:
-                chunks.append(self._chunk(block, tokens[i].start, tokens[-1].end))
+            hi = min(n, i + self.size)
+            while hi > i + 1 and tokens[hi - 1].end - tokens[i].start > self.max_chars:
+                hi -= 1
+            if hi == n:
+                yield self._chunk(block, text, base, tokens[i].start, tokens[-1].end)
                 break
-            j = self._cut(text, tokens, i)
+            j = self._cut(text, tokens, i, hi)
             if not (tokens[i].word_start and tokens[j].word_start):
                 # A cut inside a word re-tokenizes differently: shrink until it fits.
                 while (
@@ -158,14 +211,15 @@ class TokenChunker:
                     > self.size + self.tokenizer.special_tokens
                 ):
                     j -= 1
-            chunks.append(self._chunk(block, tokens[i].start, tokens[j - 1].end))
+            yield self._chunk(block, text, base, tokens[i].start, tokens[j - 1].end)
             i = self._next_start(text, tokens, i, j)
-        return chunks
 
-    def _cut(self, text: str, tokens: list[Token], i: int) -> int:
-        """Index of the first token of the next chunk: a word start, best at a paragraph end."""
-        hi = i + self.size
-        lo = i + max(1, self.size // 2)
+    def _cut(self, text: str, tokens: list[Token], i: int, hi: int) -> int:
+        """Index of the first token of the next chunk, at most ``hi``.
+
+        A word start, best at a paragraph end, else a sentence end.
+        """
+        lo = i + max(1, (hi - i) // 2)
         best_sentence = best_word = None
         for j in range(hi, lo - 1, -1):
             if not tokens[j].word_start:
@@ -203,10 +257,10 @@ class TokenChunker:
         return t
 
     @staticmethod
-    def _chunk(block: Block, start: int, end: int) -> Chunk:
+    def _chunk(block: Block, text: str, base: int, start: int, end: int) -> Chunk:
         return Chunk(
-            text=block.text[start:end],
+            text=text[start:end],
             page=block.page,
             heading=block.heading,
-            offset=block.offset + start,
+            offset=base + start,
         )

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, IngestReport
 from rag.components import build_store
 from rag.errors import DocumentNotFoundError
 from rag.settings import Settings
+from rag.store import DocumentInfo
+from rag.text import safe_label
 
 
 def add_index_option(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +48,11 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
 
 
 INGEST_HELP = (
-    "Index PDF, DOCX, Markdown, HTML and text files; folders are walked recursively. "
-    "Unchanged files are skipped (compared by content hash), changed files replace their "
-    "old chunks."
+    "Index PDF, DOCX, Markdown, HTML and text files; folders are walked recursively "
+    "(symbolic links leading out of a folder are not followed). Unchanged files are "
+    "skipped (compared by content hash), changed files replace their old chunks. Work is "
+    "published in checkpoints (RAG_CHECKPOINT_CHUNKS): an interrupted run keeps them, and "
+    "running the same command again resumes where it stopped."
 )
 
 
@@ -80,28 +85,49 @@ def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _Bars:
-    """tqdm bars for parsing and embedding, shown only on a terminal."""
+_BAR_LABELS = {"parse": "files", "read": "reading", "embed": "embedding", "publish": "published"}
+_BAR_UNITS = {"parse": "file", "read": "char", "embed": "chunk", "publish": "chunk"}
 
-    def __init__(self, enabled: bool) -> None:
+
+class _Bars:
+    """Progress on stderr: tqdm bars on a terminal; waits for the lock always."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
+        self.stream = stream or sys.stderr
         self.bars: dict[str, Any] = {}
+        self._waiting_said = -1.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
+        if stage == "wait":
+            self._waiting(done)
+            return
+        if not self.enabled or stage not in _BAR_LABELS:
             return
         from tqdm import tqdm
 
         bar = self.bars.get(stage)
         if bar is None:
-            label = {"parse": "parsing files", "embed": "embedding chunks"}.get(stage, stage)
             bar = self.bars[stage] = tqdm(
-                total=total, desc=label, unit="chunk" if stage == "embed" else "file",
-                position=len(self.bars), leave=False,
+                total=total or None, desc=_BAR_LABELS[stage], unit=_BAR_UNITS[stage],
+                unit_scale=stage == "read", position=len(self.bars), leave=False,
+                file=self.stream,
             )  # fmt: skip
-        bar.total = total
+        if stage == "read" and done < bar.n:
+            bar.reset()  # the next file
+        bar.total = total or None
         bar.n = done
         bar.refresh()
+
+    def _waiting(self, seconds: int) -> None:
+        """'waiting for another ingestion to publish… 12 s': each second on a terminal."""
+        if self.enabled:
+            self.stream.write(f"\rwaiting for another ingestion to publish… {seconds} s")
+            self.stream.flush()
+            self._waiting_said = time.monotonic()
+        elif self._waiting_said < 0 or time.monotonic() - self._waiting_said >= 10:
+            print(f"waiting for another ingestion to publish… {seconds} s", file=self.stream)
+            self._waiting_said = time.monotonic()
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -110,28 +136,52 @@ class _Bars:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Run an ingestion and print its summary; exit code 1 when any file failed."""
+    from ingest.sandbox import ParseLimits, ParserSandbox
+
     store = build_store(settings)
     tokenizer = HFTokenizer(settings.embedding_model_path())
     chunker = TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
     bars = _Bars(enabled=sys.stderr.isatty() and not args.json)
-    pipeline = IngestPipeline(
-        store, store.embeddings, chunker, batch_size=settings.embedding_batch_size, progress=bars
-    )
-    try:
-        report = pipeline.run(args.paths, prune=args.prune)
-    finally:
-        bars.close()
+    with ParserSandbox(ParseLimits.from_settings(settings)) as sandbox:
+        pipeline = IngestPipeline(
+            store,
+            store.embeddings,
+            chunker,
+            batch_size=settings.embedding_batch_size,
+            checkpoint_chunks=settings.checkpoint_chunks,
+            opener=sandbox.open,
+            progress=bars,
+        )
+        try:
+            report = pipeline.run(args.paths, prune=args.prune)
+        finally:
+            bars.close()
     print_report(report, as_json=args.json)
     return 1 if report.failed else 0
 
 
 def print_report(report: IngestReport, *, as_json: bool) -> None:
-    """The closing summary, as text or as one JSON object."""
+    """The closing summary, as text or as one JSON object.
+
+    Paths are printed as labels (``safe_label``): a file name cannot move the cursor or
+    forge a line. The JSON keeps the real path, escaped by ``json.dumps`` (ASCII only, so
+    undecodable names survive as escapes).
+    """
     if as_json:
         print(json.dumps(report.to_json()))
         return
     for failed in report.failed:
-        print(f"failed: {failed.path}: {failed.reason}", file=sys.stderr)
+        print(
+            f"failed: {safe_label(failed.path)}: {safe_label(failed.reason or '')}", file=sys.stderr
+        )
+    resumed = report.resumed
+    if resumed:
+        kept = sum(f.resumed for f in resumed)
+        print(
+            f"resumed {len(resumed)} file(s) where an earlier run stopped "
+            f"({kept:,} stored chunks not embedded again)",
+            file=sys.stderr,
+        )
     print(
         f"added {report.count('added')}, updated {report.count('updated')}, "
         f"unchanged {report.count('unchanged')}, removed {report.count('removed')}, "
@@ -150,10 +200,20 @@ def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no documents in {settings.resolved_index_dir}")
         return 0
     for d in docs:
-        pages = f"{d.pages} pages, " if d.pages else ""
-        names = ", ".join(d.sources) or "(no source)"
-        print(f"{d.id[:12]}  {pages}{d.chunks} chunks  {d.ingested_at}  {names}")
+        print(document_line(d))
     return 0
+
+
+def document_line(d: DocumentInfo) -> str:
+    """One line of ``docs list``; names are labels, so no name can forge a line."""
+    pages = f"{d.pages} pages, " if d.pages else ""
+    names = ", ".join(safe_label(s) for s in d.sources) or "(no source)"
+    chunks = (
+        f"{d.chunks} chunks"
+        if d.complete
+        else f"partial: {d.chunks:,} chunks; run ingest again to finish"
+    )
+    return f"{d.id[:12]}  {pages}{chunks}  {d.ingested_at}  {names}"
 
 
 def cmd_docs_delete(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,15 +1,29 @@
-"""The ingestion pipeline: files -> blocks -> chunks -> batched embeddings -> one publish.
+"""The ingestion pipeline: files -> streamed blocks -> chunks -> embeddings -> checkpoints.
 
-One run is one write transaction: either every change of the run is published, or (on a
-crash or an unexpected error) none is. A file that fails to load is reported and skipped;
-whatever the index held for it before stays.
+Parsing, chunking and embedding happen without the index lock. What has been embedded is
+published in short write transactions ("checkpoints"): every ``checkpoint_chunks`` chunks
+and once at the end, so a second ingestion waits seconds, not for a whole run, and a run
+that is interrupted (Ctrl-C, kill -9, a crash) keeps every checkpoint it published. A run
+with nothing to write never takes the lock.
+
+A document larger than a checkpoint is published in parts and marked partial until its last
+chunk is stored; the next run over the same file re-reads it (chunking is deterministic),
+skips the chunks already stored without embedding them, and completes it. A changed file's
+old version stays searchable until the new version is complete.
+
+A file that fails (unreadable, unsupported, a parser limit, an error part way through) is
+reported with its reason and the run goes on. Its chunks embedded since the last checkpoint
+are dropped; what earlier checkpoints published of it stays, marked partial, and whatever
+the index held for it before the run stays too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,15 +32,27 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from ingest.chunking import Chunk, TokenChunker
-from ingest.loaders import LoadedDocument, iter_files, load
+from ingest.detect import Kind, looks_binary
+from ingest.files import FoundFile, iter_files, os_reason
+from ingest.loaders import LoadedStream, Opener, open_stream
 from rag.errors import IngestError
-from rag.store import FaissStore, IndexWriter, NewChunk, content_id
+from rag.store import DocumentInfo, FaissStore, IndexWriter, NewChunk
+from rag.text import safe_label
 
 logger = logging.getLogger(__name__)
 
+_READ_BYTES = 1 << 20
+_SNIFF_BYTES = 8192
+
 
 class Progress(Protocol):
-    """Receives progress of the two long stages, 'parse' (files) and 'embed' (chunks)."""
+    """Receives progress as (stage, done, total); a total of 0 means not known yet.
+
+    Stages: ``parse`` (files done of all files), ``read`` (characters read from the current
+    file), ``embed`` (chunks embedded in this run, of the chunks cut so far), ``publish``
+    (chunks published in this run), ``wait`` (seconds waited for another ingestion to
+    publish, of the most that will be waited).
+    """
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         """Report ``done`` of ``total`` units of ``stage``."""
@@ -39,12 +65,17 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 @dataclass
 class FileOutcome:
-    """What happened to one file."""
+    """What happened to one file.
+
+    ``chunks`` counts the chunks embedded and stored for it by this run; ``resumed`` the
+    chunks an earlier, interrupted run had stored, which were not embedded again.
+    """
 
     path: str
     status: str  # added | updated | unchanged | failed | removed
     reason: str | None = None
     chunks: int = 0
+    resumed: int = 0
 
 
 @dataclass
@@ -55,6 +86,8 @@ class IngestReport:
     chunks: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    checkpoints: int = 0
+    waited_seconds: float = 0.0
 
     def count(self, status: str) -> int:
         """Number of files with this status."""
@@ -64,6 +97,11 @@ class IngestReport:
     def failed(self) -> list[FileOutcome]:
         """Files that could not be ingested."""
         return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def resumed(self) -> list[FileOutcome]:
+        """Files whose ingestion continued where an interrupted run stopped."""
+        return [f for f in self.files if f.resumed and f.status != "failed"]
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat ingest --json`` prints."""
@@ -78,19 +116,21 @@ class IngestReport:
         }
 
 
-@dataclass
-class _Pending:
-    doc_id: str
-    source: str
-    doc: LoadedDocument
-    chunks: list[Chunk]
-    outcome: FileOutcome
-    title: str | None = None
-    extra_sources: list[tuple[str, str | None]] = field(default_factory=list)
+def file_content_id(path: Path) -> str:
+    """The document id of a file: SHA-256 of its bytes (as ``content_id``), read in 1 MB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while piece := fh.read(_READ_BYTES):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 class IngestPipeline:
-    """Ingests files into a store; collaborators are passed in."""
+    """Ingests files into a store; collaborators are passed in.
+
+    ``opener`` reads a file as a stream of blocks: ``ParserSandbox(...).open`` in the
+    applications (a worker process with limits), the in-process ``open_stream`` by default.
+    """
 
     def __init__(
         self,
@@ -99,22 +139,26 @@ class IngestPipeline:
         chunker: TokenChunker,
         *,
         batch_size: int = 256,
-        loader: Callable[[Path], LoadedDocument] = load,
+        checkpoint_chunks: int = 4096,
+        opener: Opener = open_stream,
         progress: Progress = _no_progress,
+        progress_interval_s: float = 0.25,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if checkpoint_chunks < 1:
+            raise ValueError("checkpoint_chunks must be at least 1")
         self.store = store
         self.embeddings = embeddings
         self.chunker = chunker
         self.batch_size = batch_size
+        self.checkpoint_chunks = checkpoint_chunks
         # Chunks gathered before embedding: enough to sort by length across many batches
-        # (sorting the whole flush keeps padding, and so embedding time, down).
-        self.flush_every = batch_size * 32
-        self.loader = loader
+        # (sorting keeps padding, and so embedding time, down), never more than a checkpoint.
+        self.embed_every = max(1, min(batch_size * 32, checkpoint_chunks))
+        self.opener = opener
         self.progress = progress
-        self._titles: dict[str, str] = {}
-        self._force = False
+        self.progress_interval_s = progress_interval_s
 
     def run(
         self,
@@ -132,107 +176,488 @@ class IngestPipeline:
 
         Raises:
             IngestError: a given path does not exist (nothing is written then).
-            StoreError: the index cannot be opened or is locked.
+            StoreError: the index cannot be opened, written, or stayed locked by another
+                ingestion for ``lock_timeout_s``. Checkpoints published before stay.
         """
-        started = time.perf_counter()
-        files = list(iter_files([Path(p) for p in paths]))
-        self._titles = {str(Path(p).resolve()): t for p, t in (titles or {}).items()}
-        self._force = force
-        report = IngestReport()
-        with self.store.writer() as writer:
-            pending: dict[str, _Pending] = {}
-            pending_chunks = 0
-            for n, (path, _explicit) in enumerate(files, 1):
-                outcome = self._one(writer, path, pending)
-                report.files.append(outcome)
-                if outcome.status == "failed":
-                    logger.info("failed: %s: %s", outcome.path, outcome.reason)
-                pending_chunks = sum(len(p.chunks) for p in pending.values())
-                if pending_chunks >= self.flush_every:
-                    self._flush(writer, pending, report)
-                self.progress("parse", n, len(files))
-            self._flush(writer, pending, report)
-            if prune:
-                for source in sorted(writer.sources()):
-                    if not Path(source).exists():
-                        writer.remove_source(source)
-                        report.files.append(FileOutcome(source, "removed"))
-        report.seconds = time.perf_counter() - started
-        return report
+        found = list(iter_files([Path(p) for p in paths]))
+        named = {os.path.realpath(p): t for p, t in (titles or {}).items()}
+        return _Run(self, force=force, titles=named).ingest(found, prune=prune)
 
-    def _one(self, writer: IndexWriter, path: Path, pending: dict[str, _Pending]) -> FileOutcome:
-        key = str(path.resolve())
+
+# -- one run ----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Doc:
+    """A document being read in this run."""
+
+    doc_id: str
+    key: str
+    title: str | None
+    outcome: FileOutcome
+    kind: str = Kind.TEXT.value
+    pages: int | None = None
+    force: bool = False  # replace the stored copy (re-embed it from scratch)
+    failed: bool = False  # its unpublished chunks are dropped
+    dropped: bool = False  # another ingestion stored it meanwhile: ours are not needed
+
+
+@dataclass(eq=False)
+class _ChunkItem:
+    doc: _Doc
+    seq: int
+    chunk: Chunk
+    vector: np.ndarray | None = None
+
+
+@dataclass(eq=False)
+class _Done:
+    """The document's last chunk has been queued."""
+
+    doc: _Doc
+
+
+@dataclass(eq=False)
+class _Name:
+    """Point a path at a document that is (or will by then be) stored complete."""
+
+    key: str
+    doc_id: str
+    title: str | None
+    outcome: FileOutcome
+
+
+@dataclass(eq=False)
+class _DropStale:
+    """Delete partial versions of a path that no longer match its content."""
+
+    key: str
+    keep: str
+
+
+_Item = _ChunkItem | _Done | _Name | _DropStale
+
+
+class _Index:
+    """What the published index holds, as of the last look (a pinned read, or a checkpoint)."""
+
+    def __init__(self, docs: list[DocumentInfo]) -> None:
+        self.docs = {d.id: d for d in docs}
+        self.by_source: dict[str, str] = {}
+        self.titles: dict[str, str] = {}
+        self.partials: dict[str, set[str]] = {}  # path -> partial documents filed under it
+        for d in docs:
+            if not d.complete:
+                for source in d.sources:
+                    self.partials.setdefault(source, set()).add(d.id)
+        # Complete documents first: a path names its complete version while a new one is
+        # partial.
+        for d in sorted(docs, key=lambda d: not d.complete):
+            for source, title in zip(d.sources, d.titles, strict=False):
+                if source not in self.by_source:
+                    self.by_source[source] = d.id
+                    self.titles[source] = title
+
+    def stale_partials(self, key: str, keep: str) -> bool:
+        """Whether a partial document other than ``keep`` is filed under ``key``."""
+        return bool(self.partials.get(key, set()) - {keep})
+
+
+class _Run:
+    """The state of one ``IngestPipeline.run``."""
+
+    def __init__(self, pipeline: IngestPipeline, *, force: bool, titles: dict[str, str]) -> None:
+        self.p = pipeline
+        self.store = pipeline.store
+        self.force = force
+        self.titles = titles
+        self.report = IngestReport()
+        self.queue: list[_Item] = []
+        self.unembedded: list[_ChunkItem] = []
+        self.embedded_unwritten = 0
+        self.embedded = 0
+        self.cut = 0
+        self.published = 0
+        self.completed: set[str] = set()  # documents read whole in this run
+        self.index = _Index(self.store.documents())  # one pinned read
+        self._last_read_progress = 0.0
+
+    # -- the run ------------------------------------------------------------------------
+
+    def ingest(self, found: list[FoundFile], *, prune: bool) -> IngestReport:
+        started = time.perf_counter()
+        total = len(found)
+        for n, item in enumerate(found):
+            self.p.progress("parse", n, total)
+            outcome = self._file(item)
+            self.report.files.append(outcome)
+            if outcome.status == "failed":
+                logger.info(
+                    "failed: %s: %s", safe_label(outcome.path), safe_label(outcome.reason or "")
+                )
+        self.p.progress("parse", total, total)
+        self._checkpoint()
+        if prune:
+            self._prune()
+        self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def _file(self, item: FoundFile, *, force: bool | None = None) -> FileOutcome:
+        key = item.key
+        if item.problem is not None:
+            return FileOutcome(key, "failed", item.problem)
+        force = self.force if force is None else force
         try:
-            data = path.read_bytes()
+            refusal = self._refused_early(item.path)
+            if refusal is not None:
+                return FileOutcome(key, "failed", refusal)
+            doc_id = file_content_id(item.path)
         except OSError as exc:
-            return FileOutcome(key, "failed", f"cannot read file: {exc.strerror or exc}")
-        doc_id = content_id(data)
-        title = self._titles.get(key)
-        current = writer.source_document(key)
-        status = "updated" if current is not None else "added"
-        if doc_id in pending:
-            pending[doc_id].extra_sources.append((key, title))
-            return FileOutcome(key, status)
-        if current == doc_id and not self._force:
-            writer.add_source(key, doc_id, title)
-            return FileOutcome(key, "unchanged")
-        if writer.has_document(doc_id) and not self._force:
-            writer.add_source(key, doc_id, title)
-            return FileOutcome(key, status)
-        try:
-            doc = self.loader(path)
-            chunks = self.chunker.split(doc.blocks)
-        except IngestError as exc:
-            return FileOutcome(key, "failed", exc.reason)
-        if not chunks:
-            return FileOutcome(key, "failed", "no text found")
-        others: list[tuple[str, str | None]] = []
-        if writer.has_document(doc_id):  # forced: replace the stored copy, keep its names
-            others = [s for s in writer.document_sources(doc_id) if s[0] != key]
-            title = title or dict(writer.document_sources(doc_id)).get(key)
-            writer.delete_document(doc_id)
-            status = "updated"
-        outcome = FileOutcome(key, status, chunks=len(chunks))
-        pending[doc_id] = _Pending(doc_id, key, doc, chunks, outcome, title, others)
+            return FileOutcome(key, "failed", os_reason(exc))
+        title = self.titles.get(key)
+        current = self.index.by_source.get(key)
+        info = self.index.docs.get(doc_id)
+        same = current is None or (current == doc_id and not force)
+        outcome = FileOutcome(key, "added" if same else "updated")
+        if self.index.stale_partials(key, keep=doc_id):
+            self._queue(_DropStale(key, doc_id))
+        if doc_id in self.completed:  # the same content under another name in this run
+            self._queue(_Name(key, doc_id, title, outcome))
+            return outcome
+        if info is not None and info.complete and not force:
+            if current == doc_id:
+                if title is not None and title != self.index.titles.get(key):
+                    self._queue(_Name(key, doc_id, title, outcome))
+                outcome.status = "unchanged"
+                return outcome
+            self._queue(_Name(key, doc_id, title, outcome))
+            return outcome
+        resume = info.chunks if info is not None and not info.complete and not force else 0
+        doc = _Doc(doc_id, key, title, outcome, force=force and info is not None)
+        read = self._read(item.path, doc, resume)
+        if read is not None and read < resume:
+            # The stored part was cut differently (the chunk settings changed): start over.
+            logger.warning("%s: stored part does not match; reading it again", safe_label(key))
+            return self._file(item, force=True)
         return outcome
 
-    def _flush(
-        self, writer: IndexWriter, pending: dict[str, _Pending], report: IngestReport
-    ) -> None:
-        """Embed every pending chunk in batches, then store the pending documents."""
-        if not pending:
+    def _refused_early(self, path: Path) -> str | None:
+        """Let the parser judge binary-looking content before the file is hashed whole.
+
+        A huge file of binary data (a 4 GiB sparse file named .txt) is then refused after
+        reading its first bytes. PDF and ZIP content is binary by nature and is hashed first
+        as usual, so unchanged documents are never parsed.
+        """
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+        if not looks_binary(head) or b"%PDF-" in head[:1024] or head.startswith(b"PK\x03\x04"):
+            return None
+        try:
+            stream = self.p.opener(path)
+        except IngestError as exc:
+            return exc.reason
+        stream.close()
+        return None
+
+    def _read(self, path: Path, doc: _Doc, resume: int) -> int | None:
+        """Stream the file into the queue; the number of chunks it has, None if it failed."""
+        outcome = doc.outcome
+        try:
+            stream = self.p.opener(path)
+        except IngestError as exc:
+            self._fail(doc, exc.reason)
+            return None
+        except Exception as exc:
+            # Parser boundary: a bug in one file's parser is that file's outcome (logged with
+            # its traceback, reported with its type), not the end of the run.
+            logger.exception("unexpected error opening %s", safe_label(doc.key))
+            self._fail(doc, f"unexpected parser error: {type(exc).__name__}: {exc}")
+            return None
+        doc.kind = stream.kind.value
+        doc.pages = stream.pages
+        seq = 0
+        chunks = self._chunks(stream)
+        try:
+            while not doc.dropped:
+                try:
+                    chunk = next(chunks, None)
+                except IngestError as exc:
+                    self._fail(doc, exc.reason, seq)
+                    return None
+                except Exception as exc:  # the parser boundary, as above
+                    logger.exception("unexpected error reading %s", safe_label(doc.key))
+                    self._fail(doc, f"unexpected parser error: {type(exc).__name__}: {exc}", seq)
+                    return None
+                if chunk is None:
+                    break
+                if seq >= resume:
+                    self._add_chunk(doc, seq, chunk)
+                seq += 1
+        finally:
+            chunks.close()
+            stream.close()
+        if doc.dropped:
+            return seq
+        if seq == 0:
+            reason = (
+                "no extractable text (a scanned PDF? OCR is not supported)"
+                if stream.kind is Kind.PDF
+                else "no text found"
+            )
+            self._fail(doc, reason)
+            return 0
+        if seq >= resume:
+            outcome.resumed = resume
+            self.completed.add(doc.doc_id)
+            self._queue(_Done(doc))
+        return seq
+
+    def _chunks(self, stream: LoadedStream) -> Generator[Chunk, None, None]:
+        chars = 0
+        for block in stream.blocks:
+            chars += len(block.text)
+            now = time.monotonic()
+            if now - self._last_read_progress >= self.p.progress_interval_s:
+                self._last_read_progress = now
+                self.p.progress("read", chars, 0)
+            yield from self.p.chunker.split([block])
+        self.p.progress("read", chars, chars)
+
+    def _fail(self, doc: _Doc, reason: str, read: int = 0) -> None:
+        doc.failed = True
+        doc.outcome.status = "failed"
+        doc.outcome.chunks = 0
+        doc.outcome.reason = reason
+        stored = self._stored_part(doc)
+        if stored:
+            doc.outcome.reason += (
+                f" (the first {stored:,} chunks stay in the index, marked partial)"
+            )
+        self.queue = [i for i in self.queue if not (isinstance(i, _ChunkItem) and i.doc is doc)]
+        self.unembedded = [i for i in self.unembedded if i.doc is not doc]
+        self.embedded_unwritten = sum(
+            1 for i in self.queue if isinstance(i, _ChunkItem) and i.vector is not None
+        )
+
+    def _stored_part(self, doc: _Doc) -> int:
+        info = self.index.docs.get(doc.doc_id)
+        if info is None or info.complete:
+            return 0
+        return info.chunks
+
+    # -- embedding ----------------------------------------------------------------------
+
+    def _queue(self, item: _Item) -> None:
+        self.queue.append(item)
+
+    def _add_chunk(self, doc: _Doc, seq: int, chunk: Chunk) -> None:
+        item = _ChunkItem(doc, seq, chunk)
+        self.queue.append(item)
+        self.unembedded.append(item)
+        self.cut += 1
+        if len(self.unembedded) >= self.p.embed_every:
+            self._embed()
+        if self.embedded_unwritten >= self.p.checkpoint_chunks:
+            self._checkpoint()
+
+    def _embed(self) -> None:
+        items = [i for i in self.unembedded if not (i.doc.failed or i.doc.dropped)]
+        self.unembedded = []
+        if not items:
             return
-        texts = [c.text for p in pending.values() for c in p.chunks]
-        # Embed in order of length so each batch pads little, then put vectors back in place.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        matrix: np.ndarray | None = None
+        # Embed in order of length so each batch pads little.
+        items.sort(key=lambda i: len(i.chunk.text))
         started = time.perf_counter()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        size = self.p.batch_size
+        for start in range(0, len(items), size):
+            batch = items[start : start + size]
             vectors = np.asarray(
-                self.embeddings.embed_documents([texts[i] for i in batch]), dtype="float32"
+                self.p.embeddings.embed_documents([i.chunk.text for i in batch]), dtype="float32"
             )
-            if matrix is None:
-                matrix = np.empty((len(texts), vectors.shape[1]), dtype="float32")
-            matrix[batch] = vectors
+            for item, vector in zip(batch, vectors, strict=True):
+                item.vector = vector
+            self.embedded += len(batch)
             logger.debug("embedded batch of %d chunks", len(batch))
-            self.progress("embed", report.chunks + start + len(batch), report.chunks + len(texts))
-        report.embed_seconds += time.perf_counter() - started
-        assert matrix is not None  # pending is never empty here
-        at = 0
-        for item in pending.values():
-            n = len(item.chunks)
-            writer.add_document(
-                item.doc_id,
-                kind=item.doc.kind.value,
-                pages=item.doc.pages,
-                source=item.source,
-                chunks=[NewChunk(c.text, c.page, c.heading, c.offset) for c in item.chunks],
-                vectors=matrix[at : at + n],
-                title=item.title,
+            self.p.progress("embed", self.embedded, self.cut)
+        self.report.embed_seconds += time.perf_counter() - started
+        self.embedded_unwritten += len(items)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def _on_wait(self, seconds: float) -> None:
+        self.report.waited_seconds = max(self.report.waited_seconds, seconds)
+        self.p.progress("wait", int(seconds), int(self.store.lock_timeout_s))
+
+    def _checkpoint(self) -> None:
+        """Embed what is queued and publish it in one short write transaction."""
+        self._embed()
+        items, self.queue = self.queue, []
+        self.embedded_unwritten = 0
+        live = [i for i in items if not (isinstance(i, _ChunkItem | _Done) and _gone(i.doc))]
+        if not live:
+            return
+        with self.store.writer(on_wait=self._on_wait) as writer:
+            written = 0
+            for kind, group in _segments(live):
+                if kind == "chunks":
+                    written += self._write_segment(writer, group)
+                elif kind == "name":
+                    for name in group:
+                        assert isinstance(name, _Name)
+                        self._write_name(writer, name)
+                else:
+                    for stale in group:
+                        assert isinstance(stale, _DropStale)
+                        _drop_stale_partials(writer, stale.key, stale.keep)
+            index = _Index(writer.documents())
+        self.index = index
+        self.report.chunks += written
+        self.report.checkpoints += 1
+        self.published += written
+        logger.info(
+            "checkpoint %d: published %d chunks (%d in this run)",
+            self.report.checkpoints,
+            written,
+            self.published,
+        )
+        self.p.progress("publish", self.published, self.cut)
+
+    def _write_segment(self, w: IndexWriter, group: list[_Item]) -> int:
+        """Store one document's next chunks (and its completion); returns chunks written."""
+        first = group[0]
+        doc = first.doc if isinstance(first, _ChunkItem | _Done) else None
+        assert doc is not None
+        if _gone(doc):
+            return 0
+        chunk_items = [i for i in group if isinstance(i, _ChunkItem)]
+        complete = isinstance(group[-1], _Done)
+        others: list[tuple[str, str | None]] = []
+        if doc.force:  # replace the stored copy, keep its names
+            others = [s for s in w.document_sources(doc.doc_id) if s[0] != doc.key]
+            doc.title = doc.title or dict(w.document_sources(doc.doc_id)).get(doc.key)
+            if w.has_document(doc.doc_id):
+                w.delete_document(doc.doc_id)
+            doc.force = False
+        stored = w.partial_chunks(doc.doc_id)
+        start = chunk_items[0].seq if chunk_items else None
+        if w.has_document(doc.doc_id) and stored is None:
+            # Another ingestion stored this content meanwhile: only name it.
+            doc.dropped = True
+            w.add_source(doc.key, doc.doc_id, doc.title)
+            return 0
+        if stored is None:  # not stored at all
+            if start not in (0, None) or not chunk_items:
+                self._lost_partial(doc)
+                return 0
+            _drop_stale_partials(w, doc.key, doc.doc_id)
+            w.add_document(
+                doc.doc_id,
+                kind=doc.kind,
+                pages=doc.pages,
+                source=doc.key,
+                chunks=[_new(i.chunk) for i in chunk_items],
+                vectors=_matrix(chunk_items),
+                title=doc.title,
+                complete=complete,
             )
-            for extra, title in item.extra_sources:
-                writer.add_source(extra, item.doc_id, title)
-            at += n
-        report.chunks += len(texts)
-        pending.clear()
+            for path, title in others:
+                w.add_source(path, doc.doc_id, title)
+            new = chunk_items
+        else:
+            if start is not None and stored < start:
+                self._lost_partial(doc)
+                return 0
+            skip = max(0, stored - start) if start is not None else 0
+            new = chunk_items[skip:]
+            w.append_chunks(
+                doc.doc_id,
+                [_new(i.chunk) for i in new],
+                _matrix(new, w.dimension),
+                complete=complete,
+            )
+        if complete:
+            w.add_source(doc.key, doc.doc_id, doc.title)
+        doc.outcome.chunks += len(new)
+        return len(new)
+
+    def _lost_partial(self, doc: _Doc) -> None:
+        doc.failed = True
+        doc.outcome.status = "failed"
+        doc.outcome.reason = (
+            "its partly stored copy was deleted by someone else meanwhile; ingest it again"
+        )
+
+    def _write_name(self, w: IndexWriter, name: _Name) -> None:
+        if w.has_document(name.doc_id) and w.partial_chunks(name.doc_id) is None:
+            w.add_source(name.key, name.doc_id, name.title)
+            return
+        name.outcome.status = "failed"
+        name.outcome.reason = "the copy of its content under another name was not stored"
+
+    def _prune(self) -> None:
+        gone = [s for s in self.index.by_source if not os.path.exists(s)]
+        gone += [
+            d.sources[0]
+            for d in self.index.docs.values()
+            if not d.complete and d.sources and not os.path.exists(d.sources[0])
+        ]
+        if not gone:
+            return
+        with self.store.writer(on_wait=self._on_wait) as writer:
+            for source in sorted(writer.sources()):
+                if not os.path.exists(source):
+                    writer.remove_source(source)
+                    self.report.files.append(FileOutcome(source, "removed"))
+            for doc_id, (source, _) in writer.partial_documents().items():
+                if not os.path.exists(source) and not writer.document_sources(doc_id):
+                    writer.delete_document(doc_id)
+                    self.report.files.append(FileOutcome(source, "removed"))
+            self.index = _Index(writer.documents())
+
+
+def _gone(doc: _Doc) -> bool:
+    return doc.failed or doc.dropped
+
+
+def _segments(items: list[_Item]) -> Iterator[tuple[str, list[_Item]]]:
+    """Consecutive items grouped: one document's chunks (ending with its _Done), or names."""
+    group: list[_Item] = []
+    kind = ""
+    for item in items:
+        if isinstance(item, _ChunkItem | _Done):
+            this = "chunks"
+            last = group[-1] if group else None
+            split = isinstance(last, _Done) or (
+                isinstance(last, _ChunkItem) and last.doc is not item.doc
+            )
+        else:
+            this = "name" if isinstance(item, _Name) else "stale"
+            split = False
+        if group and (split or kind != this):
+            yield kind, group
+            group = []
+        kind = this
+        group.append(item)
+    if group:
+        yield kind, group
+
+
+def _drop_stale_partials(w: IndexWriter, key: str, keep: str) -> None:
+    """Delete partial versions filed under ``key`` that no other path names."""
+    for doc_id, (source, _) in w.partial_documents().items():
+        if source != key or doc_id == keep:
+            continue
+        names = [p for p, _ in w.document_sources(doc_id)]
+        if not names or names == [key]:
+            logger.info("dropping a partial older version of %s", safe_label(key))
+            w.delete_document(doc_id)
+
+
+def _new(chunk: Chunk) -> NewChunk:
+    return NewChunk(chunk.text, chunk.page, chunk.heading, chunk.offset)
+
+
+def _matrix(items: list[_ChunkItem], dimension: int | None = None) -> np.ndarray:
+    if not items:
+        return np.zeros((0, dimension or 1), dtype="float32")
+    return np.stack([i.vector for i in items if i.vector is not None]).astype("float32")

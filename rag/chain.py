@@ -4,7 +4,9 @@
 
 ``build_chain`` assembles the LCEL pipeline from collaborators passed in; ``ChatEngine``
 streams it, rewrites citation markers as they arrive, measures timings and stores the turn
-in the conversation's memory.
+in the conversation's memory. The engine gives the model one deadline per question
+(``RAG_LLM_TIMEOUT_S``) and says whether the answer is shown as it streams; when the
+endpoint fails after part of a shown answer, the answer ends there and is marked ``cut``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from langchain_core.callbacks import get_usage_metadata_callback
+from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import (
     Runnable,
@@ -32,8 +35,8 @@ from langchain_core.runnables import (
 
 from rag.citations import Citation, CitationStream, Source, format_sources, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
-from rag.errors import RagError
-from rag.llm import ENDPOINT_ERRORS, Endpoint, provider_error
+from rag.errors import AnswerCutError, ProviderError, RagError
+from rag.llm import BUFFERED_KEY, DEADLINE_KEY, ENDPOINT_ERRORS, Endpoint, provider_error
 from rag.memory import ConversationStore
 from rag.prompts import Prompts
 from rag.settings import Settings
@@ -125,12 +128,19 @@ def build_chain(
             kept.append(turn)
         return {"history": _format_history(kept[::-1]), "question": x["question"]}
 
+    condense_llm = llm.bind(max_tokens=CONDENSE_MAX_TOKENS)
+
+    def ask_condense(prompt: Any, config: RunnableConfig) -> BaseMessage:
+        # The rewritten question is used whole and never shown, so it is invoked rather
+        # than streamed: a model that buffers then falls back when its stream drops.
+        return condense_llm.invoke(prompt, config)
+
     condense = RunnableBranch(
         (lambda x: not x["history"], itemgetter("question")),
         RunnablePassthrough.assign(
             raw=RunnableLambda(condense_inputs)
             | condense_prompt
-            | llm.bind(max_tokens=CONDENSE_MAX_TOKENS)
+            | RunnableLambda(ask_condense)
             | StrOutputParser()
         )
         | RunnableLambda(lambda x: clean_standalone(x["raw"], x["question"], x["history"])),
@@ -200,6 +210,7 @@ class Answer:
     tokens: dict[str, Any]
     abstained: bool
     message_id: int | None = None
+    cut: str | None = None  # why the answer ended early (the endpoint failed midway)
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat ask --json`` prints."""
@@ -212,6 +223,7 @@ class Answer:
             "tokens": self.tokens,
             "standalone_question": self.standalone,
             "abstained": self.abstained,
+            "cut": self.cut,
         }
 
     def meta(self) -> dict[str, Any]:
@@ -233,8 +245,27 @@ class AnswerStream:
         yield from self._pieces
 
 
+class _AnsweredBy(BaseCallbackHandler):
+    """Records the model that wrote the last completion, as its response names it."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        """Keep the model name of a finished completion."""
+        for generations in response.generations[:1]:
+            for generation in generations[:1]:
+                if isinstance(generation, ChatGeneration):
+                    name = generation.message.response_metadata.get("model_name")
+                    self.model = str(name) if name else self.model
+
+
 class ChatEngine:
-    """Streams answers from the chain; keeps conversations when given a memory."""
+    """Streams answers from the chain; keeps conversations when given a memory.
+
+    ``timeout_s`` bounds each question at the model endpoint(s), from the moment it is
+    asked: the model gets the deadline through the runnable config (``DEADLINE_KEY``).
+    """
 
     def __init__(
         self,
@@ -245,32 +276,46 @@ class ChatEngine:
         model_name: str = "",
         memory: ConversationStore | None = None,
         count: TokenCounter = approx_tokens,
+        timeout_s: float | None = None,
     ) -> None:
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
         self.chain = chain
         self.prompts = prompts
         self.endpoints = list(endpoints)
         self.model_name = model_name or (self.endpoints[0].model if self.endpoints else "")
         self.memory = memory
         self.count = count
+        self.timeout_s = timeout_s
 
-    def ask(self, question: str, history: Sequence[Turn] = ()) -> AnswerStream:
-        """Stream an answer to ``question`` given earlier turns."""
-        return self._stream(question, list(history), None)
+    def ask(
+        self, question: str, history: Sequence[Turn] = (), *, buffered: bool = False
+    ) -> AnswerStream:
+        """Stream an answer to ``question`` given earlier turns.
 
-    def ask_in(self, conversation_id: str, question: str) -> AnswerStream:
+        ``buffered``: the caller shows nothing until the answer is complete (``--json``,
+        batch runs), so an endpoint whose stream drops midway is replaced by the fallback
+        instead of the answer being cut.
+        """
+        return self._stream(question, list(history), None, buffered)
+
+    def ask_in(
+        self, conversation_id: str, question: str, *, buffered: bool = False
+    ) -> AnswerStream:
         """Stream an answer within a stored conversation and save both turns when done."""
         if self.memory is None:
             raise RagError("this engine has no conversation memory")
-        return self._stream(question, self.memory.history(conversation_id), conversation_id)
+        history = self.memory.history(conversation_id)
+        return self._stream(question, history, conversation_id, buffered)
 
     def _stream(
-        self, question: str, history: list[Turn], conversation_id: str | None
+        self, question: str, history: list[Turn], conversation_id: str | None, buffered: bool
     ) -> AnswerStream:
         question = question.strip()
         if not question:
             raise RagError("the question is empty")
         stream = AnswerStream(iter(()))
-        stream._pieces = self._run(stream, question, history, conversation_id)
+        stream._pieces = self._run(stream, question, history, conversation_id, buffered)
         return stream
 
     def _run(
@@ -279,15 +324,22 @@ class ChatEngine:
         question: str,
         history: list[Turn],
         conversation_id: str | None,
+        buffered: bool,
     ) -> Iterator[str]:
         started = time.perf_counter()
         first_token: float | None = None
         state: dict[str, Any] = {}
         cites: CitationStream | None = None
         pieces = 0
+        cut: str | None = None
+        answered_by = _AnsweredBy()
+        configurable: dict[str, Any] = {BUFFERED_KEY: buffered}
+        if self.timeout_s is not None:
+            configurable[DEADLINE_KEY] = time.monotonic() + self.timeout_s
+        config: RunnableConfig = {"callbacks": [answered_by], "configurable": configurable}
         with get_usage_metadata_callback() as usage:
             try:
-                for chunk in self.chain.stream({"question": question, "history": history}):
+                for chunk in self.chain.stream({"question": question, "history": history}, config):
                     # The chain streams each step's output as its own dict, then the answer.
                     state.update({k: v for k, v in chunk.items() if k != "answer"})
                     if "fitted" in chunk:
@@ -301,6 +353,13 @@ class ChatEngine:
                     shown = cites.feed(piece)
                     if shown:
                         yield shown
+            except AnswerCutError as exc:
+                if cites is None or not pieces:
+                    raise  # nothing was shown: an error like any other
+                logger.info("answer cut: %s", exc)
+                cut, answered_by.model = str(exc), exc.model
+            except ProviderError:
+                raise
             except ENDPOINT_ERRORS as exc:
                 raise provider_error(exc, self.endpoints) from exc
             if cites is None:
@@ -321,7 +380,7 @@ class ChatEngine:
             citations=citations,
             sources=cites.sources,
             prompt_version=self.prompts.answer.label,
-            model=next(iter(usage.usage_metadata), self.model_name) or self.model_name,
+            model=answered_by.model or self.model_name,
             timings={
                 "retrieval_ms": state["retrieved"]["ms"],
                 "first_token_ms": ((first_token or end) - started) * 1000,
@@ -329,6 +388,7 @@ class ChatEngine:
             },
             tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
             abstained=abstained,
+            cut=cut,
         )
         if conversation_id is not None and self.memory is not None:
             self.memory.add(conversation_id, "user", question)

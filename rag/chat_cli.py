@@ -94,8 +94,11 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
         sys.stdout.write("\n")
         raise
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if stream.result is None:
         raise RagError("the answer ended early")
+    if stream.result.cut:
+        print(f"[answer cut: {stream.result.cut}; what arrived is shown]", file=sys.stderr)
     return stream.result
 
 
@@ -104,7 +107,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     store = _check_index(settings)
     with llm_endpoints(settings) as endpoints:
         engine = build_engine(settings, store, endpoints)
-        stream = engine.ask(args.question)
+        # With --json nothing is shown before the end, so a stream that drops midway
+        # falls back to the next endpoint rather than cutting the answer.
+        stream = engine.ask(args.question, buffered=args.json)
         if args.json:
             for _ in stream:
                 pass

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rag.errors import RagError
 from rag.settings import Settings, load_settings
+from rag.text import safe_label
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.eval_cli import add_command as add_eval_command
 
     add_eval_command(sub, _settings, add_index_option, add_fusion_option)
+    from rag.index_cli import add_commands as add_index_commands
+
+    add_index_commands(sub, _settings)
 
     p = sub.add_parser("search", help="show the chunks most similar to a query")
     p.add_argument("query", help="the question or keywords")
@@ -114,10 +119,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print("no chunks in the index")
     for n, row in enumerate(rows, 1):
         page = f" p. {row['page']}" if row["page"] else ""
-        text = " ".join(str(row["text"]).split())
+        text = safe_label(" ".join(str(row["text"]).split()))
         print(
             f"[{n}] {row['score']:.3f} (relevance {row['relevance']:.2f})  "
-            f"{row['source']}{page}  ({row['chunk_id']})"
+            f"{safe_label(str(row['source']))}{page}  ({row['chunk_id']})"
         )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
@@ -138,13 +143,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe_label(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``ragchat search ... | head``): end quietly, as cat does.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except KeyboardInterrupt:
-        print("interrupted; the index is unchanged by this run", file=sys.stderr)
+        what = _INTERRUPTED.get(args.command)
+        print(f"interrupted; {what}" if what else "interrupted", file=sys.stderr)
         return 130
+    return code
+
+
+# What an interrupted command leaves behind, by command.
+_INTERRUPTED = {
+    "ingest": "checkpoints already published stay in the index; run the same ingest again "
+    "to resume",
+    "llm": "the local model server was stopped",
+    "docs": "the index is as it was before the command or after it, never in between",
+}
 
 
 if __name__ == "__main__":

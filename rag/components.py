@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
 
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
@@ -133,9 +134,20 @@ def build_engine(
     memory: ConversationStore | None = None,
 ) -> ChatEngine:
     """The chat engine over a store, answering through the given endpoints."""
+    return build_engine_over(settings, build_retriever(settings, store), endpoints_, memory)
+
+
+def build_engine_over(
+    settings: Settings,
+    retriever: BaseRetriever,
+    endpoints_: list[Endpoint],
+    memory: ConversationStore | None = None,
+) -> ChatEngine:
+    """The chat engine over any retriever: the resilient model, the chain, the time limit."""
     prompts = load_prompts(settings.prompts_dir)
-    retriever = build_retriever(settings, store)
     chain = build_chain(
         build_llm(endpoints_, settings), retriever, prompts, ChainConfig.from_settings(settings)
     )
-    return ChatEngine(chain, prompts, endpoints=endpoints_, memory=memory)
+    return ChatEngine(
+        chain, prompts, endpoints=endpoints_, memory=memory, timeout_s=settings.llm_timeout_s
+    )

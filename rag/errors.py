@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 
@@ -29,6 +32,14 @@ class IngestError(RagError):
 
 class UnsupportedFileError(IngestError):
     """A file's content is of a type ragchat does not read."""
+
+
+class ParseLimitError(IngestError):
+    """Parsing a file broke a configured limit (time, memory, size, archive shape)."""
+
+    def __init__(self, path: Path | str, limit: str, reason: str) -> None:
+        self.limit = limit
+        super().__init__(path, f"{reason} (limit {limit})")
 
 
 class StoreError(RagError):
@@ -100,12 +111,93 @@ class DocumentNotFoundError(RagError):
         super().__init__(f"no indexed document matches {key!r}")
 
 
-class ProviderError(RagError):
-    """A model endpoint failed."""
+class EndpointFault(StrEnum):
+    """What went wrong at a model endpoint, in categories that decide retry and fallback."""
 
-    def __init__(self, provider: str, status: int | str | None, reason: str) -> None:
+    UNREACHABLE = "unreachable"  # refused, no route, DNS or TLS failure
+    TIMEOUT = "timeout"  # no connection, no first token, or the time limit reached
+    RATE_LIMITED = "rate_limited"  # HTTP 429
+    SERVER_ERROR = "server_error"  # HTTP 5xx, or an error event inside the stream
+    CLIENT_ERROR = "client_error"  # HTTP 4xx: bad request, auth, unknown model
+    STREAM_DROPPED = "stream_dropped"  # the connection closed before the answer finished
+    MALFORMED = "malformed"  # not server-sent events, not JSON, or not a chat completion
+    EMPTY = "empty"  # the completion finished without any text
+
+
+@dataclass(frozen=True)
+class EndpointFailure:
+    """How one endpoint failed a request, after all the attempts made there."""
+
+    endpoint: str
+    fault: EndpointFault
+    reason: str
+    status: int | None = None
+    attempts: int = 1
+
+    @property
+    def label(self) -> str:
+        """The fault, with the HTTP status when there is one: ``rate_limited, HTTP 429``."""
+        return f"{self.fault}, HTTP {self.status}" if self.status else str(self.fault)
+
+    @property
+    def detail(self) -> str:
+        """The reason, with the number of attempts when there were several."""
+        return f"{self.reason} ({self.attempts} attempts)" if self.attempts > 1 else self.reason
+
+
+class ProviderError(RagError):
+    """A model endpoint failed.
+
+    ``fault`` and ``failures`` are set when ragchat's own client categorised the failure:
+    ``failures`` holds one entry per endpoint tried, in order (the fallback last).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        status: int | str | None,
+        reason: str,
+        *,
+        fault: EndpointFault | None = None,
+        failures: Sequence[EndpointFailure] = (),
+    ) -> None:
         self.provider = provider
         self.status = status
         self.reason = reason
-        status_txt = f" ({status})" if status is not None else ""
-        super().__init__(f"model endpoint {provider} failed{status_txt}: {reason}")
+        self.fault = fault
+        self.failures = list(failures)
+        label = fault if fault is not None else status
+        if fault is not None and isinstance(status, int):
+            label = f"{fault}, HTTP {status}"
+        label_txt = f" ({label})" if label is not None else ""
+        super().__init__(f"model endpoint {provider} failed{label_txt}: {reason}")
+
+    @classmethod
+    def from_failures(cls, failures: Sequence[EndpointFailure]) -> ProviderError:
+        """One line naming every endpoint tried and how each failed."""
+        if not failures:
+            raise ValueError("no failures to report")
+        first, rest = failures[0], failures[1:]
+        reason = first.detail + "".join(
+            f"; fallback {f.endpoint} also failed ({f.label}): {f.detail}"
+            if f.attempts
+            else f"; fallback {f.endpoint} not tried: {f.reason}"
+            for f in rest
+        )
+        return cls(first.endpoint, first.status, reason, fault=first.fault, failures=failures)
+
+
+class AnswerCutError(ProviderError):
+    """The endpoint failed after part of the answer had already been shown to the user.
+
+    Nothing can be retried or sent to the fallback then; the caller ends the answer with
+    what arrived and says that it was cut. ``model`` names the model that wrote that part.
+    """
+
+    def __init__(
+        self, provider: str, fault: EndpointFault, reason: str, *, model: str, tokens: int
+    ) -> None:
+        self.model = model
+        self.tokens = tokens
+        failure = EndpointFailure(provider, fault, reason)
+        super().__init__(provider, None, reason, fault=fault, failures=[failure])

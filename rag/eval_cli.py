@@ -125,7 +125,7 @@ def _answer_all(
     answered: list[tuple[EvalItem, AnsweredItem]] = []
     for n, item in enumerate(items, 1):
         try:
-            stream = engine.ask(item.question)
+            stream = engine.ask(item.question, buffered=True)  # batch: nothing shown midway
             for _ in stream:
                 pass
         except RagError as exc:

@@ -1,29 +1,96 @@
 """Chat models: every answer goes through an OpenAI-compatible endpoint.
 
-Retries with exponential backoff on 429, 5xx and connection errors come from the openai
-client; ``llm_timeout_s`` bounds one question's wait for the endpoint, retries included. A
-fallback endpoint, when configured, is tried when the first one fails (langchain-core's
-``with_fallbacks``).
+``ResilientChatModel`` is our own small client for ``/v1/chat/completions`` (always
+streamed, over httpx). We write it rather than use ``ChatOpenAI(max_retries=...)`` with
+``with_fallbacks`` because neither the SDK's retries nor langchain's fallbacks know about a
+whole-question deadline or a stream that drops midway: they gave a hanging endpoint a fresh
+timeout per attempt, slept through any ``Retry-After``, let a slow stream run on, reported a
+dropped stream as "cannot connect" without trying the fallback, and let malformed events
+escape as raw tracebacks.
+
+The policy, for one question (``RAG_LLM_TIMEOUT_S`` bounds all of it):
+
+- The deadline is set by the caller (``ChatEngine`` passes it through the runnable config
+  under ``DEADLINE_KEY``) or, without one, starts when the model is called. Every wait is
+  capped by the time left: connecting, the first token, each later chunk, backoff and
+  ``Retry-After``. Each request runs in a worker thread, so the deadline holds even for a
+  server that trickles headers or tokens (httpx's timeouts are per read, not per request).
+- Until its first token, endpoint *i* of *n* may use ``1/(n-i)`` of the time left, so a
+  hanging primary leaves the fallback at least half of the time. Once tokens flow, the
+  stream may run until the deadline.
+- Retried on the same endpoint (at most ``RAG_LLM_MAX_RETRIES`` times, with exponential
+  backoff, or after ``Retry-After`` on 429/503): unreachable, timeout, 429, 5xx, 408, 409
+  and a stream that drops before its first token. A ``Retry-After`` or backoff that does
+  not fit in the endpoint's time goes straight to the next endpoint (or the error).
+- Not retried, but sent to the fallback: other 4xx (bad request, key, unknown model: the
+  fallback has its own key and model), malformed streams, empty completions and streams
+  that drop after some tokens.
+- "Shown to the user": when the model is streamed (``_stream`` without ``BUFFERED_KEY``),
+  tokens go out as they arrive, and a failure after the first one raises
+  ``AnswerCutError`` so the caller can end the answer with what arrived. When buffered
+  (``invoke``, or ``BUFFERED_KEY`` set), each attempt is held until it completes, so any
+  failure falls back.
+- When every endpoint failed: one ``ProviderError`` line naming each endpoint and its fault.
+- The final chunk's ``response_metadata`` names the model that wrote the answer (as the
+  endpoint reports it, else the endpoint's configured model) and the endpoint.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 import openai
-from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
-from pydantic import SecretStr
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import ConfigurableField, Runnable
+from pydantic import ConfigDict, SecretStr
 
-from rag.errors import ProviderError
+from rag.errors import AnswerCutError, EndpointFailure, EndpointFault, ProviderError
 from rag.settings import Settings
+from rag.text import safe_label
 
-# Errors after which the fallback endpoint is tried.
+logger = logging.getLogger(__name__)
+
+# Runnable-config keys (``config["configurable"]``) that ``build_llm``'s model reads.
+DEADLINE_KEY = "llm_deadline"  # time.monotonic() by which the question must be done
+BUFFERED_KEY = "llm_buffered"  # True: nothing is shown while streaming, so drops fall back
+
+# Errors of other chat models (e.g. a ChatOpenAI handed in) that the engine reports as
+# ProviderError; ResilientChatModel raises ProviderError itself.
 ENDPOINT_ERRORS: tuple[type[BaseException], ...] = (
     openai.APIError,
     httpx.HTTPError,
 )
+
+RETRYABLE = frozenset(
+    {
+        EndpointFault.UNREACHABLE,
+        EndpointFault.TIMEOUT,
+        EndpointFault.RATE_LIMITED,
+        EndpointFault.SERVER_ERROR,
+        EndpointFault.STREAM_DROPPED,
+    }
+)
+CONNECT_TIMEOUT_S = 5.0
+# How long a stream that reported its finish_reason may take to send [DONE] or close.
+FINISH_GRACE_S = 2.0
+# Least time worth starting an attempt with; a retry whose wait leaves less goes on.
+MIN_ATTEMPT_S = 0.25
+_ERROR_BODY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -52,35 +119,551 @@ def endpoints(settings: Settings, local_url: str | None = None) -> list[Endpoint
     return found
 
 
-def chat_model(endpoint: Endpoint, settings: Settings) -> BaseChatModel:
-    """A streaming ChatOpenAI client for one endpoint."""
-    from langchain_openai import ChatOpenAI
+def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` (or ``retry-after-ms``) header asks to wait, if any."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
-    attempts = settings.llm_max_retries + 1
-    return ChatOpenAI(
-        base_url=endpoint.base_url,
-        model=endpoint.model,
-        # Local servers ignore the key, but the client insists on one.
-        api_key=endpoint.api_key or SecretStr("not-needed"),
-        timeout=httpx.Timeout(settings.llm_timeout_s / attempts, connect=5.0),
-        max_retries=settings.llm_max_retries,
-        temperature=settings.llm_temperature,
-        max_completion_tokens=settings.llm_max_answer_tokens,
-        streaming=True,
-        stream_usage=True,
+
+class _Failed(Exception):
+    """One attempt failed (internal: becomes an EndpointFailure or AnswerCutError)."""
+
+    def __init__(
+        self,
+        fault: EndpointFault,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.fault = fault
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = fault in RETRYABLE if retryable is None else retryable
+
+
+@dataclass
+class _Progress:
+    """What one attempt has received so far."""
+
+    tokens: int = 0
+    model: str | None = None
+    finish_reason: str | None = None
+    usage: UsageMetadata | None = None
+
+
+class _Pump:
+    """Runs one streamed request in a daemon thread and hands its lines over a queue.
+
+    The consumer waits on the queue with its own deadline, so a server that hangs or
+    trickles cannot hold it longer; an abandoned request ends at its httpx timeout (at most
+    the time that was left) or at the next line it reads.
+    """
+
+    def __init__(
+        self, url: str, headers: dict[str, str], payload: dict[str, Any], timeout: httpx.Timeout
+    ) -> None:
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(url, headers, payload, timeout), daemon=True
+        )
+        self._thread.start()
+
+    def _run(
+        self, url: str, headers: dict[str, str], payload: dict[str, Any], timeout: httpx.Timeout
+    ) -> None:
+        try:
+            with (
+                httpx.Client(timeout=timeout) as client,
+                client.stream("POST", url, json=payload, headers=headers) as response,
+            ):
+                if response.status_code >= 400:
+                    body = b""
+                    for part in response.iter_bytes():
+                        body += part
+                        if len(body) >= _ERROR_BODY_BYTES or self._stop.is_set():
+                            break
+                    self.events.put(("status", (response.status_code, response.headers, body)))
+                    return
+                self.events.put(("open", response.headers.get("content-type", "")))
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    self.events.put(("line", line))
+                self.events.put(("eof", None))
+        except Exception as exc:  # noqa: BLE001 - thread boundary: the consumer categorises it or re-raises it
+            self.events.put(("error", exc))
+
+    def next(self, until: float) -> tuple[str, Any] | None:
+        """The next event, or None when ``until`` (monotonic) passes first."""
+        try:
+            return self.events.get(timeout=max(0.0, until - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        """Stop reading; the thread ends at its next line or its timeout."""
+        self._stop.set()
+
+
+def _transport_failure(exc: BaseException, tokens: int) -> _Failed:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return _Failed(EndpointFault.TIMEOUT, "no connection in time")
+    if isinstance(exc, httpx.TimeoutException):
+        return _Failed(EndpointFault.TIMEOUT, f"no data in time after {tokens} tokens")
+    if isinstance(exc, httpx.ConnectError):
+        return _Failed(EndpointFault.UNREACHABLE, f"cannot connect: {safe_label(str(exc), 200)}")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        where = f"after {tokens} tokens" if tokens else "before the first token"
+        logger.debug("stream dropped: %r", exc)
+        return _Failed(
+            EndpointFault.STREAM_DROPPED, f"the connection closed {where}", retryable=not tokens
+        )
+    if isinstance(exc, httpx.DecodingError):
+        return _Failed(EndpointFault.MALFORMED, f"undecodable body: {safe_label(str(exc), 200)}")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return _Failed(EndpointFault.CLIENT_ERROR, f"bad endpoint URL: {safe_label(str(exc), 200)}")
+    if isinstance(exc, httpx.TransportError):
+        return _Failed(EndpointFault.UNREACHABLE, f"{type(exc).__name__}: {safe_label(str(exc))}")
+    raise exc  # not an endpoint fault: a bug, shown as such
+
+
+def _error_message(body: bytes) -> str:
+    text = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return safe_label(" ".join(text.split()), 200) or "(no body)"
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return safe_label(str(err), 200)
+    return safe_label(str(data), 200)
+
+
+def _status_failure(status: int, headers: Mapping[str, str], body: bytes) -> _Failed:
+    message = _error_message(body)
+    if status == 429:
+        fault = EndpointFault.RATE_LIMITED
+    elif status == 408:
+        fault = EndpointFault.TIMEOUT
+    elif status >= 500:
+        fault = EndpointFault.SERVER_ERROR
+    else:
+        fault = EndpointFault.CLIENT_ERROR
+    wait = retry_after_s(headers) if status in (429, 503) else None
+    return _Failed(fault, message, status=status, retry_after=wait, retryable=None)
+
+
+def _malformed(what: str, text: str) -> _Failed:
+    return _Failed(EndpointFault.MALFORMED, f"{what}: {safe_label(text, 80)!r}", retryable=False)
+
+
+class _StreamParser:
+    """Server-sent events of a chat completion stream, checked strictly.
+
+    OpenAI-compatible servers send only ``data:``, ``event:``, ``id:`` and ``retry:`` lines
+    and comments; anything else means a proxy or a bug corrupted the stream, and the rest
+    of it cannot be trusted.
+    """
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._event = ""
+        self.done = False
+
+    def feed(self, line: str) -> list[dict[str, Any]]:
+        """Parsed completion chunks finished by this line (``done`` set on ``[DONE]``)."""
+        if line == "":
+            return self.flush()
+        if line.startswith(":"):
+            return []
+        name, colon, value = line.partition(":")
+        if not colon or name not in ("data", "event", "id", "retry"):
+            raise _malformed("not a server-sent event line", line)
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return []
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Finish the pending event (at a blank line or at the end of the stream)."""
+        if not self._data:
+            return []
+        data, event = "\n".join(self._data), self._event
+        self._data, self._event = [], ""
+        if data.strip() == "[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise _malformed("an event is not valid JSON", data) from None
+        if event == "error" or (isinstance(chunk, dict) and "error" in chunk):
+            raise _Failed(
+                EndpointFault.SERVER_ERROR,
+                f"error event in the stream: {_error_message(data.encode())}",
+                retryable=False,
+            )
+        return [chunk]
+
+
+def _usage(data: Any) -> UsageMetadata | None:
+    if not isinstance(data, dict):
+        return None
+    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return UsageMetadata(
+        input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
     )
 
 
-def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable:
-    """The chat model of the first endpoint, falling back to the next ones in order."""
-    models = [chat_model(e, settings) for e in endpoints_]
-    if len(models) == 1:
-        return models[0]
-    return models[0].with_fallbacks(models[1:], exceptions_to_handle=ENDPOINT_ERRORS)
+def _read_chunk(chunk: Any, progress: _Progress, *, whole: bool = False) -> str:
+    """The text of one completion chunk (``whole``: a non-streamed completion)."""
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
+        raise _malformed("not a chat completion", json.dumps(chunk)[:80])
+    if isinstance(chunk.get("model"), str) and chunk["model"]:
+        progress.model = chunk["model"]
+    progress.usage = _usage(chunk.get("usage")) or progress.usage
+    text = ""
+    for choice in chunk["choices"][:1]:
+        part = choice.get("message" if whole else "delta") if isinstance(choice, dict) else None
+        if part is None and isinstance(choice, dict) and not whole:
+            part = {}
+        if not isinstance(part, dict):
+            raise _malformed("not a chat completion choice", json.dumps(choice)[:80])
+        content = part.get("content")
+        if content is not None and not isinstance(content, str):
+            raise _malformed("content is not text", json.dumps(content)[:80])
+        text = content or ""
+        if choice.get("finish_reason"):
+            progress.finish_reason = str(choice["finish_reason"])
+    return text
+
+
+class ResilientChatModel(BaseChatModel):
+    """A chat model over OpenAI-compatible endpoints, tried in order, under one deadline.
+
+    See the module docstring for the retry, fallback and deadline policy.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    endpoints: list[Endpoint]
+    timeout_s: float = 30.0
+    max_retries: int = 2
+    temperature: float = 0.1
+    max_tokens: int | None = None
+    backoff_s: float = 0.5
+    deadline: float | None = None
+    buffered: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragchat-openai-compatible"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "endpoints": [(e.base_url, e.model) for e in self.endpoints],
+            "temperature": self.temperature,
+        }
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        # Invoked, nothing is shown before the end: always buffered.
+        return generate_from_stream(self._chunks(messages, stop, buffered=True, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        yield from self._chunks(messages, stop, buffered=self.buffered, **kwargs)
+
+    def _payload(
+        self, endpoint: Endpoint, messages: list[BaseMessage], stop: list[str] | None, **kw: Any
+    ) -> dict[str, Any]:
+        max_tokens = kw.pop("max_tokens", None) or self.max_tokens
+        payload: dict[str, Any] = {
+            "model": endpoint.model,
+            "messages": convert_to_openai_messages(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": self.temperature,
+        }
+        if max_tokens is not None:
+            payload["max_completion_tokens"] = max_tokens
+        if stop:
+            payload["stop"] = stop
+        payload.update(kw)
+        return payload
+
+    def _chunks(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        *,
+        buffered: bool,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        deadline = self.deadline if self.deadline is not None else time.monotonic() + self.timeout_s
+        failures: list[EndpointFailure] = []
+        for index, endpoint in enumerate(self.endpoints):
+            left = deadline - time.monotonic()
+            if left < MIN_ATTEMPT_S / 2:
+                failures.append(
+                    EndpointFailure(
+                        endpoint.base_url, EndpointFault.TIMEOUT, "no time left", attempts=0
+                    )
+                )
+                continue
+            share_end = time.monotonic() + left / (len(self.endpoints) - index)
+            payload = self._payload(endpoint, messages, stop, **kwargs)
+            failure = yield from self._try_endpoint(
+                endpoint, payload, share_end, deadline, buffered, failures
+            )
+            if failure is None:
+                return
+            failures.append(failure)
+            logger.info(
+                "model endpoint %s failed (%s): %s",
+                endpoint.base_url,
+                failure.label,
+                failure.detail,
+            )
+        raise ProviderError.from_failures(failures)
+
+    def _try_endpoint(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        share_end: float,
+        deadline: float,
+        buffered: bool,
+        earlier: Sequence[EndpointFailure],
+    ) -> Generator[ChatGenerationChunk, None, EndpointFailure | None]:
+        """Attempts at one endpoint; returns (as the generator's value) its failure or None."""
+        attempts = 0
+        while True:
+            attempts += 1
+            progress = _Progress()
+            held: list[str] = []  # buffered pieces, or whitespace not yet shown
+            shown = False
+            try:
+                for piece in self._attempt(endpoint, payload, share_end, deadline, progress):
+                    held.append(piece)
+                    if not buffered and "".join(held).strip():
+                        yield ChatGenerationChunk(message=AIMessageChunk(content="".join(held)))
+                        held, shown = [], True
+            except _Failed as failed:
+                if shown:
+                    raise AnswerCutError(
+                        endpoint.base_url,
+                        failed.fault,
+                        failed.reason,
+                        model=progress.model or endpoint.model,
+                        tokens=progress.tokens,
+                    ) from None
+                wait = self._retry_wait(failed, attempts, share_end)
+                if wait is None:
+                    return EndpointFailure(
+                        endpoint.base_url, failed.fault, failed.reason, failed.status, attempts
+                    )
+                logger.info(
+                    "model endpoint %s attempt %d failed (%s): %s; retrying in %.1f s",
+                    endpoint.base_url,
+                    attempts,
+                    failed.fault,
+                    failed.reason,
+                    wait,
+                )
+                time.sleep(wait)
+                continue
+            if held:
+                yield ChatGenerationChunk(message=AIMessageChunk(content="".join(held)))
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="",
+                    usage_metadata=progress.usage,
+                    response_metadata={
+                        "model_name": progress.model or endpoint.model,
+                        "finish_reason": progress.finish_reason,
+                        "endpoint": endpoint.base_url,
+                        "attempts": attempts,
+                        "failed_before": [f"{f.endpoint} ({f.label})" for f in earlier],
+                    },
+                )
+            )
+            return None
+
+    def _retry_wait(self, failed: _Failed, attempts: int, share_end: float) -> float | None:
+        """Seconds to wait before retrying, or None to go on to the next endpoint."""
+        if not failed.retryable and failed.status not in (408, 409):
+            return None
+        if attempts > self.max_retries:
+            return None
+        left = share_end - time.monotonic()
+        if failed.retry_after is not None:
+            if failed.retry_after + MIN_ATTEMPT_S > left:
+                failed.reason += (
+                    f" (Retry-After {failed.retry_after:.0f} s is longer than the "
+                    f"{max(left, 0):.1f} s left)"
+                )
+                return None
+            return failed.retry_after
+        wait = self.backoff_s * 2 ** (attempts - 1)
+        return wait if wait + MIN_ATTEMPT_S <= left else None
+
+    def _attempt(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        share_end: float,
+        deadline: float,
+        progress: _Progress,
+    ) -> Iterator[str]:
+        """One request: yields the text as it arrives; raises ``_Failed``."""
+        logger.debug("model endpoint %s: request sent", endpoint.base_url)
+        started = time.monotonic()
+        first_by = min(share_end, deadline)
+        timeout = httpx.Timeout(
+            max(0.05, deadline - started),
+            connect=max(0.05, min(CONNECT_TIMEOUT_S, first_by - started)),
+        )
+        headers = {}
+        if endpoint.api_key is not None:
+            headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
+        url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        pump = _Pump(url, headers, payload, timeout)
+        parser = _StreamParser()
+        body: list[str] | None = None  # lines of a JSON (non-streamed) answer
+        has_text = False
+        try:
+            finished_at: float | None = None
+            while not parser.done:
+                until = deadline if progress.tokens else first_by
+                if progress.finish_reason:
+                    finished_at = finished_at or time.monotonic()
+                    until = min(until, finished_at + FINISH_GRACE_S)
+                event = pump.next(until)
+                if event is None:
+                    if progress.finish_reason:  # finished, only [DONE] is missing
+                        break
+                    waited = time.monotonic() - started
+                    if progress.tokens:
+                        reason = f"the time limit ran out after {progress.tokens} tokens"
+                    else:
+                        reason = f"no answer within {waited:.1f} s"
+                    raise _Failed(EndpointFault.TIMEOUT, reason, retryable=not progress.tokens)
+                kind, value = event
+                if kind == "error":
+                    raise _transport_failure(value, progress.tokens)
+                if kind == "status":
+                    raise _status_failure(*value)
+                if kind == "open":
+                    if "json" in value:
+                        body = []  # the server ignored "stream": a whole completion follows
+                    elif value and not value.startswith("text/event-stream"):
+                        raise _malformed("not an event stream", value)
+                    continue
+                if kind == "line" and body is not None:
+                    body.append(value)
+                    continue
+                if kind == "line":
+                    chunks = parser.feed(value)
+                else:  # eof
+                    if body is not None:
+                        try:
+                            whole = json.loads("\n".join(body))
+                        except ValueError:
+                            raise _malformed(
+                                "the body is not valid JSON", "\n".join(body)
+                            ) from None
+                        text = _read_chunk(whole, progress, whole=True)
+                        if not text.strip():
+                            raise _Failed(EndpointFault.EMPTY, "the completion has no text")
+                        progress.tokens += 1
+                        yield text
+                        progress.finish_reason = progress.finish_reason or "stop"
+                        return
+                    chunks = parser.flush()
+                for chunk in chunks:
+                    text = _read_chunk(chunk, progress)
+                    if text:
+                        progress.tokens += 1
+                        has_text = has_text or bool(text.strip())
+                        yield text
+                if kind == "eof":
+                    break
+            if not parser.done and not progress.finish_reason:
+                raise _Failed(
+                    EndpointFault.STREAM_DROPPED,
+                    f"the stream ended after {progress.tokens} tokens without finishing",
+                    retryable=not progress.tokens,
+                )
+            if not has_text:
+                raise _Failed(EndpointFault.EMPTY, "the completion has no text")
+        finally:
+            pump.close()
+
+
+def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable[LanguageModelInput, Any]:
+    """The resilient chat model over the endpoints, in order.
+
+    Its deadline and buffering are set per call through the runnable config
+    (``DEADLINE_KEY``, ``BUFFERED_KEY``).
+    """
+    if not endpoints_:
+        raise ValueError("no endpoints")
+    model = ResilientChatModel(
+        endpoints=list(endpoints_),
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        temperature=settings.llm_temperature,
+        max_tokens=settings.llm_max_answer_tokens,
+    )
+    return model.configurable_fields(
+        deadline=ConfigurableField(id=DEADLINE_KEY, name="deadline"),
+        buffered=ConfigurableField(id=BUFFERED_KEY, name="buffered"),
+    )
 
 
 def provider_error(exc: BaseException, endpoints_: list[Endpoint]) -> ProviderError:
-    """One readable error naming the endpoint(s) and what failed."""
+    """One readable error naming the endpoint(s) and what failed (for other chat models)."""
     where = " then ".join(e.base_url for e in endpoints_) or "(none)"
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return ProviderError(where, "timeout", "no response in time")
@@ -90,3 +673,16 @@ def provider_error(exc: BaseException, endpoints_: list[Endpoint]) -> ProviderEr
         message = exc.message if isinstance(exc.message, str) else str(exc)
         return ProviderError(where, exc.status_code, message[:300])
     return ProviderError(where, None, f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+__all__ = [
+    "BUFFERED_KEY",
+    "DEADLINE_KEY",
+    "ENDPOINT_ERRORS",
+    "Endpoint",
+    "ResilientChatModel",
+    "build_llm",
+    "endpoints",
+    "provider_error",
+    "retry_after_s",
+]

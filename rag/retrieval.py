@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
+
+if TYPE_CHECKING:
+    from rag.store import StoreView
 
 
 class Mode(enum.StrEnum):
@@ -200,21 +203,32 @@ class HybridRetriever(BaseRetriever):
         return [doc for doc, _ in self.search(query)]
 
     def search(self, query: str) -> list[tuple[Document, float]]:
-        """Documents with their fused score (z-score or RRF, or the single method's own score)."""
-        depth = max(self.fusion_depth, self.k)
+        """Documents with their fused score (z-score or RRF, or the single method's own score).
+
+        Every store read goes through one pinned view, so the vector hits, the keyword hits,
+        their similarities and their records all come from the same published generation,
+        even while an ingestion publishes a new one.
+        """
         query_vector = self.store.embeddings.embed_query(query)
+        with self.store.reader() as view:
+            return self._search(view, query, query_vector)
+
+    def _search(
+        self, view: StoreView, query: str, query_vector: list[float]
+    ) -> list[tuple[Document, float]]:
+        depth = max(self.fusion_depth, self.k)
         records: dict[int, Any] = {}
         cosine: dict[int, float] = {}
         ranked: list[list[tuple[int, float]]] = []
         weights: list[float] = []
         if self.mode in (Mode.VECTOR, Mode.HYBRID):
-            hits = self.store.search_chunks_by_vector(query_vector, depth)
+            hits = view.search_chunks_by_vector(query_vector, depth)
             records.update({r.id: r for r, _ in hits})
             cosine.update({r.id: s for r, s in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.vector_weight)
         if self.mode in (Mode.KEYWORD, Mode.HYBRID):
-            hits = self.store.keyword_search(query, depth)
+            hits = view.keyword_search(query, depth)
             records.update({r.id: r for r, _ in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.keyword_weight)
@@ -226,7 +240,7 @@ class HybridRetriever(BaseRetriever):
             fused = zscore_fuse(ranked, weights)
         # Vector hits already carry their cosine; only keyword-only hits need one computed.
         missing = [cid for cid, _ in fused if cid not in cosine]
-        cosine.update(self.store.similarities(query_vector, missing))
+        cosine.update(view.similarities(query_vector, missing))
         candidates = fused
 
         if self.reranker is not None and candidates:
@@ -247,7 +261,7 @@ class HybridRetriever(BaseRetriever):
             q = np.asarray(query_vector, dtype="float32")
             q /= np.linalg.norm(q) or 1.0
             ids = [cid for cid, _ in candidates]
-            picked = mmr_select(q, self.store.vectors(ids), len(ids), self.mmr_lambda)
+            picked = mmr_select(q, view.vectors(ids), len(ids), self.mmr_lambda)
             candidates = [candidates[i] for i in picked]
         candidates = spread_out(
             candidates,

@@ -57,9 +57,59 @@ class Settings(BaseSettings):
         default=50, ge=1, le=2000, description="Largest file the web app accepts, in MB."
     )
     lock_timeout_s: float = Field(
-        default=10.0,
+        default=600.0,
         ge=0,
-        description="Seconds an ingestion waits for another one to release the index.",
+        description=(
+            "Seconds an ingestion waits for another one to finish publishing. The lock is held "
+            "only while a batch of already-embedded chunks is written, so waits are short."
+        ),
+    )
+    checkpoint_chunks: int = Field(
+        default=4096,
+        ge=64,
+        le=1_000_000,
+        description=(
+            "An ingestion publishes what it has embedded every this many chunks, so an "
+            "interrupted run keeps its work and the next run resumes from there."
+        ),
+    )
+
+    # -- parsing limits (each file is parsed in a separate worker process) -------------
+    parse_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds a file's parser may work without producing its next page or block of "
+            "text; a parser that stays silent longer (a hang, a decompression bomb) is stopped "
+            "and the file refused. Large files that keep producing text are bounded by "
+            "RAG_PARSE_MAX_PAGES and RAG_PARSE_MAX_CHARS instead."
+        ),
+    )
+    parse_max_mb: int = Field(
+        default=1024,
+        ge=128,
+        le=65536,
+        description="Memory (address space, MB) a parser worker may use before it is stopped.",
+    )
+    parse_max_pages: int = Field(
+        default=50_000, ge=1, description="Most pages read from one PDF; more is refused."
+    )
+    parse_max_chars: int = Field(
+        default=200_000_000,
+        ge=1000,
+        description="Most characters of text taken from one file; more is refused.",
+    )
+    docx_max_entries: int = Field(
+        default=10_000, ge=10, description="Most entries a DOCX (ZIP) archive may hold."
+    )
+    docx_max_unzipped_mb: int = Field(
+        default=1024, ge=1, description="Most uncompressed MB the parts of one DOCX may hold."
+    )
+    docx_max_ratio: int = Field(
+        default=200,
+        ge=10,
+        description="Highest compression ratio of a DOCX part (a ZIP bomb has thousands).",
     )
 
     # -- retrieval and answering ------------------------------------------------------
@@ -145,19 +195,23 @@ class Settings(BaseSettings):
         default=None, description="API key of the endpoint (not needed for local servers)."
     )
     llm_timeout_s: float = Field(
-        default=30.0,
+        default=120.0,
         gt=0,
         le=600,
         description=(
-            "Seconds one question may wait for the endpoint to start answering, retries "
-            "included (each attempt gets an equal share)."
+            "Seconds one question may take at the model endpoint(s) in all: connecting, "
+            "retries, Retry-After waits, the fallback and a slow stream included."
         ),
     )
     llm_max_retries: int = Field(
         default=2,
         ge=0,
         le=10,
-        description="Retries, with exponential backoff, on 429, 5xx and connection errors.",
+        description=(
+            "Retries per endpoint, with exponential backoff, on connection errors, timeouts "
+            "before the first token, 408/409/429, 5xx and streams that drop before their first "
+            "token."
+        ),
     )
     llm_fallback_base_url: str | None = Field(
         default=None, description="Second OpenAI-compatible endpoint tried when the first fails."

@@ -18,6 +18,7 @@ see a half-written index. Nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -27,6 +28,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +116,86 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+# Every file operation a writer performs goes through these module functions: one place
+# that touches the disk, and the seams the tests use to fail a step (a full disk, say).
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+
+
+def _connect_writable(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    # immutable=1: no locks and no journal, since a published generation never changes.
+    # A connection stays readable after a writer deletes the folder (the inode lives on).
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_index(index: Any, path: Path) -> None:
+    # Through a Python file object, so a failed write raises OSError with its errno (FAISS's
+    # own writer reports errors at close only on stderr).
+    with path.open("wb") as fh:
+        writer = faiss.PyCallbackIOWriter(fh.write)  # type: ignore[attr-defined]
+        faiss.write_index(index, writer)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _replace(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+
+
+def _publish(index_dir: Path, generation: str) -> None:
+    """Point ``CURRENT`` at a generation with one atomic rename (the folder is synced after)."""
+    tmp = index_dir / f"{CURRENT}.tmp"
+    try:
+        _write_text(tmp, generation + "\n")
+        _replace(tmp, index_dir / CURRENT)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+# SQLite result codes that mean the disk refused a write (full, read-only, gone, failing).
+_DISK_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
+def _is_disk_error(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return True
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return isinstance(exc, sqlite3.Error) and name.startswith(_DISK_ERRORS)
+
+
+def _disk_reason(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text[:1].lower() + text[1:]
+
+
+REPAIR_HINT = "run `ragchat index repair` to go back to the last intact generation"
+
+
+def _disk_bytes(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += (Path(root) / name).stat().st_size
+    return total
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     """One stored chunk with everything a citation needs."""
@@ -160,6 +242,9 @@ class DocumentInfo:
     chunks: int
     ingested_at: str
     titles: list[str] = field(default_factory=list)
+    # False while only the first ``chunks`` of it are stored (an ingestion was interrupted,
+    # or its file failed part way); the next ingestion of the file completes it.
+    complete: bool = True
 
     @property
     def name(self) -> str:
@@ -176,6 +261,7 @@ class DocumentInfo:
             "pages": self.pages,
             "chunks": self.chunks,
             "ingested_at": self.ingested_at,
+            "complete": self.complete,
         }
 
 
@@ -209,7 +295,7 @@ class Manifest:
 
     def write(self, path: Path) -> None:
         """Write the manifest as JSON."""
-        path.write_text(json.dumps(self.__dict__, indent=2) + "\n", encoding="utf-8")
+        _write_text(path, json.dumps(self.__dict__, indent=2) + "\n")
 
 
 _CHUNK_SELECT = """
@@ -222,6 +308,28 @@ JOIN sources s ON s.rowid = (
 """
 
 
+# Documents stored in part, with the file they come from. Created by the first ingestion
+# that publishes a partial document, so indexes without one keep their format version.
+_PARTIAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS partial_documents (
+    doc_id TEXT PRIMARY KEY REFERENCES documents(doc_id),
+    source TEXT NOT NULL,
+    chunks_done INTEGER NOT NULL
+)
+"""
+
+
+def _partial_rows(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
+    """doc_id -> (source, chunks stored) of each partial document."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial_documents'"
+    ).fetchone()
+    if found is None:
+        return {}
+    rows = db.execute("SELECT doc_id, source, chunks_done FROM partial_documents")
+    return {doc_id: (source, done) for doc_id, source, done in rows}
+
+
 def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
     sources: dict[str, list[str]] = {}
     titles: dict[str, list[str]] = {}
@@ -230,6 +338,13 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
     ):
         sources.setdefault(doc_id, []).append(path)
         titles.setdefault(doc_id, []).append(title or Path(path).name)
+    partial = _partial_rows(db)
+    for doc_id, (path, _) in partial.items():
+        # A partial new version of a file is listed under the file's path, which still names
+        # the complete old version until the new one is complete.
+        if doc_id not in sources:
+            sources[doc_id] = [path]
+            titles[doc_id] = [Path(path).name]
     return [
         DocumentInfo(
             id=doc_id,
@@ -239,6 +354,7 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
             pages=pages,
             chunks=chunks,
             ingested_at=ingested_at,
+            complete=doc_id not in partial,
         )
         for doc_id, kind, pages, chunks, ingested_at in db.execute(
             "SELECT doc_id, kind, pages, chunks, ingested_at FROM documents "
@@ -247,25 +363,221 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
     ]
 
 
-@dataclass
-class _Snapshot:
-    """A published generation opened for reading."""
+class _Generation:
+    """A published generation opened for reading, shared by the views that pin it.
 
+    Its SQLite connections are pooled: a view takes one for itself and gives it back, so no
+    connection is used by two threads at once. The generation is closed only when it is no
+    longer the one this store serves and no view pins it, never under a running query.
+    Pins, the pool and the flags change only under the owning store's lock.
+    """
+
+    def __init__(
+        self, name: str, manifest: Manifest, index: Any, db_path: Path, db: sqlite3.Connection
+    ) -> None:
+        self.name = name
+        # Which file this is, not just its name: a repaired index may reuse a name. The file
+        # stays open through the pool, so its inode cannot be reused while we serve it.
+        self.identity = _identity(db_path)
+        self.manifest = manifest
+        self.index = index
+        self.db_path = db_path
+        self.idle: list[sqlite3.Connection] = [db]
+        self.pins = 0
+        self.retired = False
+        self.closed = False
+
+    def detach(self) -> list[sqlite3.Connection]:
+        """Mark closed and hand over the connections to close (under the store's lock)."""
+        self.closed = True
+        idle, self.idle = self.idle, []
+        self.index = None
+        return idle
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for db in connections:
+        db.close()
+
+
+class StoreView:
+    """One published generation, pinned for the length of a query: every read agrees.
+
+    Built by ``FaissStore.reader()``; usable only inside that ``with`` block.
+    """
+
+    def __init__(self, generation: _Generation, db: sqlite3.Connection) -> None:
+        self._gen = generation
+        self._db: sqlite3.Connection | None = db
+
+    @property
+    def generation(self) -> str:
+        """Name of the pinned generation (``g000007``)."""
+        return self._gen.name
+
+    @property
+    def manifest(self) -> Manifest:
+        """What the pinned generation was built with."""
+        return self._gen.manifest
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ValueError("this view of the index is closed; use it inside store.reader()")
+        return self._db
+
+    def close(self) -> sqlite3.Connection | None:
+        """End the view; returns its connection for the pool (``reader()`` does this)."""
+        db, self._db = self._db, None
+        return db
+
+    def chunk_count(self) -> int:
+        """Number of chunks (and vectors) in the generation."""
+        self._conn()
+        return int(self._gen.index.ntotal)
+
+    def documents(self) -> list[DocumentInfo]:
+        """Every indexed document, oldest first."""
+        return _documents(self._conn())
+
+    def all_chunks(self) -> list[ChunkRecord]:
+        """Every stored chunk, in document order."""
+        rows = self._conn().execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
+        return [ChunkRecord(*row) for row in rows]
+
+    def records(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
+        """Chunks by internal id (unknown ids are left out)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = (
+            self._conn()
+            .execute(_CHUNK_SELECT + f" WHERE c.id IN ({marks})", [int(i) for i in ids])
+            .fetchall()
+        )
+        return {row[0]: ChunkRecord(*row) for row in rows}
+
+    def search_chunks_by_vector(
+        self, vector: Sequence[float], k: int = 4
+    ) -> list[tuple[ChunkRecord, float]]:
+        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self._conn()
+        index = self._gen.index
+        if index.ntotal == 0:
+            return []
+        query = np.asarray([vector], dtype="float32")
+        faiss.normalize_L2(query)
+        scores, ids = index.search(query, min(k, index.ntotal))
+        hits = [
+            (int(i), min(1.0, max(-1.0, float(s))))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0
+        ]
+        records = self.records([i for i, _ in hits])
+        return [(records[i], s) for i, s in hits if i in records]
+
+    def keyword_search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
+        """The ``k`` chunks that best match the query's words by BM25 (FTS5), best first.
+
+        The score is FTS5's BM25 with the sign flipped (higher is better); the query's words
+        are OR-ed, each quoted, so no user input is read as FTS5 syntax.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        db = self._conn()
+        terms = keyword_terms(query)
+        if not terms:
+            return []
+        match = " OR ".join(f'"{t}"' for t in terms)
+        rows = db.execute(
+            "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
+            "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
+            (KEYWORD_HEADING_WEIGHT, match, k),
+        ).fetchall()
+        records = self.records([r[0] for r in rows])
+        return [(records[i], float(s)) for i, s in rows if i in records]
+
+    def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity between ``vector`` and stored chunks, by internal chunk id."""
+        self._conn()
+        if not chunk_ids:
+            return {}
+        query = np.asarray([vector], dtype="float32")
+        faiss.normalize_L2(query)
+        stored = self.vectors(chunk_ids)
+        return {
+            int(cid): min(1.0, max(-1.0, float(np.dot(query[0], row))))
+            for cid, row in zip(chunk_ids, stored, strict=True)
+        }
+
+    def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        """The stored (normalised) vectors of chunks, in order."""
+        self._conn()
+        index = self._gen.index
+        return np.asarray([index.reconstruct(int(c)) for c in chunk_ids], dtype="float32")
+
+    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """Stored chunks by chunk id, in the order asked (unknown ids are skipped)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = (
+            self._conn()
+            .execute(_CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks})", list(ids))
+            .fetchall()
+        )
+        by_id = {row[1]: ChunkRecord(*row).to_document() for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What ``FaissStore.repair()`` found and did."""
+
+    problem: str | None  # what was wrong with the published generation; None: nothing
+    before: str | None  # the generation CURRENT named before (None: missing or unreadable)
+    current: str  # the generation CURRENT names now
+    removed: list[str]  # leftover generation folders deleted
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """The state of an index folder, for ``ragchat index status``."""
+
+    index_dir: str
     generation: str
-    manifest: Manifest
-    index: Any
-    db: sqlite3.Connection
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    published_at: str
+    embedding_model: str
+    dimension: int
+    documents: int
+    chunks: int
+    disk_bytes: int
+    generations: list[str]  # every generation folder present, oldest first
+    leftovers: list[str]  # folders newer than the published one: left by crashed writers
 
-    def close(self) -> None:
-        self.db.close()
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``ragchat index status --json`` prints."""
+        return dict(self.__dict__)
+
+
+_PIN_ATTEMPTS = 50
 
 
 class FaissStore(VectorStore):
-    """The ragchat index, readable by many processes and written by one at a time.
+    """The ragchat index, readable by many threads and processes, written by one at a time.
 
-    It offers langchain-core's ``VectorStore`` interface (so ``as_retriever()`` works) and
-    an ``IndexWriter`` transaction for the ingestion pipeline.
+    It offers langchain-core's ``VectorStore`` interface (so ``as_retriever()`` works), a
+    ``reader()`` that pins one generation for a whole query, and an ``IndexWriter``
+    transaction for the ingestion pipeline. One instance may be shared by threads.
     """
 
     def __init__(
@@ -275,17 +587,20 @@ class FaissStore(VectorStore):
         *,
         model_id: str,
         dimension: int | None = None,
-        lock_timeout_s: float = 10.0,
+        lock_timeout_s: float = 600.0,
     ) -> None:
         if not model_id:
             raise ValueError("model_id must name the embedding model")
+        if lock_timeout_s < 0:
+            raise ValueError("lock_timeout_s must be >= 0")
         self.index_dir = Path(index_dir)
         self._embeddings = embeddings
         self.model_id = model_id
         self._dimension = dimension
         self.lock_timeout_s = lock_timeout_s
-        self._snapshot: _Snapshot | None = None
-        self._reload_lock = threading.Lock()
+        self._current: _Generation | None = None
+        self._lock = threading.Lock()  # guards _current and every generation's pins and pool
+        self._open_lock = threading.Lock()  # one thread opens a new generation at a time
 
     # -- reading ----------------------------------------------------------------------
 
@@ -301,20 +616,49 @@ class FaissStore(VectorStore):
             self._dimension = len(self._embeddings.embed_query("dimension probe"))
         return self._dimension
 
+    def _path_problem(self) -> str | None:
+        """Why the index path cannot be a folder (a file in its place or on its way), if so."""
+        for path in (self.index_dir, *self.index_dir.parents):
+            if path.exists():
+                return None if path.is_dir() else f"{path} is a file, not a folder"
+        return None
+
     def exists(self) -> bool:
-        """Whether an index has been published in the folder."""
-        return (self.index_dir / CURRENT).is_file()
+        """Whether an index has been published in the folder.
+
+        Raises:
+            IndexCorruptError: the index path is a file or cannot be read.
+        """
+        try:
+            os.stat(self.index_dir / CURRENT)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            reason = self._path_problem() or f"cannot read it: {_disk_reason(exc)}"
+            raise IndexCorruptError(self.index_dir, reason) from exc
+        return True
 
     def current_generation(self) -> str | None:
-        """Name of the published generation, or None before the first ingestion."""
+        """Name of the published generation, or None before the first ingestion.
+
+        Raises:
+            IndexCorruptError: the index path is a file, or ``CURRENT`` is unreadable.
+        """
         try:
             name = (self.index_dir / CURRENT).read_text(encoding="ascii").strip()
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise IndexCorruptError(self.index_dir, f"cannot read {CURRENT}: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = self._path_problem()
+            if problem:
+                raise IndexCorruptError(self.index_dir, problem) from exc
+            raise IndexCorruptError(
+                self.index_dir, f"cannot read {CURRENT}: {exc}; {REPAIR_HINT}"
+            ) from exc
         if not _GEN.match(name):
-            raise IndexCorruptError(self.index_dir, f"{CURRENT} names no generation: {name!r}")
+            raise IndexCorruptError(
+                self.index_dir, f"{CURRENT} names no generation: {name!r}; {REPAIR_HINT}"
+            )
         return name
 
     def _read_generation(self, gen_dir: Path) -> tuple[Manifest, Any]:
@@ -336,10 +680,10 @@ class FaissStore(VectorStore):
             index = faiss.read_index(str(gen_dir / VECTORS))
         except RuntimeError as exc:
             if not (gen_dir / VECTORS).exists():
-                raise FileNotFoundError(gen_dir / VECTORS) from exc
+                raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / VECTORS)) from exc
             raise IndexCorruptError(self.index_dir, f"bad {VECTORS}: {exc}") from exc
         if not (gen_dir / META).is_file():
-            raise FileNotFoundError(gen_dir / META)
+            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META))
         return manifest, index
 
     def check_consistent(self, db: sqlite3.Connection, index: Any) -> None:
@@ -358,18 +702,87 @@ class FaissStore(VectorStore):
                 self.index_dir, f"{META} has {n_chunks} chunks but {VECTORS} {index.ntotal}"
             )
 
-    def _open(self, generation: str) -> _Snapshot:
+    def _verify(self, generation: str) -> tuple[Manifest, Any]:
+        """Open a generation's three files and check that they agree; its manifest and index.
+
+        Raises:
+            FileNotFoundError: a file of the generation is missing.
+            IndexCorruptError: a file is unreadable, or the files disagree.
+            IndexMismatchError: it was built with another embedding model.
+        """
         gen_dir = self.index_dir / generation
         manifest, index = self._read_generation(gen_dir)
-        db = sqlite3.connect(
-            f"file:{gen_dir / META}?mode=ro&immutable=1", uri=True, check_same_thread=False
-        )
+        try:
+            db = _connect_readonly(gen_dir / META)
+        except sqlite3.OperationalError as exc:
+            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META)) from exc
         try:
             self.check_consistent(db, index)
-        except IndexCorruptError:
+        finally:
             db.close()
-            raise
-        return _Snapshot(generation=generation, manifest=manifest, index=index, db=db)
+        return manifest, index
+
+    def _published_base(self) -> tuple[str | None, Manifest | None, Any]:
+        """The published generation, fully checked, for a writer to start from.
+
+        Raises:
+            IndexCorruptError: ``CURRENT`` names a missing or broken generation, or is missing
+                while an intact generation is present (nothing is deleted in either case).
+        """
+        base = self.current_generation()
+        if base is None:
+            intact = self._newest_intact(self.generations())
+            if intact is not None:
+                raise IndexCorruptError(
+                    self.index_dir, f"{CURRENT} is missing but {intact} is intact; {REPAIR_HINT}"
+                )
+            return None, None, None
+        try:
+            manifest, index = self._verify(base)
+        except FileNotFoundError as exc:
+            raise IndexCorruptError(
+                self.index_dir, f"{CURRENT} names {base}, but {exc.filename} is missing; "
+                f"{REPAIR_HINT}",
+            ) from exc  # fmt: skip
+        except IndexCorruptError as exc:
+            raise self._repairable(exc) from exc
+        return base, manifest, index
+
+    def _repairable(self, exc: IndexCorruptError) -> IndexCorruptError:
+        """The error with the way out added, unless the whole index has an old format."""
+        if exc.reason.startswith("format version"):
+            return IndexCorruptError(self.index_dir, exc.reason)
+        return IndexCorruptError(self.index_dir, f"{exc.reason}; {REPAIR_HINT}")
+
+    def _newest_intact(self, generations: Sequence[str]) -> str | None:
+        """The newest of these generations whose files are all there and agree, if any."""
+        for gen in reversed(generations):
+            try:
+                self._verify(gen)
+            except (FileNotFoundError, IndexCorruptError) as exc:
+                logger.info("generation %s is not intact: %s", gen, exc)
+                continue
+            return gen
+        return None
+
+    def _open(self, generation: str) -> _Generation:
+        """Open a generation for reading (one pooled connection to start with)."""
+        gen_dir = self.index_dir / generation
+        try:
+            manifest, index = self._read_generation(gen_dir)
+        except IndexCorruptError as exc:
+            raise self._repairable(exc) from exc
+        try:
+            db = _connect_readonly(gen_dir / META)
+        except sqlite3.OperationalError as exc:
+            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META)) from exc
+        try:
+            self.check_consistent(db, index)
+        except IndexCorruptError as exc:
+            db.close()
+            raise self._repairable(exc) from exc
+        logger.debug("opened index generation %s", generation)
+        return _Generation(generation, manifest, index, gen_dir / META, db)
 
     def check_manifest(self, manifest: Manifest) -> None:
         """Refuse an index built with another embedding model or format."""
@@ -388,58 +801,163 @@ class FaissStore(VectorStore):
                 found_dim=manifest.dimension,
             )
 
-    def snapshot(self) -> _Snapshot:
-        """The newest published generation, reopened when a writer has published a new one.
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[StoreView]:
+        """A read view of the published generation, pinned until the block ends.
+
+        Every call on the view reads that one generation, whatever writers publish
+        meanwhile; its files and connections stay open until the last view on it ends.
 
         Raises:
             IndexNotFoundError: nothing has been published yet.
+            IndexCorruptError: the published generation is missing or broken.
         """
-        with self._reload_lock:
-            for _ in range(5):
-                generation = self.current_generation()
-                if generation is None:
-                    raise IndexNotFoundError(self.index_dir)
-                if self._snapshot is not None and self._snapshot.generation == generation:
-                    return self._snapshot
-                try:
-                    snap = self._open(generation)
-                except FileNotFoundError:
-                    # A writer replaced and removed that generation meanwhile: read again.
-                    time.sleep(0.05)
-                    continue
-                old, self._snapshot = self._snapshot, snap
-                if old is not None:
-                    old.close()
-                logger.debug("opened index generation %s", generation)
-                return snap
-        raise IndexCorruptError(self.index_dir, f"{CURRENT} names a missing generation")
+        gen, db = self._pin()
+        view = StoreView(gen, db)
+        try:
+            yield view
+        finally:
+            self._unpin(gen, view.close())
+
+    def _pin(self) -> tuple[_Generation, sqlite3.Connection]:
+        for _ in range(_PIN_ATTEMPTS):
+            name = self.current_generation()
+            if name is None:
+                raise IndexNotFoundError(self.index_dir)
+            identity = _identity(self.index_dir / name / META)
+            gen: _Generation | None = None
+            db: sqlite3.Connection | None = None
+            with self._lock:
+                current = self._current
+                if current is not None and self._serves(name, identity):
+                    gen = current
+                    gen.pins += 1
+                    db = gen.idle.pop() if gen.idle else None
+            if gen is None:
+                gen = self._install()
+                if gen is None:
+                    continue  # replaced and removed while we opened it: read CURRENT again
+                with self._lock:
+                    db = gen.idle.pop() if gen.idle else None
+            if db is not None:
+                return gen, db
+            try:
+                return gen, _connect_readonly(gen.db_path)
+            except sqlite3.OperationalError as exc:
+                self._unpin(gen, None)
+                if self.current_generation() == gen.name:
+                    raise IndexCorruptError(
+                        self.index_dir, f"{gen.db_path} cannot be opened: {exc}; {REPAIR_HINT}"
+                    ) from exc
+        raise IndexCorruptError(
+            self.index_dir, f"{CURRENT} kept changing while it was read; try again"
+        )
+
+    def _install(self) -> _Generation | None:
+        """Open the generation ``CURRENT`` names now and serve it; returned pinned.
+
+        Returns None when it vanished while being opened (a newer one replaced it).
+        """
+        with self._open_lock:
+            name = self.current_generation()
+            if name is None:
+                raise IndexNotFoundError(self.index_dir)
+            identity = _identity(self.index_dir / name / META)
+            with self._lock:
+                gen = self._current
+                if gen is not None and self._serves(name, identity):
+                    gen.pins += 1
+                    return gen
+            try:
+                gen = self._open(name)
+            except FileNotFoundError as exc:
+                if self.current_generation() == name:
+                    raise IndexCorruptError(
+                        self.index_dir,
+                        f"{CURRENT} names {name}, but {exc.filename} is missing; {REPAIR_HINT}",
+                    ) from exc
+                return None
+            with self._lock:
+                old, self._current = self._current, gen
+                gen.pins += 1
+                closing = self._retire(old)
+            _close_all(closing)
+            return gen
+
+    def _serves(self, name: str, identity: tuple[int, int] | None) -> bool:
+        """Whether the open generation is the one named, in the same file (under the lock)."""
+        gen = self._current
+        return (
+            gen is not None
+            and identity is not None
+            and gen.name == name
+            and gen.identity == identity
+        )
+
+    def _retire(self, gen: _Generation | None) -> list[sqlite3.Connection]:
+        """Mark a generation as no longer served; closed now if unpinned (under the lock)."""
+        if gen is None:
+            return []
+        gen.retired = True
+        return gen.detach() if gen.pins == 0 and not gen.closed else []
+
+    def _unpin(self, gen: _Generation, db: sqlite3.Connection | None) -> None:
+        closing = []
+        with self._lock:
+            gen.pins -= 1
+            if db is not None:
+                if gen.closed:
+                    closing.append(db)
+                else:
+                    gen.idle.append(db)
+            if gen.retired and gen.pins == 0 and not gen.closed:
+                closing.extend(gen.detach())
+        _close_all(closing)
+
+    def close(self) -> None:
+        """Release the open generation (views still open keep theirs until they end)."""
+        with self._lock:
+            old, self._current = self._current, None
+            closing = self._retire(old)
+        _close_all(closing)
+
+    def snapshot(self) -> Manifest:
+        """Open the published generation now, so a missing or broken index fails early.
+
+        Returns:
+            Its manifest.
+
+        Raises:
+            IndexNotFoundError: nothing has been published yet.
+            IndexCorruptError: the published generation is missing or broken.
+        """
+        return self.manifest()
 
     def manifest(self) -> Manifest:
         """The manifest of the published generation."""
-        return self.snapshot().manifest
+        with self.reader() as view:
+            return view.manifest
 
     def documents(self) -> list[DocumentInfo]:
         """Every indexed document, oldest first; empty before the first ingestion."""
         if not self.exists():
             return []
-        snap = self.snapshot()
-        with snap.lock:
-            return _documents(snap.db)
+        with self.reader() as view:
+            return view.documents()
 
     def chunk_count(self) -> int:
         """Number of chunks (and vectors) in the index."""
         if not self.exists():
             return 0
-        return int(self.snapshot().index.ntotal)
+        with self.reader() as view:
+            return view.chunk_count()
 
     def all_chunks(self) -> list[ChunkRecord]:
         """Every stored chunk, in document order (for tests and exports)."""
         if not self.exists():
             return []
-        snap = self.snapshot()
-        with snap.lock:
-            rows = snap.db.execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
-        return [ChunkRecord(*row) for row in rows]
+        with self.reader() as view:
+            return view.all_chunks()
 
     def search_chunks_by_vector(
         self, vector: Sequence[float], k: int = 4
@@ -447,72 +965,35 @@ class FaissStore(VectorStore):
         """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        snap = self.snapshot()
-        if snap.index.ntotal == 0:
-            return []
-        query = np.asarray([vector], dtype="float32")
-        faiss.normalize_L2(query)
-        scores, ids = snap.index.search(query, min(k, snap.index.ntotal))
-        hits = [
-            (int(i), min(1.0, max(-1.0, float(s))))
-            for i, s in zip(ids[0], scores[0], strict=True)
-            if i >= 0
-        ]
-        records = self._records(snap, [i for i, _ in hits])
-        return [(records[i], s) for i, s in hits if i in records]
+        with self.reader() as view:
+            return view.search_chunks_by_vector(vector, k)
 
     def keyword_search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks that best match the query's words by BM25 (FTS5), best first.
-
-        The score is FTS5's BM25 with the sign flipped (higher is better); the query's words
-        are OR-ed, each quoted, so no user input is read as FTS5 syntax.
-        """
+        """The ``k`` chunks that best match the query's words by BM25; see ``StoreView``."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        terms = keyword_terms(query)
-        if not terms:
-            return []
-        snap = self.snapshot()
-        match = " OR ".join(f'"{t}"' for t in terms)
-        with snap.lock:
-            rows = snap.db.execute(
-                "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
-                "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
-                (KEYWORD_HEADING_WEIGHT, match, k),
-            ).fetchall()
-        records = self._records(snap, [r[0] for r in rows])
-        return [(records[i], float(s)) for i, s in rows if i in records]
+        with self.reader() as view:
+            return view.keyword_search(query, k)
 
     def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
-        """Cosine similarity between ``vector`` and stored chunks, by internal chunk id."""
+        """Cosine similarity between ``vector`` and stored chunks, by internal chunk id.
+
+        Ids are those of the published generation; use one ``reader()`` for a search and
+        the similarities of its hits, so both come from the same generation.
+        """
         if not chunk_ids:
             return {}
-        snap = self.snapshot()
-        query = np.asarray([vector], dtype="float32")
-        faiss.normalize_L2(query)
-        out = {}
-        for cid in chunk_ids:
-            stored = snap.index.reconstruct(int(cid))
-            out[int(cid)] = min(1.0, max(-1.0, float(np.dot(query[0], stored))))
-        return out
+        with self.reader() as view:
+            return view.similarities(vector, chunk_ids)
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """The stored (normalised) vectors of chunks, in order."""
-        snap = self.snapshot()
-        return np.asarray([snap.index.reconstruct(int(c)) for c in chunk_ids], dtype="float32")
+        """The stored (normalised) vectors of chunks, in order (see ``similarities``)."""
+        with self.reader() as view:
+            return view.vectors(chunk_ids)
 
     def search_chunks(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks most similar to ``query``, best first."""
         return self.search_chunks_by_vector(self._embeddings.embed_query(query), k)
-
-    @staticmethod
-    def _records(snap: _Snapshot, ids: list[int]) -> dict[int, ChunkRecord]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        with snap.lock:
-            rows = snap.db.execute(_CHUNK_SELECT + f" WHERE c.id IN ({marks})", ids).fetchall()
-        return {row[0]: ChunkRecord(*row) for row in rows}
 
     # -- langchain-core VectorStore interface -----------------------------------------
 
@@ -544,14 +1025,8 @@ class FaissStore(VectorStore):
         """Stored chunks by chunk id (unknown ids are skipped)."""
         if not ids or not self.exists():
             return []
-        snap = self.snapshot()
-        marks = ",".join("?" * len(ids))
-        with snap.lock:
-            rows = snap.db.execute(
-                _CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks})", list(ids)
-            ).fetchall()
-        by_id = {row[1]: ChunkRecord(*row).to_document() for row in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        with self.reader() as view:
+            return view.get_by_ids(ids)
 
     def add_texts(
         self,
@@ -618,40 +1093,73 @@ class FaissStore(VectorStore):
     # -- writing ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writer(self) -> Iterator[IndexWriter]:
+    def writer(self, on_wait: Callable[[float], None] | None = None) -> Iterator[IndexWriter]:
         """A write transaction: published atomically when the block ends without error.
 
+        A second writer waits for the first to publish, for up to ``lock_timeout_s``.
+
+        Args:
+            on_wait: called about once a second, with the seconds waited so far, while
+                another writer holds the lock.
+
         Raises:
-            IndexLockedError: another process held the writer lock for ``lock_timeout_s``.
+            IndexLockedError: another writer held the lock for ``lock_timeout_s``.
+            IndexCorruptError: the published generation is missing or broken.
+            IndexUnwritableError: the folder cannot be written (a full disk, read-only...);
+                nothing is published then, and the index stays as it was.
         """
-        try:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(self.index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise IndexUnwritableError(self.index_dir, exc.strerror or str(exc)) from exc
-        try:
-            self._acquire(lock_fd)
+        with self._locked(on_wait):
             writer = IndexWriter(self)
             try:
                 yield writer
+            except sqlite3.Error as exc:
+                writer.abort()
+                if _is_disk_error(exc):
+                    raise self._unwritable(exc, writer.generation) from exc
+                raise
             except BaseException:
                 writer.abort()
                 raise
             writer.commit()
+
+    @contextlib.contextmanager
+    def _locked(self, on_wait: Callable[[float], None] | None) -> Iterator[None]:
+        """Hold the writer lock (an flock on ``writer.lock``, released if we die) for the block."""
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(self.index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            reason = self._path_problem() or _disk_reason(exc)
+            raise IndexUnwritableError(self.index_dir, reason) from exc
+        try:
+            self._acquire(lock_fd, on_wait)
+            yield
         finally:
             os.close(lock_fd)  # closing releases the flock
 
-    def _acquire(self, fd: int) -> None:
-        deadline = time.monotonic() + self.lock_timeout_s
+    def _acquire(self, fd: int, on_wait: Callable[[float], None] | None) -> None:
+        started = time.monotonic()
+        next_report = 1.0
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IndexLockedError(self.index_dir, self.lock_timeout_s) from None
-                time.sleep(0.1)
+                waited = time.monotonic() - started
+                if waited >= self.lock_timeout_s:
+                    raise IndexLockedError(self.index_dir, waited) from None
+                if on_wait is not None and waited >= next_report:
+                    on_wait(waited)
+                    next_report = waited + 1.0
+                time.sleep(min(0.1, self.lock_timeout_s - waited))
             else:
                 return
+
+    def _unwritable(self, exc: BaseException, generation: str) -> IndexUnwritableError:
+        return IndexUnwritableError(
+            self.index_dir,
+            f"{_disk_reason(exc)} while writing {generation}; nothing was published, "
+            "the index is as it was",
+        )
 
     def generations(self) -> list[str]:
         """Generation folders present on disk, oldest first (published or not)."""
@@ -659,6 +1167,99 @@ class FaissStore(VectorStore):
             return []
         names = [p.name for p in self.index_dir.iterdir() if p.is_dir() and _GEN.match(p.name)]
         return sorted(names, key=lambda n: int(n[1:]))
+
+    # -- checking and repairing -------------------------------------------------------
+
+    def repair(self) -> RepairReport:
+        """Point ``CURRENT`` at the newest intact generation and remove crashed leftovers.
+
+        Takes the writer lock (waiting like a writer). When the published generation is
+        intact, only the folders crashed writers left behind are removed.
+
+        Raises:
+            IndexNotFoundError: the folder holds no index.
+            IndexCorruptError: no intact generation is left to recover (nothing is deleted).
+            IndexMismatchError: the index was built with another embedding model.
+            IndexUnwritableError: ``CURRENT`` could not be rewritten (it is as it was).
+        """
+        problem = self._path_problem()
+        if problem:
+            raise IndexCorruptError(self.index_dir, problem)
+        if not self.index_dir.is_dir():
+            raise IndexNotFoundError(self.index_dir)
+        with self._locked(None):
+            gens = self.generations()
+            before, problem = self._published_problem()
+            if problem is None and before is not None:
+                current = before
+            else:
+                if not gens and before is None and not self.exists():
+                    raise IndexNotFoundError(self.index_dir)
+                found = self._newest_intact(gens)
+                if found is None:
+                    checked = ", ".join(gens) or "no generation folder"
+                    raise IndexCorruptError(
+                        self.index_dir,
+                        f"{problem}; nothing to recover: no intact generation ({checked}); "
+                        "ingest the documents again into a new index folder",
+                    )
+                current = found
+                try:
+                    _publish(self.index_dir, current)
+                    _fsync(self.index_dir)
+                except OSError as exc:
+                    raise IndexUnwritableError(
+                        self.index_dir, f"{_disk_reason(exc)}; {CURRENT} is as it was"
+                    ) from exc
+                logger.info("repair: %s now names %s (%s)", CURRENT, current, problem)
+            removed = [g for g in gens if int(g[1:]) > int(current[1:])]
+            for gen in removed:
+                logger.info("repair: removing leftover generation %s", gen)
+                shutil.rmtree(self.index_dir / gen, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.index_dir / f"{CURRENT}.tmp").unlink()
+        self.close()  # views of this store reopen what CURRENT names now
+        return RepairReport(problem=problem, before=before, current=current, removed=removed)
+
+    def _published_problem(self) -> tuple[str | None, str | None]:
+        """The generation ``CURRENT`` names (if readable) and what is wrong with it (if any)."""
+        try:
+            before = self.current_generation()
+        except IndexCorruptError as exc:
+            return None, exc.reason.removesuffix(f"; {REPAIR_HINT}")
+        if before is None:
+            return None, f"{CURRENT} is missing"
+        try:
+            self._verify(before)
+        except FileNotFoundError as exc:
+            return before, f"{CURRENT} names {before}, but {exc.filename} is missing"
+        except IndexCorruptError as exc:
+            return before, f"{before} is broken: {exc.reason}"
+        return before, None
+
+    def status(self) -> IndexStatus:
+        """Published generation, counts, model and disk use of the index.
+
+        Raises:
+            IndexNotFoundError: nothing has been published yet.
+            IndexCorruptError: the published generation is missing or broken.
+        """
+        with self.reader() as view:
+            manifest, generation = view.manifest, view.generation
+            documents, chunks = len(view.documents()), view.chunk_count()
+        gens = self.generations()
+        return IndexStatus(
+            index_dir=str(self.index_dir),
+            generation=generation,
+            published_at=manifest.published_at,
+            embedding_model=manifest.embedding_model,
+            dimension=manifest.dimension,
+            documents=documents,
+            chunks=chunks,
+            disk_bytes=_disk_bytes(self.index_dir),
+            generations=gens,
+            leftovers=[g for g in gens if int(g[1:]) > int(generation[1:])],
+        )
 
     def find_document(self, key: str) -> str:
         """The document id for an id, a unique id prefix (6+ characters) or a source path.
@@ -708,40 +1309,52 @@ class IndexWriter:
     def __init__(self, store: FaissStore) -> None:
         self.store = store
         self.index_dir = store.index_dir
-        self._base = store.current_generation()
+        # Check the published generation before touching anything, so a writer never removes
+        # the only intact copy when CURRENT names a missing or broken one.
+        self._base, manifest, index = store._published_base()
         self._clean_stale()
         numbers = [int(n[1:]) for n in store.generations()]
         self.generation = f"g{(max(numbers) + 1 if numbers else 1):06d}"
         self.dir = self.index_dir / self.generation
         self.changed = False
         self._removed_ids: list[int] = []
-        if self._base is not None:
-            base_dir = self.index_dir / self._base
-            try:
-                manifest, self.index = store._read_generation(base_dir)
-            except FileNotFoundError as exc:
-                raise IndexCorruptError(self.index_dir, f"{exc.filename} is missing") from exc
+        if manifest is not None:
             self.dimension = manifest.dimension
-            self.dir.mkdir()
-            shutil.copyfile(base_dir / META, self.dir / META)
-            self.db = sqlite3.connect(self.dir / META)
-            try:
-                store.check_consistent(self.db, self.index)
-            except IndexCorruptError:
-                self.abort()
-                raise
+            self.index = index
         else:
-            self.dir.mkdir()
             self.dimension = store.dimension
             self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
-            self.db = sqlite3.connect(self.dir / META)
-            self.db.executescript(_SCHEMA)
-        # The folder is thrown away on failure, so no journal is needed for safety.
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
+        try:
+            self.db = self._create()
+        except (OSError, sqlite3.Error) as exc:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if _is_disk_error(exc):
+                raise store._unwritable(exc, self.generation) from exc
+            raise
+
+    def _create(self) -> sqlite3.Connection:
+        """The new generation's folder and its metadata database (a copy of the base's)."""
+        self.dir.mkdir()
+        if self._base is not None:
+            _copy_file(self.index_dir / self._base / META, self.dir / META)
+        db = _connect_writable(self.dir / META)
+        try:
+            if self._base is None:
+                db.executescript(_SCHEMA)
+            # The folder is thrown away on failure, so no journal is needed for safety.
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _clean_stale(self) -> None:
-        """Remove generations left by crashed writers and all but one older generation."""
+        """Remove generations left by crashed writers and all but one older generation.
+
+        Runs once the published generation has been checked (or, with no ``CURRENT``, once
+        no generation was found intact), so it never removes the only good copy.
+        """
         gens = self.store.generations()
         if self._base is None:
             keep: set[str] = set()
@@ -808,21 +1421,99 @@ class IndexWriter:
         chunks: Sequence[NewChunk],
         vectors: np.ndarray,
         title: str | None = None,
+        complete: bool = True,
     ) -> None:
-        """Store a new document with its chunks and their vectors."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        vectors = np.ascontiguousarray(vectors, dtype="float32")
-        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
-            raise ValueError(f"vectors must have shape (n, {self.dimension})")
+        """Store a new document with its chunks and their vectors.
+
+        With ``complete=False`` only the document's first chunks are given; more follow with
+        ``append_chunks``. Such a partial document is listed under ``source`` at once, unless
+        that path still names a complete document (an older version of the file): the old
+        version then stays until the new one is complete, so a failed or interrupted
+        ingestion never loses it.
+        """
         if self.has_document(doc_id):
             raise ValueError(f"document {doc_id} is already stored")
-        (next_id,) = self.db.execute("SELECT value FROM counters WHERE name='next_id'").fetchone()
-        ids = np.arange(next_id, next_id + len(chunks), dtype="int64")
+        vectors = self._check_vectors(chunks, vectors)
         self.db.execute(
             "INSERT INTO documents VALUES (?, ?, ?, ?, ?)",
             (doc_id, kind, pages, len(chunks), _now()),
         )
+        self._insert_chunks(doc_id, 0, chunks, vectors)
+        if complete:
+            self.add_source(source, doc_id, title)
+        else:
+            self.db.execute(_PARTIAL_SCHEMA)
+            self.db.execute(
+                "INSERT INTO partial_documents VALUES (?, ?, ?)", (doc_id, source, len(chunks))
+            )
+            current = self.source_document(source)
+            if current is None or self.partial_chunks(current) is not None:
+                self.add_source(source, doc_id, title)  # replaces an older partial version
+        self.changed = True
+
+    def append_chunks(
+        self,
+        doc_id: str,
+        chunks: Sequence[NewChunk],
+        vectors: np.ndarray,
+        *,
+        complete: bool,
+    ) -> None:
+        """Add the next chunks of a partial document; ``complete`` when they are its last.
+
+        Completing a document points its source path at it (replacing, and deleting when no
+        other path names it, the version the path named before).
+        """
+        done = self.partial_chunks(doc_id)
+        if done is None:
+            raise ValueError(f"document {doc_id} is not a partial document")
+        vectors = self._check_vectors(chunks, vectors)
+        self._insert_chunks(doc_id, done, chunks, vectors)
+        total = done + len(chunks)
+        self.db.execute("UPDATE documents SET chunks = ? WHERE doc_id = ?", (total, doc_id))
+        if complete:
+            (source,) = self.db.execute(
+                "SELECT source FROM partial_documents WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
+            self.db.execute("DELETE FROM partial_documents WHERE doc_id = ?", (doc_id,))
+            if self.source_document(source) != doc_id:
+                self.add_source(source, doc_id)
+        else:
+            self.db.execute(
+                "UPDATE partial_documents SET chunks_done = ? WHERE doc_id = ?", (total, doc_id)
+            )
+        self.changed = True
+
+    def partial_chunks(self, doc_id: str) -> int | None:
+        """How many chunks of a partial document are stored; None unless it is partial."""
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial_documents'"
+        ).fetchone()
+        if row is None:
+            return None
+        row = self.db.execute(
+            "SELECT chunks_done FROM partial_documents WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def partial_documents(self) -> dict[str, tuple[str, int]]:
+        """doc_id -> (source path, chunks stored) of every partial document."""
+        return _partial_rows(self.db)
+
+    def _check_vectors(self, chunks: Sequence[NewChunk], vectors: np.ndarray) -> np.ndarray:
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        vectors = np.ascontiguousarray(vectors, dtype="float32")
+        if len(chunks) and (vectors.ndim != 2 or vectors.shape[1] != self.dimension):
+            raise ValueError(f"vectors must have shape (n, {self.dimension})")
+        return vectors
+
+    def _insert_chunks(
+        self, doc_id: str, first_seq: int, chunks: Sequence[NewChunk], vectors: np.ndarray
+    ) -> None:
+        """Chunk rows numbered from ``first_seq`` and their vectors (normalised here)."""
+        (next_id,) = self.db.execute("SELECT value FROM counters WHERE name='next_id'").fetchone()
+        ids = np.arange(next_id, next_id + len(chunks), dtype="int64")
         self.db.executemany(
             "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -836,17 +1527,15 @@ class IndexWriter:
                     c.heading,
                     c.offset,
                 )
-                for seq, (i, c) in enumerate(zip(ids, chunks, strict=True))
+                for seq, (i, c) in enumerate(zip(ids, chunks, strict=True), first_seq)
             ],
         )
         self.db.execute(
             "UPDATE counters SET value = ? WHERE name='next_id'", (next_id + len(chunks),)
         )
-        self.add_source(source, doc_id, title)
         if len(chunks):
             faiss.normalize_L2(vectors)
             self.index.add_with_ids(vectors, ids)
-        self.changed = True
 
     def add_source(self, path: str, doc_id: str, title: str | None = None) -> None:
         """Point a source path at a stored document (replacing what it pointed at).
@@ -892,16 +1581,48 @@ class IndexWriter:
         self._removed_ids.extend(ids)
         self.db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
         self.db.execute("DELETE FROM sources WHERE doc_id = ?", (doc_id,))
+        if self.partial_chunks(doc_id) is not None:
+            self.db.execute("DELETE FROM partial_documents WHERE doc_id = ?", (doc_id,))
         self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
         self.changed = True
 
     # -- ending -----------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write the generation, make it durable, then publish it with one rename."""
+        """Write the generation, make it durable, then publish it with one rename.
+
+        Raises:
+            IndexUnwritableError: a write failed (full disk, read-only...); the partial
+                generation is removed and ``CURRENT`` is untouched.
+        """
         if not self.changed:
             self.abort()
             return
+        try:
+            n_docs, n_chunks = self._write_and_publish()
+        except (OSError, sqlite3.Error) as exc:
+            self.abort()
+            if _is_disk_error(exc):
+                raise self.store._unwritable(exc, self.generation) from exc
+            raise
+        try:
+            _fsync(self.index_dir)  # makes the rename durable; it is visible already
+        except OSError as exc:
+            logger.warning("published %s but could not sync the folder: %s", self.generation, exc)
+        logger.info(
+            "published index generation %s: %d documents, %d chunks",
+            self.generation,
+            n_docs,
+            n_chunks,
+        )
+        self._drop_old()
+
+    def _write_and_publish(self) -> tuple[int, int]:
+        """Write and sync every file of the generation, then point ``CURRENT`` at it.
+
+        Nothing before the final rename is visible to readers, so a failure at any step
+        leaves the published index as it was.
+        """
         if self._removed_ids:
             self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))
         self.db.commit()
@@ -913,7 +1634,7 @@ class IndexWriter:
             raise IndexCorruptError(
                 self.index_dir, f"{n_chunks} chunks but {self.index.ntotal} vectors; not published"
             )
-        faiss.write_index(self.index, str(self.dir / VECTORS))
+        _write_index(self.index, self.dir / VECTORS)
         Manifest(
             embedding_model=self.store.model_id,
             dimension=self.dimension,
@@ -922,26 +1643,17 @@ class IndexWriter:
             chunks=n_chunks,
             published_at=_now(),
         ).write(self.dir / MANIFEST)
-        for name in (META, VECTORS, MANIFEST):
-            _fsync(self.dir / name)
+        _fsync(self.dir / META)
         _fsync(self.dir)
-        tmp = self.index_dir / f"{CURRENT}.tmp"
-        with tmp.open("w", encoding="ascii") as fh:
-            fh.write(self.generation + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.index_dir / CURRENT)
-        _fsync(self.index_dir)
-        logger.info(
-            "published index generation %s: %d documents, %d chunks",
-            self.generation,
-            n_docs,
-            n_chunks,
-        )
-        self._drop_old()
+        _publish(self.index_dir, self.generation)
+        return n_docs, n_chunks
 
     def _drop_old(self) -> None:
-        """Keep the new generation and the one before it (readers may still have it open)."""
+        """Keep the new generation and the one before it (readers may still have it open).
+
+        Readers in other processes that still pin an older one keep reading it: its vectors
+        are in their memory and their open SQLite connection outlives the deleted file.
+        """
         gens = self.store.generations()
         for gen in gens[:-2]:
             shutil.rmtree(self.index_dir / gen, ignore_errors=True)

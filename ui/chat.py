@@ -115,6 +115,11 @@ def _show(res: Resources, message: Message) -> None:
 def _footer(
     res: Resources, message_id: int, text: str, meta: dict[str, Any], feedback: int | None
 ) -> None:
+    if meta.get("cut"):
+        st.warning(
+            f"This answer was cut: {escape_markdown(str(meta['cut']))}. What arrived is shown.",
+            icon=":material/content_cut:",
+        )
     citations = meta.get("citations") or []
     if citations:
         columns = st.columns(min(len(citations), 3))

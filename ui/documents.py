@@ -1,19 +1,33 @@
-"""The documents page: upload, see what is indexed, delete and re-index."""
+"""The documents page: upload, see what is indexed, delete and re-index.
+
+Uploads and re-indexing run in the server's one background ingestion thread
+(``Resources.ingest_runner``); the page shows their progress with a fragment that polls the
+job every second and shows the per-file results when it ends. So the page never waits for
+a slow parse or for another ingestion to publish, and other users keep reading and asking.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
+from ingest.pipeline import IngestPipeline
 from rag.errors import IngestError, RagError
 from rag.store import DocumentInfo, content_id
-from ui.resources import Resources
+from rag.text import safe_label
+from ui.resources import IngestJob, Resources
 from ui.state import SessionState, UploadResult, session
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED = ["pdf", "docx", "md", "markdown", "html", "htm", "txt"]
 _SUFFIX = {
@@ -29,14 +43,18 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
 def display_name(browser_name: str) -> str:
     """The browser's file name, only ever used as a label: no path, no control characters."""
     name = _UNSAFE.sub("_", browser_name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip()
-    return (name or "upload")[:120]
+    return safe_label(name or "upload", limit=120)
 
 
 def page(res: Resources) -> None:
     """Render the documents page."""
     state = session()
     st.title("Documents")
-    _upload(res, state)
+    busy = state.ingest_job is not None
+    if busy:
+        _progress(res)
+    else:
+        _upload(res, state)
     _results(state)
     try:
         docs = res.store.documents()
@@ -44,9 +62,10 @@ def page(res: Resources) -> None:
         st.error(str(exc))
         return
     if not docs:
-        st.info("Nothing is indexed yet. Upload PDF, Word, Markdown, HTML or text files above.")
+        if not busy:
+            st.info("Nothing is indexed yet. Upload PDF, Word, Markdown, HTML or text files above.")
         return
-    _table(res, state, docs)
+    _table(res, state, docs, busy=busy)
 
 
 def _upload(res: Resources, state: SessionState) -> None:
@@ -59,19 +78,99 @@ def _upload(res: Resources, state: SessionState) -> None:
         max_upload_size=limit,
     )
     if files and st.button("Add to index", type="primary", icon=":material/upload:"):
-        state.upload_results = ingest_uploads(res, [(f.name, f.getvalue()) for f in files])
+        prepared = prepare_uploads(res, [(f.name, f.getvalue()) for f in files])
         state.uploader_nonce += 1  # clears the uploader
+        if prepared.saved:
+            state.upload_results = []
+            state.ingest_job = start_job(res, lambda p: index_uploads(prepared, p))
+        else:
+            state.upload_results = list(prepared.results.values())
         st.rerun()
+
+
+def start_job(res: Resources, work: Callable[[IngestPipeline], list[UploadResult]]) -> str:
+    """Run ``work`` in the background ingestion thread; returns the job's id.
+
+    The pipeline is built here, in the page's thread (shared resources are created there),
+    and reports its progress to the job.
+    """
+    job = IngestJob()
+    pipeline = res.pipeline(job.progress)
+    return res.ingest_runner.submit(job, lambda: work(pipeline))
+
+
+@st.fragment(run_every=1.0)
+def _progress(res: Resources) -> None:
+    """The running job's progress, polled each second; its results once it ends."""
+    state = session()
+    job = res.ingest_runner.get(state.ingest_job) if state.ingest_job else None
+    if job is None:  # collected already, or the server restarted
+        state.ingest_job = None
+        st.rerun()
+        return
+    if job.done():
+        state.ingest_job = None
+        try:
+            state.upload_results = res.ingest_runner.collect(job.id)
+        except Exception as exc:
+            # The background thread's boundary: index_uploads turns RagError into results,
+            # so this is a bug; show it with its type rather than lose it.
+            logger.exception("background ingestion failed")
+            state.upload_results = [UploadResult("(ingestion)", "failed", _error_text(exc))]
+        st.rerun()
+        return
+    value, text = describe(job)
+    st.progress(value, text=text)
+
+
+def _error_text(exc: BaseException) -> str:
+    return safe_label(f"{type(exc).__name__}: {exc}")
+
+
+def describe(job: IngestJob) -> tuple[float, str]:
+    """The progress bar's value and label for a job."""
+    if not job.started():
+        return 0.0, "Waiting for the ingestion ahead of this one to finish…"
+    wait = job.stage("wait")
+    files_done, files_total = job.stage("parse") or (0, 0)
+    value = min(0.95, files_done / files_total) if files_total else 0.0
+    if wait is not None:
+        return value, f"Waiting for another ingestion to publish… {wait[0]} s"
+    parts = [f"File {min(files_done + 1, max(files_total, 1))} of {max(files_total, 1)}"]
+    read = job.stage("read")
+    if read is not None and read[0]:
+        parts.append(f"{read[0]:,} characters read")
+    embed = job.stage("embed")
+    if embed is not None:
+        parts.append(f"{embed[0]:,} passage{'' if embed[0] == 1 else 's'} embedded")
+    published = job.stage("publish")
+    if published is not None and published[0]:
+        parts.append(f"{published[0]:,} saved")
+    return min(0.95, value), " · ".join(parts)  # full only once the results are in
+
+
+@dataclass
+class PreparedUploads:
+    """Uploads checked and saved under generated names, ready to index."""
+
+    results: dict[str, UploadResult] = field(default_factory=dict)
+    saved: dict[Path, str] = field(default_factory=dict)  # stored file -> display name
 
 
 def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[UploadResult]:
     """Store uploads under generated names, check their type by content, and index them."""
-    results: dict[str, UploadResult] = {}
-    saved: dict[Path, str] = {}
+    return index_uploads(prepare_uploads(res, files), res.pipeline(lambda *_: None))
+
+
+def prepare_uploads(res: Resources, files: list[tuple[str, bytes]]) -> PreparedUploads:
+    """Check size and type, skip content already indexed, and save the rest (fast)."""
+    prepared = PreparedUploads()
+    results, saved = prepared.results, prepared.saved
     uploads = res.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
     try:
-        known: dict[str, str] = {d.id: d.name for d in res.store.documents()}
+        # A partial document (an interrupted ingestion) is not "already indexed".
+        known: dict[str, str] = {d.id: d.name for d in res.store.documents() if d.complete}
     except RagError:
         known = {}
     limit = res.settings.upload_max_mb * 1024 * 1024
@@ -100,30 +199,32 @@ def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[Uploa
         tmp.rename(path)
         saved[path] = name
         results[name] = UploadResult(name, "added")
-    if saved:
-        bar = st.progress(0.0, text="Reading files…")
+    return prepared
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage == "parse":
-                value, label = 0.3 * done / max(total, 1), "Reading files"
-            else:
-                value, label = 0.3 + 0.7 * done / max(total, 1), "Embedding passages"
-            bar.progress(min(1.0, value), text=f"{label}: {done} of {total}")
 
-        try:
-            report = res.pipeline(progress).run(list(saved), titles=saved)
-        except RagError as exc:
-            for path, name in saved.items():
-                path.unlink(missing_ok=True)
-                results[name] = UploadResult(name, "failed", str(exc))
-        else:
-            for outcome in report.files:
-                path = Path(outcome.path)
-                name = saved.get(path, path.name)
-                results[name] = UploadResult(name, outcome.status, outcome.reason or "")
-                if outcome.status == "failed":
-                    path.unlink(missing_ok=True)
-        bar.empty()
+def index_uploads(prepared: PreparedUploads, pipeline: IngestPipeline) -> list[UploadResult]:
+    """Index saved uploads (slow: runs in the background thread); one result per file.
+
+    A problem with the whole run (the index locked for too long, a full disk) is each
+    file's failure; a failed file's stored copy is deleted.
+    """
+    results, saved = prepared.results, prepared.saved
+    if not saved:
+        return list(results.values())
+    by_key = {os.path.realpath(p): name for p, name in saved.items()}
+    try:
+        report = pipeline.run(list(saved), titles=saved)
+    except RagError as exc:
+        for path, name in saved.items():
+            path.unlink(missing_ok=True)
+            results[name] = UploadResult(name, "failed", safe_label(str(exc)))
+        return list(results.values())
+    for outcome in report.files:
+        name = by_key.get(outcome.path, safe_label(Path(outcome.path).name))
+        reason = safe_label(outcome.reason or "")
+        results[name] = UploadResult(name, outcome.status, reason)
+        if outcome.status == "failed":
+            Path(outcome.path).unlink(missing_ok=True)
     return list(results.values())
 
 
@@ -146,20 +247,20 @@ def _results(state: SessionState) -> None:
 def _rows(docs: list[DocumentInfo]) -> list[dict[str, Any]]:
     return [
         {
-            "name": d.name,
+            "name": safe_label(d.name),
             "pages": d.pages,
-            "chunks": d.chunks,
+            "chunks": d.chunks if d.complete else f"partial: {d.chunks:,} (re-index to finish)",
             "added": d.ingested_at.replace("T", " ").replace("+00:00", " UTC"),
-            "also as": ", ".join(d.titles[1:]),
+            "also as": ", ".join(safe_label(t) for t in d.titles[1:]),
         }
         for d in docs
     ]
 
 
-def _table(res: Resources, state: SessionState, docs: list[DocumentInfo]) -> None:
+def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, busy: bool) -> None:
     st.subheader(f"Indexed ({len(docs)})")
     st.dataframe(_rows(docs), hide_index=True, use_container_width=True)
-    names = {d.id: f"{d.name} ({d.id[:8]})" for d in docs}
+    names = {d.id: f"{safe_label(d.name)} ({d.id[:8]})" for d in docs}
     chosen = st.multiselect("Select documents", options=list(names), format_func=lambda i: names[i])
     left, right, _ = st.columns([1, 1, 4])
     if left.button("Delete", icon=":material/delete:", disabled=not chosen):
@@ -170,20 +271,34 @@ def _table(res: Resources, state: SessionState, docs: list[DocumentInfo]) -> Non
             return
         state.upload_results = [UploadResult(n, "removed") for n in removed]
         st.rerun()
-    if right.button("Re-index", icon=":material/refresh:", disabled=not chosen):
+    if right.button("Re-index", icon=":material/refresh:", disabled=busy or not chosen):
         paths = [Path(p) for d in docs if d.id in chosen for p in d.sources if Path(p).is_file()]
         if not paths:
             st.error("The files of the selected documents are gone; delete them instead.")
             return
-        try:
-            report = res.pipeline(lambda *_: None).run(paths, force=True)
-        except RagError as exc:
-            st.error(str(exc))
-            return
-        state.upload_results = [
-            UploadResult(Path(f.path).name, f.status, f.reason or "") for f in report.files
-        ]
+        titles = {
+            p: safe_label(d.name) for d in docs if d.id in chosen for p in map(Path, d.sources)
+        }
+        state.upload_results = []
+        state.ingest_job = start_job(res, lambda p: reindex(p, paths, titles))
         st.rerun()
+
+
+def reindex(
+    pipeline: IngestPipeline, paths: list[Path], names: dict[Path, str]
+) -> list[UploadResult]:
+    """Read and embed files again (runs in the background thread); one result per file."""
+    try:
+        report = pipeline.run(paths, force=True)
+    except RagError as exc:
+        return [UploadResult("re-index", "failed", safe_label(str(exc)))]
+    by_key = {os.path.realpath(p): name for p, name in names.items()}
+    return [
+        UploadResult(
+            by_key.get(f.path, safe_label(Path(f.path).name)), f.status, safe_label(f.reason or "")
+        )
+        for f in report.files
+    ]
 
 
 def delete_documents(res: Resources, docs: list[DocumentInfo]) -> list[str]:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import logging
+import threading
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
+from ingest.sandbox import ParseLimits, ParserSandbox
 from rag.chain import ChatEngine
 from rag.components import build_engine, build_local_server, build_store
 from rag.llm import endpoints
@@ -18,6 +24,86 @@ from rag.local_llm import LocalLLMServer
 from rag.memory import ConversationStore
 from rag.settings import Settings, load_settings
 from rag.store import FaissStore
+
+logger = logging.getLogger(__name__)
+
+
+class IngestJob:
+    """One ingestion running in the background: its progress, then its result.
+
+    ``progress`` is the pipeline's progress callback; it only records numbers (it runs in
+    the worker thread, which must not touch Streamlit), and the page reads them.
+    """
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._stages: dict[str, tuple[int, int]] = {}
+        self.future: Future[Any] | None = None
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        """Record the latest (done, total) of a stage (see ``ingest.pipeline.Progress``)."""
+        with self._lock:
+            self._stages[stage] = (done, total)
+            if stage != "wait":
+                self._stages.pop("wait", None)  # the wait is over once anything else moves
+
+    def stage(self, name: str) -> tuple[int, int] | None:
+        """The latest (done, total) of a stage, None before it started."""
+        with self._lock:
+            return self._stages.get(name)
+
+    def done(self) -> bool:
+        """Whether the job has finished (with a result or an error)."""
+        return self.future is not None and self.future.done()
+
+    def started(self) -> bool:
+        """Whether the worker has begun this job (jobs ahead of it run first)."""
+        return self.future is not None and (self.future.running() or self.future.done())
+
+
+@dataclass
+class IngestRunner:
+    """Runs ingestions one at a time in one background thread, for the whole server.
+
+    Pages submit work and poll the job, so a slow parse or a wait for the index lock never
+    blocks a page, and other users keep reading and asking meanwhile.
+    """
+
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
+    )
+    _jobs: dict[str, IngestJob] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, job: IngestJob, work: Callable[[], Any]) -> str:
+        """Queue ``work`` (which reports through ``job.progress``); returns the job's id."""
+        with self._lock:
+            self._jobs[job.id] = job
+            job.future = self._executor.submit(work)
+        return job.id
+
+    def get(self, job_id: str) -> IngestJob | None:
+        """A job by id, None once collected (or after a server restart)."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def collect(self, job_id: str) -> Any:
+        """The finished job's result (re-raising its error); forgets the job.
+
+        Raises:
+            ValueError: the job is unknown or still running.
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.future is None or not job.future.done():
+                raise ValueError(f"job {job_id} is not finished")
+            del self._jobs[job_id]
+        return job.future.result()
+
+    def shutdown(self) -> None:
+        """Let the running job finish; start no more."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -29,6 +115,7 @@ class Resources:
     memory: ConversationStore
     engine: Callable[[], ChatEngine]
     pipeline: Callable[[Progress], IngestPipeline]
+    ingest_runner: IngestRunner = field(default_factory=IngestRunner)
 
     @property
     def uploads_dir(self) -> Path:
@@ -75,13 +162,31 @@ def _chunker() -> TokenChunker:
     return TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
 
 
+@st.cache_resource(show_spinner=False)
+def _sandbox() -> ParserSandbox:
+    """One parser worker process for the server: uploads are parsed there, with limits."""
+    sandbox = ParserSandbox(ParseLimits.from_settings(_settings()))
+    atexit.register(sandbox.close)
+    return sandbox
+
+
+@st.cache_resource(show_spinner=False)
+def _ingest_runner() -> IngestRunner:
+    runner = IngestRunner()
+    atexit.register(runner.shutdown)
+    return runner
+
+
 def _pipeline(progress: Progress) -> IngestPipeline:
     store = _store()
+    settings = _settings()
     return IngestPipeline(
         store,
         store.embeddings,
         _chunker(),
-        batch_size=_settings().embedding_batch_size,
+        batch_size=settings.embedding_batch_size,
+        checkpoint_chunks=settings.checkpoint_chunks,
+        opener=_sandbox().open,
         progress=progress,
     )
 
@@ -94,4 +199,5 @@ def resources() -> Resources:
         memory=_memory(),
         engine=_engine,
         pipeline=_pipeline,
+        ingest_runner=_ingest_runner(),
     )

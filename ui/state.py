@@ -15,7 +15,7 @@ class UploadResult:
     """What happened to one uploaded file."""
 
     name: str
-    status: str  # added | updated | unchanged | failed
+    status: str  # added | updated | unchanged | failed | removed
     reason: str = ""
 
 
@@ -27,6 +27,7 @@ class SessionState:
     upload_results: list[UploadResult] = field(default_factory=list)
     uploader_nonce: int = 0
     notice: str | None = None
+    ingest_job: str | None = None  # the background ingestion this session is waiting for
 
 
 def session() -> SessionState:

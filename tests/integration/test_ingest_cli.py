@@ -121,7 +121,8 @@ def test_incremental_reingest_prune_and_delete(capsys, corpus, tmp_path):
     code, out, _ = run(capsys, "docs", "list", "--json", "--index", str(index))
     listed = json.loads(out)
     assert len(listed) == 3
-    assert set(listed[0]) == {"id", "sources", "pages", "chunks", "ingested_at"}
+    assert set(listed[0]) == {"id", "sources", "pages", "chunks", "ingested_at", "complete"}
+    assert all(d["complete"] for d in listed)
     pdf = next(d for d in listed if d["sources"][0].endswith(".pdf"))
     assert pdf["pages"] == 3
     code, out, _ = run(
@@ -247,3 +248,52 @@ def test_sigkill_while_embedding_leaves_the_previous_index(tmp_path, corpus):
     after = _state(index)
     assert after[2] > before[2]
     assert len(list(index.glob("g*"))) == 2
+
+
+def test_sigkill_after_a_checkpoint_keeps_it_and_the_next_run_resumes(capsys, tmp_path):
+    index = tmp_path / "index"
+    book = tmp_path / "book.txt"
+    book.write_text(
+        "\n\n".join(
+            " ".join(f"In year {i} the keeper logged wind number {j} at dawn." for j in range(10))
+            for i in range(150)
+        )
+    )
+    env = {**os.environ, "RAG_EMBEDDING_BATCH_SIZE": "16", "RAG_CHECKPOINT_CHUNKS": "64"}
+    flags = ["--index", str(index), "--chunk-size", "64", "--chunk-overlap", "8"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "-v", "ingest", *flags, str(book)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "checkpoint 1:" in line:  # the first checkpoint is published
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, "the ingestion ended before it was killed"
+
+    (doc,) = build_store(Settings(index_dir=index)).documents()
+    assert not doc.complete and doc.chunks >= 64  # the checkpoint survived kill -9
+    stored = doc.chunks
+    code, out, _ = run(capsys, "docs", "list", "--index", str(index))
+    assert code == 0 and f"partial: {stored:,} chunks; run ingest again to finish" in out
+
+    # The next run resumes: it embeds only the chunks that were not stored.
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", *flags, "--json", str(book)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["added"] == 1 and summary["failed"] == []
+    store = build_store(Settings(index_dir=index))
+    (doc,) = store.documents()
+    assert doc.complete and doc.chunks > stored
+    assert summary["chunks"] == doc.chunks - stored  # nothing stored was embedded again
+    assert store.chunk_count() == doc.chunks
+    hits = search(capsys, index, "wind number 7 in year 149")
+    assert "year 149" in hits[0]["text"]

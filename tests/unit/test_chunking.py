@@ -63,3 +63,34 @@ def test_size_above_model_window_is_a_config_error():
 def test_overlap_must_be_below_size():
     with pytest.raises(ValueError, match="overlap"):
         TokenChunker(WordTokenizer(), size=10, overlap=10)
+
+
+def test_a_long_line_without_spaces_becomes_many_bounded_chunks():
+    chunker = TokenChunker(WordTokenizer(), size=10, overlap=2)
+    text = "x" * 100_000  # one "word": one token for the tokenizer
+    chunks = chunker.split([Block(text, offset=5)])
+    assert len(chunks) > 100
+    assert all(len(c.text) <= chunker.max_chars for c in chunks)
+    assert "".join(text[c.offset - 5 : c.offset - 5 + len(c.text)] for c in chunks) == text
+
+
+def test_huge_blocks_are_tokenized_in_windows_and_keep_offsets():
+    tok = WordTokenizer()
+    chunker = TokenChunker(tok, size=20, overlap=0)
+    text = "\n\n".join(words(15, i * 15) for i in range(5_000))  # ~400 KB
+    chunks = list(chunker.iter_split([Block(text)]))
+    for c in chunks:
+        assert text[c.offset : c.offset + len(c.text)] == c.text
+        assert tok.count(c.text) <= 20 + tok.special_tokens
+    assert {w for c in chunks for w in c.text.split()} == set(text.split())
+
+
+def test_lone_surrogates_and_nuls_are_replaced_before_tokenizing():
+    class StrictTokenizer(WordTokenizer):
+        def tokenize(self, text: str):
+            text.encode("utf-8")  # a fast tokenizer raises TypeError on a lone surrogate
+            return super().tokenize(text)
+
+    chunker = TokenChunker(StrictTokenizer(), size=10, overlap=0)
+    (chunk,) = chunker.split([Block("bad \ud800 text \x00 here")])
+    assert chunk.text == "bad \ufffd text \ufffd here"

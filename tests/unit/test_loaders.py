@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from ingest.detect import Kind, detect_kind
-from ingest.loaders import iter_files, load
-from rag.errors import IngestError, UnsupportedFileError
+from ingest.loaders import MAX_BLOCK_CHARS, load, open_stream
+from ingest.sandbox import ParseLimits
+from rag.errors import IngestError, ParseLimitError, UnsupportedFileError
 from tests.docgen import make_docx, make_html, make_markdown, make_pdf
 
 
@@ -134,17 +135,129 @@ def test_whitespace_only_text_file_has_no_text(tmp_path: Path):
         load(path)
 
 
-def test_iter_files_walks_folders_and_skips_hidden_and_unknown(tmp_path: Path):
-    (tmp_path / "a.md").write_text("x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.PDF").write_bytes(b"%PDF-")
-    (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    (tmp_path / ".git").mkdir()
-    (tmp_path / ".git" / "c.md").write_text("x")
-    found = [p.relative_to(tmp_path).as_posix() for p, _ in iter_files([tmp_path])]
-    assert found == ["a.md", "sub/b.PDF"]
+# --- streaming and limits ----------------------------------------------------------------
 
 
-def test_iter_files_missing_path_is_an_error(tmp_path: Path):
-    with pytest.raises(IngestError, match="no such file"):
-        list(iter_files([tmp_path / "missing"]))
+def test_large_text_streams_in_bounded_blocks_with_true_offsets(tmp_path: Path):
+    lines = [f"Line {i} of a long manual about parsing." for i in range(20_000)]
+    raw = "\n".join(lines) + "\n"
+    path = tmp_path / "long.txt"
+    path.write_text(raw)
+    stream = open_stream(path)
+    blocks = list(stream.blocks)
+    assert stream.kind is Kind.TEXT and len(blocks) > 2
+    assert all(len(b.text) <= MAX_BLOCK_CHARS for b in blocks)
+    for block in blocks:
+        assert raw[block.offset : block.offset + len(block.text)] == block.text
+    assert "\n".join(b.text for b in blocks) == raw.strip()
+
+
+def test_line_without_spaces_becomes_bounded_blocks(tmp_path: Path):
+    path = tmp_path / "line.txt"
+    path.write_text("x" * 1_000_000)
+    blocks = load(path).blocks
+    assert sum(len(b.text) for b in blocks) == 1_000_000
+    assert max(len(b.text) for b in blocks) <= MAX_BLOCK_CHARS
+
+
+def test_markdown_offsets_point_at_the_heading_in_the_file(tmp_path: Path):
+    raw = "---\ntitle: x\n---\nIntro text.\n\n## Install\n\nRun it.\n\n## Use\n\nCall it.\n"
+    path = tmp_path / "guide.md"
+    path.write_text(raw)
+    blocks = load(path).blocks
+    assert [b.heading for b in blocks] == [None, "Install", "Use"]
+    assert "title: x" not in blocks[0].text
+    for block in blocks[1:]:
+        assert raw[block.offset :].startswith(f"## {block.heading}")
+
+
+def test_text_control_bytes_and_lone_surrogates_never_reach_blocks(tmp_path: Path):
+    path = tmp_path / "odd.txt"
+    path.write_bytes(b"caf\xe9 ok \xed\xa0\x80 end\n")
+    (block,) = load(path).blocks
+    assert block.text.startswith("café ok")
+    block.text.encode("utf-8")  # no lone surrogate left
+
+
+def test_pdf_encrypted_with_aes_and_an_empty_password_is_read(tmp_path: Path):
+    from tests.hostile import pdf_aes_empty_password
+
+    doc = load(pdf_aes_empty_password(tmp_path))
+    assert "Hostile corpus sentence" in doc.blocks[0].text
+
+
+def test_pdf_with_more_pages_than_allowed_is_refused(tmp_path: Path):
+    pdf = make_pdf(tmp_path / "long.pdf", [f"Page {i}" for i in range(5)])
+    with pytest.raises(ParseLimitError, match="5 pages, more than 3") as err:
+        open_stream(pdf, ParseLimits(max_pages=3))
+    assert err.value.limit == "RAG_PARSE_MAX_PAGES"
+
+
+def test_character_limit_stops_a_stream_midway(tmp_path: Path):
+    path = tmp_path / "long.txt"
+    path.write_text(("word " * 100 + "\n\n") * 20_000)
+    stream = open_stream(path, ParseLimits(max_chars=1_500_000))
+    seen = []
+    with pytest.raises(ParseLimitError, match="RAG_PARSE_MAX_CHARS"):
+        seen.extend(stream.blocks)
+    assert seen  # the first blocks came before the limit was hit
+
+
+def test_docx_tables_come_row_by_row_in_body_order(tmp_path: Path):
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Prices", level=1)
+    document.add_paragraph("Before the table.")
+    table = document.add_table(rows=2, cols=2)
+    for r, row in enumerate([("Item", "Cost"), ("Tea", "3 euros")]):
+        for c, text in enumerate(row):
+            table.cell(r, c).text = text
+    document.add_paragraph("After the table.")
+    document.add_heading("Notes", level=2)
+    document.add_paragraph("Last words.")
+    path = tmp_path / "table.docx"
+    document.save(str(path))
+    blocks = load(path).blocks
+    assert [(b.heading, b.text) for b in blocks] == [
+        ("Prices", "Prices\nBefore the table.\nItem | Cost\nTea | 3 euros\nAfter the table."),
+        ("Notes", "Notes\nLast words."),
+    ]
+
+
+@pytest.mark.parametrize("writer", ["docx_xxe", "docx_billion_laughs"])
+def test_docx_with_a_doctype_is_refused_and_no_entity_is_read(tmp_path: Path, writer: str):
+    import tests.hostile
+
+    path = getattr(tests.hostile, writer)(tmp_path)
+    with pytest.raises(IngestError, match="DOCTYPE") as err:
+        load(path)
+    assert "root:" not in str(err.value)
+
+
+def test_docx_zip_bomb_is_refused_with_its_ratio(tmp_path: Path):
+    from tests.hostile import docx_zip_bomb
+
+    with pytest.raises(ParseLimitError, match=r"word/document.xml expands [\d,]+:1") as err:
+        load(docx_zip_bomb(tmp_path))
+    assert err.value.limit == "RAG_DOCX_MAX_RATIO"
+
+
+def test_html_with_100000_nested_elements_is_read(tmp_path: Path):
+    from tests.hostile import html_nested
+
+    text = " ".join(b.text for b in load(html_nested(tmp_path)).blocks)
+    assert "Hostile corpus sentence" in text
+
+
+def test_html_title_heads_blocks_before_the_first_heading(tmp_path: Path):
+    path = tmp_path / "t.html"
+    path.write_text(
+        "<html><head><title>Guide &amp; notes</title></head><body><p>Lead.</p>"
+        "<h2>Step &lt;one&gt;</h2><p>Do <a href='#'>this</a>.</p></body></html>"
+    )
+    blocks = load(path).blocks
+    assert [(b.heading, b.text) for b in blocks] == [
+        ("Guide & notes", "Lead."),
+        ("Step <one>", "Step <one>\nDo this."),
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,267 @@ def test_titles_name_uploads_stored_under_generated_names(pipeline, tmp_path, st
     assert chunk.name == "User Guide.md"
     assert chunk.to_document().metadata["title"] == "User Guide.md"
     assert chunk.source == str(stored.resolve())
+
+
+# -- streaming, checkpoints, resume ------------------------------------------------------
+
+
+def write_long(path: Path, paragraphs: int = 1200, topic: str = "topic") -> Path:
+    path.write_text("\n\n".join(f"Paragraph {i} explains {topic} {i}." for i in range(paragraphs)))
+    return path
+
+
+def checkpointing(store, embeddings, progress=None, **kw) -> IngestPipeline:
+    chunker = TokenChunker(WordTokenizer(window=40), size=30, overlap=5)
+    return IngestPipeline(
+        store,
+        embeddings,
+        chunker,
+        batch_size=8,
+        checkpoint_chunks=64,
+        progress=progress or (lambda *a: None),
+        progress_interval_s=0,
+        **kw,
+    )
+
+
+class Interrupt:
+    """A progress callback that stops the run (like Ctrl-C) after some checkpoints."""
+
+    def __init__(self, after_publishes: int) -> None:
+        self.left = after_publishes
+        self.events: list[tuple[str, int, int]] = []
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.events.append((stage, done, total))
+        if stage == "publish":
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt
+
+
+def test_a_large_file_is_published_in_checkpoints_while_it_is_read(tmp_path, store):
+    big = write_long(tmp_path / "big.txt")
+    seen: list[tuple[str, int, int]] = []
+    states: list[tuple[int, bool]] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        seen.append((stage, done, total))
+        if stage == "publish":  # what a reader sees after each checkpoint
+            (doc,) = store.documents()
+            states.append((doc.chunks, doc.complete))
+
+    embeddings = CountingEmbeddings(size=32)
+    report = checkpointing(store, embeddings, progress).run([big])
+    total = store.chunk_count()
+    assert report.count("added") == 1 and report.chunks == total > 300
+    assert report.checkpoints == len(states) > 4
+    assert all(not complete for _, complete in states[:-1]) and states[-1] == (total, True)
+    assert [n for n, _ in states] == sorted(n for n, _ in states)
+    # Progress moves inside the one file: chunks embedded before the file was read whole.
+    first_embed = next(i for i, e in enumerate(seen) if e[0] == "embed")
+    assert first_embed < seen.index(("parse", 1, 1))
+    assert embeddings.texts == total
+
+
+def test_an_interrupted_run_keeps_its_checkpoints_and_the_next_run_resumes(tmp_path, store):
+    big = write_long(tmp_path / "big.txt")
+    small = tmp_path / "small.md"
+    small.write_text("# Small\n\nA small note.")
+    first = CountingEmbeddings(size=32)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing(store, first, Interrupt(after_publishes=3)).run([small, big])
+    (partial,) = [d for d in store.documents() if not d.complete]
+    assert partial.sources == [str(big.resolve())]
+    stored = partial.chunks
+    assert stored >= 3 * 64 - 2  # three checkpoints (the first also held small.md)
+    assert any(d.complete and d.name == "small.md" for d in store.documents())
+
+    second = CountingEmbeddings(size=32)
+    report = checkpointing(store, second).run([small, big])
+    assert report.count("unchanged") == 1 and report.count("added") == 1
+    (resumed,) = report.resumed
+    assert resumed.resumed == stored
+    (doc,) = [d for d in store.documents() if d.name == "big.txt"]
+    assert doc.complete
+    assert second.texts == report.chunks == doc.chunks - stored  # nothing embedded twice
+
+    # The result is the same as one uninterrupted run.
+    fresh = FaissStore(
+        tmp_path / "fresh", CountingEmbeddings(size=32), model_id="fake", dimension=32
+    )
+    checkpointing(fresh, CountingEmbeddings(size=32)).run([small, big])
+    texts = [(c.chunk_id, c.text) for c in store.all_chunks()]
+    assert texts == [(c.chunk_id, c.text) for c in fresh.all_chunks()]
+
+
+def test_a_changed_file_keeps_its_old_version_until_the_new_one_is_complete(tmp_path, store):
+    doc = write_long(tmp_path / "doc.txt", paragraphs=50, topic="apples")
+    pipeline = checkpointing(store, CountingEmbeddings(size=32))
+    pipeline.run([doc])
+    write_long(doc, paragraphs=1200, topic="pears")
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing(store, CountingEmbeddings(size=32), Interrupt(2)).run([doc])
+    searchable = " ".join(c.text for c in store.all_chunks())
+    assert "apples" in searchable and "pears" not in searchable
+    docs = store.documents()
+    assert sorted(d.complete for d in docs) == [False, True]
+    assert store.find_document(str(doc)) == next(d.id for d in docs if d.complete)
+
+    report = pipeline.run([doc])
+    assert report.count("updated") == 1
+    (only,) = store.documents()
+    assert only.complete
+    searchable = " ".join(c.text for c in store.all_chunks())
+    assert "pears" in searchable and "apples" not in searchable
+
+
+def fail_after(opener, blocks: int, error: BaseException):
+    def open_failing(path: Path):
+        stream = opener(path)
+        inner = stream.blocks
+
+        def failing():
+            for n, block in enumerate(inner):
+                if n == blocks:
+                    raise error
+                yield block
+
+        stream.blocks = failing()
+        return stream
+
+    return open_failing
+
+
+def test_one_file_failing_part_way_is_its_outcome_and_the_run_goes_on(tmp_path, store, docs):
+    from ingest.loaders import open_stream
+
+    bad = docs / "bad.md"
+    bad.write_text("\n\n".join(f"# Part {i}\n\nSection {i} of a damaged file." for i in range(400)))
+    crash = docs / "crash.md"
+    crash.write_text("# Crash\n\nThis one makes the parser fail with a bug.")
+
+    def opener(path: Path):
+        if path.name == "bad.md":  # damaged on section 300, after a few checkpoints
+            return fail_after(open_stream, 300, IngestError(path, "damaged section"))(path)
+        if path.name == "crash.md":
+            return fail_after(open_stream, 0, ValueError("parser bug"))(path)
+        return open_stream(path)
+
+    report = checkpointing(store, CountingEmbeddings(size=32), opener=opener).run([docs])
+    failed = {Path(f.path).name: f.reason for f in report.failed}
+    assert failed["crash.md"] == "unexpected parser error: ValueError: parser bug"
+    assert failed["bad.md"].startswith("damaged section (the first ")
+    assert "marked partial" in failed["bad.md"]
+    assert report.count("added") == 3  # a.md, b.txt, c.pdf
+    partial = next(d for d in store.documents() if d.name == "bad.md")
+    assert not partial.complete and partial.chunks >= 64  # published checkpoints stay
+    assert not any("crash" in c.source for c in store.all_chunks())
+
+
+def test_a_run_with_nothing_to_write_never_takes_the_lock(index_dir, docs, fake_embeddings):
+    store = FaissStore(index_dir, fake_embeddings, model_id="fake", dimension=32)
+    checkpointing(store, fake_embeddings).run([docs])
+    store.lock_timeout_s = 0.2
+    with store.writer():  # another ingestion is publishing
+        report = checkpointing(store, fake_embeddings).run([docs])
+    assert report.count("unchanged") == 3 and report.checkpoints == 0
+
+
+def test_a_second_ingestion_waits_for_the_first_to_publish(index_dir, docs, fake_embeddings):
+    import threading
+
+    store = FaissStore(index_dir, fake_embeddings, model_id="fake", dimension=32)
+    seen: list[tuple[str, int, int]] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with store.writer():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    holding.wait(5)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        seen.append((stage, done, total))
+        if stage == "wait":
+            release.set()
+
+    report = checkpointing(store, fake_embeddings, progress).run([docs])
+    thread.join()
+    assert report.count("added") == 3
+    waits = [(done, total) for stage, done, total in seen if stage == "wait"]
+    assert waits and waits[0][1] == int(store.lock_timeout_s)
+
+
+def test_content_stored_meanwhile_by_another_ingestion_is_only_named(tmp_path, store):
+    from ingest.loaders import open_stream
+
+    a = write_long(tmp_path / "a.txt", paragraphs=40)
+    b = tmp_path / "b.txt"
+    b.write_bytes(a.read_bytes())
+    other = checkpointing(store, CountingEmbeddings(size=32))
+
+    def opener(path: Path):
+        if path.name == "a.txt":
+            other.run([b])  # another process stores the same content while we read a.txt
+        return open_stream(path)
+
+    report = checkpointing(store, CountingEmbeddings(size=32), opener=opener).run([a])
+    assert report.count("added") == 1 and report.chunks == 0  # ours were not needed
+    (doc,) = store.documents()
+    assert sorted(Path(s).name for s in doc.sources) == ["a.txt", "b.txt"]
+    assert store.chunk_count() == doc.chunks
+
+
+def test_a_huge_binary_file_is_refused_before_it_is_read_whole(tmp_path, store, pipeline):
+    sparse = tmp_path / "huge.txt"
+    with sparse.open("wb") as fh:
+        fh.truncate(4 << 30)  # 4 GiB of zeros, no disk used
+    report = pipeline.run([sparse])
+    (failed,) = report.failed
+    assert "binary" in (failed.reason or "")
+
+
+# -- what the CLI prints -----------------------------------------------------------------
+
+
+def test_file_names_cannot_forge_summary_lines(capsys):
+    from ingest.cli import print_report
+    from ingest.pipeline import FileOutcome, IngestReport
+
+    forged = "/docs/evil\nadded 999, updated 0\x1b[2K\u202etxt.pdf"
+    report = IngestReport(files=[FileOutcome(forged, "failed", "bad\rreason")])
+    print_report(report, as_json=False)
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1 and len(out.splitlines()) == 1
+    assert "\x1b" not in err and "\u202e" not in err and "\r" not in err
+    assert "evil\\x0aadded 999" in err
+    print_report(report, as_json=True)
+    out, _ = capsys.readouterr()
+    assert json.loads(out)["failed"][0]["path"] == forged  # the real name, escaped
+
+
+def test_docs_list_shows_a_partial_document_as_such(tmp_path, store):
+    from ingest.cli import document_line
+
+    big = write_long(tmp_path / "big.txt")
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing(store, CountingEmbeddings(size=32), Interrupt(2)).run([big])
+    (doc,) = store.documents()
+    line = document_line(doc)
+    assert f"partial: {doc.chunks:,} chunks; run ingest again to finish" in line
+    assert line.endswith(str(big.resolve()))
+    assert doc.to_json()["complete"] is False
+
+
+def test_waiting_for_the_lock_is_said_on_stderr(capsys):
+    from ingest.cli import _Bars
+
+    bars = _Bars(enabled=False)  # not a terminal: a line now and then, not every second
+    for second in range(1, 4):
+        bars("wait", second, 600)
+    _, err = capsys.readouterr()
+    assert err == "waiting for another ingestion to publish… 1 s\n"

@@ -3,6 +3,9 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -10,8 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from tests.docgen import make_pdf
 from tests.ui_fakes import fake_resources
-from ui.documents import display_name, ingest_uploads
+from ui.documents import describe, display_name, ingest_uploads
 from ui.render import guard_stream, highlight_passage, sanitize_answer
+from ui.resources import IngestJob
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,7 +211,82 @@ def test_reindex_reembeds_a_document_and_reports_it(tmp_path, monkeypatch):
     at.multiselect[0].select(pump.id).run()
     next(b for b in at.button if b.label == "Re-index").click().run()
     assert not at.exception
-    results = at.dataframe[0].value
+    results = until_results(at)
     assert list(results["result"]) == ["updated"]
+    assert list(results["file"]) == ["pump.md"]
     after = {c.id for c in res.store.all_chunks() if c.doc_id == pump.id}
     assert after and not (after & before)  # fresh chunks and vectors
+
+
+def until_results(at: AppTest, timeout: float = 30.0):
+    """Rerun the page (as its polling fragment does) until the job's results table shows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tables = [d.value for d in at.dataframe if "result" in d.value.columns]
+        if tables:
+            return tables[0]
+        time.sleep(0.2)
+        at.run()
+        assert not at.exception
+    raise AssertionError("the background ingestion did not finish")
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def test_page_stays_responsive_while_another_ingestion_publishes(tmp_path, monkeypatch):
+    res = fake_resources(str(tmp_path))
+    doc = tmp_path / "pump.md"
+    doc.write_text("# Pump\n\nThe pump needs oil every spring.")
+    res.pipeline(lambda *_: None).run([doc])
+    pump = next(d for d in res.store.documents() if d.name == "pump.md")
+    at = app(tmp_path, monkeypatch, page="documents")
+    at.multiselect[0].select(pump.id).run()
+    holding, release = threading.Event(), threading.Event()
+
+    def other_ingestion() -> None:  # holds the index lock, as a long publish would
+        with res.store.writer():
+            holding.set()
+            release.wait(20)
+
+    other = threading.Thread(target=other_ingestion)
+    other.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        next(b for b in at.button if b.label == "Re-index").click().run()
+        assert time.monotonic() - started < 5  # the page did not wait for the lock
+        seen: list[str] = []
+        deadline = time.monotonic() + 15
+        while not any("Waiting for another ingestion to publish" in t for t in seen):
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.3)
+            at.run()
+            seen = progress_texts(at)
+        # Meanwhile the page still lists the documents and another user could ask.
+        assert at.subheader[0].value == "Indexed (3)"
+        assert not [d for d in at.dataframe if "result" in d.value.columns]
+    finally:
+        release.set()
+        other.join()
+    results = until_results(at)
+    assert list(results["result"]) == ["updated"]
+    assert not progress_texts(at)
+
+
+def test_progress_of_a_background_job_names_file_characters_and_passages():
+    job = IngestJob()
+    assert describe(job)[1].startswith("Waiting for the ingestion ahead")
+    job.future = Future()
+    job.future.set_running_or_notify_cancel()
+    job.progress("parse", 0, 2)
+    job.progress("read", 1_250_000, 0)
+    job.progress("embed", 4096, 5000)
+    value, text = describe(job)
+    assert text == "File 1 of 2 · 1,250,000 characters read · 4,096 passages embedded"
+    assert value == 0.0
+    job.progress("wait", 12, 600)
+    assert describe(job)[1] == "Waiting for another ingestion to publish… 12 s"
+    job.progress("parse", 1, 2)  # anything moving ends the wait
+    assert describe(job)[1].startswith("File 2 of 2")

@@ -1,0 +1,94 @@
+"""``ragchat index status`` and ``ragchat index repair``: look after the index folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rag.settings import Settings
+from rag.store import FaissStore, IndexStatus, RepairReport
+from rag.text import safe_label
+
+REPAIR_HELP = (
+    "Point the index at its newest intact generation when the published one is missing or "
+    "broken, and remove the folders that crashed ingestions left behind. Waits for a running "
+    "ingestion to finish first. Exit code 2 when there is nothing to recover."
+)
+
+
+def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
+    """Register ``index status`` and ``index repair`` on a subparsers object."""
+    from ingest.cli import add_index_option
+
+    index = sub.add_parser("index", help="check or repair the index folder")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("status", help="generation, documents, chunks, model and disk use")
+    add_index_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=lambda a: cmd_status(a, settings_of(a)))
+    p = index_sub.add_parser("repair", help="recover from a missing or broken generation",
+                             description=REPAIR_HELP)  # fmt: skip
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_repair(a, settings_of(a)))
+
+
+def _store(settings: Settings) -> FaissStore:
+    from rag.components import build_store
+
+    return build_store(settings)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the state of the index; a missing or broken index is an error (exit code 2)."""
+    print_status(_store(settings).status(), as_json=args.json)
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
+    """Repair the index and say what was done; nothing to recover is an error (exit 2)."""
+    print_repair(_store(settings).repair())
+    return 0
+
+
+def print_status(status: IndexStatus, *, as_json: bool) -> None:
+    """``index status`` output, as text or as one JSON object."""
+    if as_json:
+        print(json.dumps(status.to_json()))
+        return
+    print(f"index       {safe_label(status.index_dir)}")
+    print(f"generation  {status.generation} (published {status.published_at})")
+    print(f"documents   {status.documents}")
+    print(f"chunks      {status.chunks}")
+    print(f"model       {safe_label(status.embedding_model)} ({status.dimension} dimensions)")
+    print(f"disk        {_size(status.disk_bytes)} in {len(status.generations)} generation(s)")
+    if status.leftovers:
+        print(
+            f"leftovers   {', '.join(status.leftovers)} (from interrupted ingestions; "
+            "`ragchat index repair` removes them)"
+        )
+
+
+def print_repair(report: RepairReport) -> None:
+    """What ``index repair`` found and did, one line each."""
+    if report.problem is None:
+        print(f"the published generation {report.current} is intact")
+    else:
+        print(f"found: {safe_label(report.problem)}")
+        print(f"repaired: the index now uses {report.current}, the newest intact generation")
+    if report.removed:
+        print(f"removed leftovers of interrupted ingestions: {', '.join(report.removed)}")
+    elif report.problem is None:
+        print("nothing to repair")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    size = n / 1024
+    for unit in ("KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
