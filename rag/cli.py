@@ -168,6 +168,7 @@ _INTERRUPTED = {
     "to resume",
     "llm": "the local model server was stopped",
     "docs": "the index is as it was before the command or after it, never in between",
+    "index": "the index is as it was before the command or after it, never in between",
 }
 
 

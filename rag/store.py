@@ -725,18 +725,26 @@ class FaissStore(VectorStore):
     def _published_base(self) -> tuple[str | None, Manifest | None, Any]:
         """The published generation, fully checked, for a writer to start from.
 
+        With no ``CURRENT`` but an intact generation on disk (a run killed between writing
+        its last file and publishing, or ``CURRENT`` deleted by hand), that generation is
+        published first: it is complete, so this is the state after that run, and nothing
+        intact is ever thrown away.
+
         Raises:
-            IndexCorruptError: ``CURRENT`` names a missing or broken generation, or is missing
-                while an intact generation is present (nothing is deleted in either case).
+            IndexCorruptError: ``CURRENT`` names a missing or broken generation (nothing is
+                deleted then; the message says how to repair).
         """
         base = self.current_generation()
         if base is None:
             intact = self._newest_intact(self.generations())
-            if intact is not None:
-                raise IndexCorruptError(
-                    self.index_dir, f"{CURRENT} is missing but {intact} is intact; {REPAIR_HINT}"
-                )
-            return None, None, None
+            if intact is None:
+                return None, None, None
+            logger.warning("%s was missing; publishing the intact generation %s", CURRENT, intact)
+            try:
+                _publish(self.index_dir, intact)
+            except OSError as exc:
+                raise self._unwritable(exc, intact) from exc
+            base = intact
         try:
             manifest, index = self._verify(base)
         except FileNotFoundError as exc:

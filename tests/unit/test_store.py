@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,26 +104,36 @@ def test_leftover_of_a_crashed_writer_is_removed_and_ignored(index_dir, fake_emb
     assert "g000002" not in store.generations() or store.current_generation() == "g000002"
 
 
-def _hold_lock(index_dir: str, ready, release) -> None:  # runs in a child process
-    store = FaissStore(Path(index_dir), CountingEmbeddings(size=32), model_id="fake", dimension=32)
-    with store.writer():
-        ready.set()
-        release.wait(10)
+# Another process holding the writer lock until its stdin closes. A plain subprocess, not
+# multiprocessing's spawn, which re-runs whatever ``__main__`` a test before left behind.
+_HOLD_LOCK = """
+import sys
+from pathlib import Path
+from rag.store import FaissStore
+from tests.fakes import CountingEmbeddings
+
+store = FaissStore(Path(sys.argv[1]), CountingEmbeddings(size=32), model_id="fake", dimension=32)
+with store.writer():
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
 
 
 def test_second_writer_is_refused_while_one_writes(index_dir, fake_embeddings):
-    ctx = multiprocessing.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold_lock, args=(str(index_dir), ready, release))
-    child.start()
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(index_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
     try:
-        assert ready.wait(30)
+        assert child.stdout.readline() == "ready\n"
         store = make_store(index_dir, fake_embeddings)
         with pytest.raises(IndexLockedError, match="another ingestion"), store.writer():
             pass
     finally:
-        release.set()
-        child.join(30)
+        child.stdin.close()
+        child.wait(30)
     with make_store(index_dir, fake_embeddings).writer():
         pass  # released once the other writer has gone
 

@@ -82,15 +82,20 @@ def test_a_broken_published_generation_is_replaced_by_the_one_before(index_dir):
     assert doc_ids(index_dir) == ["d0", "d1"]
 
 
-def test_missing_current_with_an_intact_generation_is_not_wiped(index_dir):
+def test_missing_current_with_an_intact_generation_is_recovered_not_wiped(index_dir):
     three_generations(index_dir)
     (index_dir / CURRENT).unlink()
-    with pytest.raises(IndexCorruptError, match="CURRENT is missing but g000003 is intact"):
-        add_doc(make_store(index_dir), "new", ["new text"])
-    assert make_store(index_dir).generations() == ["g000002", "g000003"]
-    report = make_store(index_dir).repair()
-    assert report.before is None and report.current == "g000003"
-    assert doc_ids(index_dir) == ["d0", "d1", "d2"]
+    add_doc(make_store(index_dir), "new", ["new text"])  # publishes g000003 first, then adds
+    assert doc_ids(index_dir) == ["d0", "d1", "d2", "new"]
+
+
+def test_a_first_ingestion_killed_just_before_publishing_is_kept_by_the_next_run(index_dir):
+    store = make_store(index_dir)
+    add_doc(store, "d0", ["zero"])
+    (index_dir / CURRENT).unlink()  # as if killed after the last file, before the rename
+    assert make_store(index_dir).documents() == []  # readers: nothing published yet
+    add_doc(make_store(index_dir), "d1", ["one"])
+    assert doc_ids(index_dir) == ["d0", "d1"]
 
 
 def test_first_ingestion_leftovers_without_current_are_still_cleaned(index_dir):
