@@ -59,6 +59,10 @@ bench: install
 	$(PY) bench/first_token.py
 	$(PY) bench/halueval.py
 	$(PY) bench/postgres_eval.py
+	$(PY) bench/store_stress.py
+	$(PY) bench/hostile.py
+	$(PY) bench/large_files.py
+	RAG_LLM_TIMEOUT_S=5 $(PY) bench/endpoint_faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

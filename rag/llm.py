@@ -100,14 +100,20 @@ class Endpoint:
     base_url: str
     model: str
     api_key: SecretStr | None = None
+    # Requests this process sends it at once (None: no limit). The bundled llama.cpp server
+    # has one slot and cancels the running answer when another request arrives, so its
+    # questions queue here instead; the wait counts against the question's deadline.
+    max_concurrent: int | None = None
 
 
 def endpoints(settings: Settings, local_url: str | None = None) -> list[Endpoint]:
     """The configured endpoint (or the local server's) and the optional fallback."""
-    base = settings.llm_base_url or local_url
-    if not base:
+    if settings.llm_base_url:
+        found = [Endpoint(settings.llm_base_url, settings.llm_model, settings.llm_api_key)]
+    elif local_url:
+        found = [Endpoint(local_url, settings.llm_model, settings.llm_api_key, max_concurrent=1)]
+    else:
         raise ValueError("no endpoint: set RAG_LLM_BASE_URL or start the local model")
-    found = [Endpoint(base, settings.llm_model, settings.llm_api_key)]
     if settings.llm_fallback_base_url:
         found.append(
             Endpoint(
@@ -117,6 +123,21 @@ def endpoints(settings: Settings, local_url: str | None = None) -> list[Endpoint
             )
         )
     return found
+
+
+_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slots(endpoint: Endpoint) -> threading.BoundedSemaphore | None:
+    """The process-wide semaphore limiting requests to an endpoint, if it has a limit."""
+    if endpoint.max_concurrent is None:
+        return None
+    key = (endpoint.base_url, endpoint.max_concurrent)
+    with _SLOTS_LOCK:
+        if key not in _SLOTS:
+            _SLOTS[key] = threading.BoundedSemaphore(endpoint.max_concurrent)
+        return _SLOTS[key]
 
 
 def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -557,6 +578,31 @@ class ResilientChatModel(BaseChatModel):
         progress: _Progress,
     ) -> Iterator[str]:
         """One request: yields the text as it arrives; raises ``_Failed``."""
+        slots = _slots(endpoint)
+        if slots is None:
+            yield from self._request(endpoint, payload, share_end, deadline, progress)
+            return
+        waiting = time.monotonic()
+        if not slots.acquire(timeout=max(0.0, min(share_end, deadline) - waiting)):
+            raise _Failed(
+                EndpointFault.TIMEOUT,
+                f"waited {time.monotonic() - waiting:.1f} s for the endpoint, which was busy "
+                "answering other questions",
+            )
+        try:
+            yield from self._request(endpoint, payload, share_end, deadline, progress)
+        finally:
+            slots.release()
+
+    def _request(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        share_end: float,
+        deadline: float,
+        progress: _Progress,
+    ) -> Iterator[str]:
+        """Send one request and yield the text as it arrives; raises ``_Failed``."""
         logger.debug("model endpoint %s: request sent", endpoint.base_url)
         started = time.monotonic()
         first_by = min(share_end, deadline)

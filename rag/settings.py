@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigError
@@ -234,6 +234,14 @@ class Settings(BaseSettings):
     local_llm_threads: int | None = Field(
         default=None, ge=1, description="CPU threads of the bundled local model (default: all)."
     )
+
+    @field_validator("llm_api_key", "llm_fallback_api_key")
+    @classmethod
+    def _header_safe(cls, key: SecretStr | None) -> SecretStr | None:
+        # Keys travel in an HTTP header: anything but printable ASCII cannot be sent.
+        if key is not None and not all(33 <= ord(c) < 127 for c in key.get_secret_value()):
+            raise ValueError("an API key may hold only printable ASCII, without spaces")
+        return key
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -710,6 +710,18 @@ class FaissStore(VectorStore):
             IndexCorruptError: a file is unreadable, or the files disagree.
             IndexMismatchError: it was built with another embedding model.
         """
+        manifest, index, db = self._open_checked(generation)
+        db.close()
+        return manifest, index
+
+    def _open_checked(self, generation: str) -> tuple[Manifest, Any, sqlite3.Connection]:
+        """A generation's manifest, FAISS index and a read-only connection, checked to agree.
+
+        Raises:
+            FileNotFoundError: a file of the generation is missing.
+            IndexCorruptError: a file is unreadable, or the files disagree.
+            IndexMismatchError: it was built with another embedding model.
+        """
         gen_dir = self.index_dir / generation
         manifest, index = self._read_generation(gen_dir)
         try:
@@ -718,9 +730,10 @@ class FaissStore(VectorStore):
             raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META)) from exc
         try:
             self.check_consistent(db, index)
-        finally:
+        except BaseException:
             db.close()
-        return manifest, index
+            raise
+        return manifest, index, db
 
     def _published_base(self) -> tuple[str | None, Manifest | None, Any]:
         """The published generation, fully checked, for a writer to start from.
@@ -775,22 +788,12 @@ class FaissStore(VectorStore):
 
     def _open(self, generation: str) -> _Generation:
         """Open a generation for reading (one pooled connection to start with)."""
-        gen_dir = self.index_dir / generation
         try:
-            manifest, index = self._read_generation(gen_dir)
+            manifest, index, db = self._open_checked(generation)
         except IndexCorruptError as exc:
-            raise self._repairable(exc) from exc
-        try:
-            db = _connect_readonly(gen_dir / META)
-        except sqlite3.OperationalError as exc:
-            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META)) from exc
-        try:
-            self.check_consistent(db, index)
-        except IndexCorruptError as exc:
-            db.close()
             raise self._repairable(exc) from exc
         logger.debug("opened index generation %s", generation)
-        return _Generation(generation, manifest, index, gen_dir / META, db)
+        return _Generation(generation, manifest, index, self.index_dir / generation / META, db)
 
     def check_manifest(self, manifest: Manifest) -> None:
         """Refuse an index built with another embedding model or format."""

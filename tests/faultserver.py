@@ -72,7 +72,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         request = json.loads(self.rfile.read(length) or b"{}")
-        fault = self.server.owner.take(request)
+        owner = self.server.owner
+        fault = owner.take(request)
+        with owner._lock:
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._answer(fault)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
+
+    def _answer(self, fault: Fault) -> None:
         stop = self.server.owner.stopping
         if fault.kind == "hang":
             stop.wait()
@@ -197,6 +208,8 @@ class FaultServer:
         self.faults = list(faults)
         self.default = default
         self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at once
         self.bodies: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()

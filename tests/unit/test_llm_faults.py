@@ -8,6 +8,7 @@ line naming the endpoint and the fault, always within RAG_LLM_TIMEOUT_S + 1 s.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,8 +101,9 @@ def assert_one_line_error(out: Outcome, fault: EndpointFault) -> ProviderError:
     return out.error
 
 
-def in_120_s() -> str:
-    return format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+def a_day_ahead() -> str:
+    # Far enough ahead that the date is still in the future when a slow suite reaches the test.
+    return format_datetime(datetime.now(UTC) + timedelta(days=1), usegmt=True)
 
 
 # fault at the primary on every request, the category it is reported as, and the requests
@@ -111,7 +113,7 @@ FAULTS = [
     pytest.param(Fault("slow_headers"), EndpointFault.TIMEOUT, 1, id="slow-headers"),
     pytest.param(status(500), EndpointFault.SERVER_ERROR, 2, id="http-500"),
     pytest.param(status(429, "20"), EndpointFault.RATE_LIMITED, 1, id="429-retry-after-20"),
-    pytest.param(status(429, in_120_s()), EndpointFault.RATE_LIMITED, 1, id="429-retry-date"),
+    pytest.param(status(429, a_day_ahead()), EndpointFault.RATE_LIMITED, 1, id="429-retry-date"),
     pytest.param(status(401), EndpointFault.CLIENT_ERROR, 1, id="http-401"),
     pytest.param(status(404), EndpointFault.CLIENT_ERROR, 1, id="http-404"),
     pytest.param(Fault("drop", after=0), EndpointFault.STREAM_DROPPED, 2, id="drop-before-1st"),
@@ -144,7 +146,7 @@ def test_fault_with_fallback_is_answered_by_the_fallback(fault, category, reques
     assert (out.primary, out.fallback) == (requests, 1)
     assert out.elapsed <= TIMEOUT_S + 1, out.elapsed
     if category is EndpointFault.TIMEOUT:  # the primary had half of the time, not all
-        assert TIMEOUT_S / 2 - 0.1 <= out.elapsed <= TIMEOUT_S / 2 + 0.5, out.elapsed
+        assert TIMEOUT_S / 2 - 0.1 <= out.elapsed <= TIMEOUT_S / 2 + 1.0, out.elapsed
 
 
 def test_refused_endpoint_is_retried_then_reported():
@@ -158,7 +160,7 @@ def test_refused_endpoint_falls_back():
     out = ask(refused=True, fallback=ok(model="served-fallback"))
     assert out.answer is not None and out.answer.text == FULL
     assert out.answer.model == "served-fallback"  # as the fallback reports it
-    assert out.elapsed < 1.5
+    assert out.elapsed < 2.5  # two quick refusals and one backoff, not the time limit
 
 
 def test_both_endpoints_failing_are_named_in_one_line():
@@ -283,3 +285,44 @@ def test_retry_after_http_date():
     now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
     header = {"retry-after": format_datetime(now + timedelta(seconds=120), usegmt=True)}
     assert retry_after_s(header, now) == 120.0
+
+
+@pytest.mark.parametrize(("bundled", "most_at_once"), [(True, 1), (False, 2)])
+def test_two_questions_at_once_both_complete_and_the_bundled_model_gets_one_at_a_time(
+    bundled: bool, most_at_once: int
+) -> None:
+    # The bundled llama.cpp server has one slot and cancels the running answer when a second
+    # request arrives, so ragchat queues its questions; other endpoints get them at once.
+    slow = Fault("slow_stream", interval=0.05, tokens=12)
+    with FaultServer(default=slow) as server:
+        settings = Settings(llm_model="smollm2", llm_timeout_s=20, llm_max_retries=0)
+        if bundled:
+            found = endpoints(settings, local_url=server.base_url)
+        else:
+            found = endpoints(settings.model_copy(update={"llm_base_url": server.base_url}))
+        engine = build_engine_over(settings, retriever(), found, None)
+        answers: list[Answer | None] = [None, None]
+
+        def one(n: int) -> None:
+            stream = engine.ask(QUESTION)
+            for _ in stream:
+                pass
+            answers[n] = stream.result
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert all(a is not None and a.text and a.cut is None for a in answers), answers
+    assert server.requests == 2
+    assert server.max_in_flight == most_at_once
+
+
+def test_an_api_key_that_cannot_be_sent_is_a_setting_error_not_a_traceback(monkeypatch):
+    from rag.errors import ConfigError
+    from rag.settings import load_settings
+
+    monkeypatch.setenv("RAG_LLM_API_KEY", "sk-clé")
+    with pytest.raises(ConfigError, match=r"RAG_LLM_API_KEY.*printable ASCII"):
+        load_settings()

@@ -110,3 +110,25 @@ def test_file_names_that_are_not_utf8_reach_the_worker(tmp_path: Path, sandbox: 
 def test_limits_come_from_settings():
     limits = ParseLimits.from_settings(Settings(parse_timeout_s=5, docx_max_ratio=50))
     assert (limits.timeout_s, limits.docx_max_ratio, limits.max_mb) == (5, 50, 1024)
+
+
+def _kill_idle_worker(box: ParserSandbox) -> None:
+    """SIGKILL the worker between files (an OOM killer or an operator would)."""
+    box.ready_worker()
+    pid = box.worker_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0) if False else None  # reaped by the sandbox, not here
+
+
+def test_a_worker_killed_while_idle_is_replaced_for_the_next_file(
+    tmp_path: Path, sandbox: ParserSandbox
+):
+    first = make_markdown(tmp_path / "first.md", [("One", "First file.")])
+    second = make_markdown(tmp_path / "second.md", [("Two", "Second file.")])
+    assert "First file." in _read(sandbox, first)[0][0]
+    _kill_idle_worker(sandbox)
+    assert "Second file." in _read(sandbox, second)[0][0]
+    _kill_idle_worker(sandbox)
+    assert "First file." in _read(sandbox, first)[0][0]
+    assert sandbox.restarts == 2

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rag.errors import IndexLockedError
 from rag.retrieval import HybridRetriever, Mode
-from rag.store import FaissStore, NewChunk
-from tests.fakes import CountingEmbeddings
-
-
-def make_store(index_dir: Path, timeout: float = 5.0) -> FaissStore:
-    return FaissStore(
-        index_dir, CountingEmbeddings(size=32), model_id="fake", dimension=32,
-        lock_timeout_s=timeout,
-    )  # fmt: skip
-
-
-def add_doc(store: FaissStore, doc_id: str, texts: list[str]) -> None:
-    vectors = np.asarray(store.embeddings.embed_documents(texts), dtype="float32")
-    with store.writer() as w:
-        w.add_document(
-            doc_id, kind="text", pages=None, source=f"/{doc_id}.txt",
-            chunks=[NewChunk(t) for t in texts], vectors=vectors,
-        )  # fmt: skip
+from rag.store import NewChunk
+from tests.stores import add_doc, make_store
 
 
 def test_a_view_reads_one_generation_while_others_are_published(index_dir):
@@ -80,6 +63,7 @@ def test_threads_sharing_one_store_never_fail_while_it_is_republished(index_dir)
     retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=5, max_chunks_per_page=0)
     errors: list[BaseException] = []
     queries = [0]
+    counting = threading.Lock()
     stop = threading.Event()
 
     def ask() -> None:
@@ -87,7 +71,8 @@ def test_threads_sharing_one_store_never_fail_while_it_is_republished(index_dir)
             try:
                 docs = retriever.invoke("pumps chunk")
                 assert docs and all("pumps" in d.page_content for d in docs)
-                queries[0] += 1
+                with counting:
+                    queries[0] += 1
             except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
                 errors.append(exc)
                 return
@@ -152,13 +137,13 @@ def test_a_writer_gives_up_after_the_lock_timeout(index_dir):
     add_doc(store, "base", ["base"])
     waits: list[float] = []
     with store.writer():
-        impatient = make_store(index_dir, timeout=1.5)
+        impatient = make_store(index_dir, timeout=2.5)
         started = time.monotonic()
         with (
             pytest.raises(IndexLockedError, match="another ingestion"),
             impatient.writer(on_wait=waits.append),
         ):
             pass
-        assert 1.5 <= time.monotonic() - started < 5
-    assert len(waits) == 1
+        assert 2.5 <= time.monotonic() - started < 8
+    assert 1 <= len(waits) <= 3  # about once a second while waiting
     assert [d.id for d in store.documents()] == ["base"]

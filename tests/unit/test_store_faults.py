@@ -16,28 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import rag.store
 from rag.errors import IndexUnwritableError
-from rag.store import CURRENT, FaissStore, NewChunk
-from tests.fakes import CountingEmbeddings
+from rag.store import CURRENT
+from tests.stores import add_doc, make_store
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def make_store(index_dir: Path) -> FaissStore:
-    return FaissStore(index_dir, CountingEmbeddings(size=32), model_id="fake", dimension=32)
-
-
-def add_doc(store: FaissStore, doc_id: str, texts: list[str]) -> None:
-    vectors = np.asarray(store.embeddings.embed_documents(texts), dtype="float32")
-    with store.writer() as w:
-        w.add_document(
-            doc_id, kind="text", pages=None, source=f"/{doc_id}.txt",
-            chunks=[NewChunk(t) for t in texts], vectors=vectors,
-        )  # fmt: skip
 
 
 def state(index_dir: Path) -> tuple[str | None, list[tuple[str, int]], list[str]]:

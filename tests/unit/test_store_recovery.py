@@ -9,32 +9,15 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from rag import index_cli
 from rag.errors import IndexCorruptError, IndexNotFoundError, IndexUnwritableError, RagError
 from rag.settings import Settings
-from rag.store import CURRENT, FaissStore, NewChunk
-from tests.fakes import CountingEmbeddings
+from rag.store import CURRENT, FaissStore
+from tests.stores import add_doc, make_store
 
 REPAIR = "run `ragchat index repair`"
-
-
-def make_store(index_dir: Path, model: str = "fake", dimension: int = 32) -> FaissStore:
-    return FaissStore(
-        index_dir, CountingEmbeddings(size=dimension), model_id=model, dimension=dimension,
-        lock_timeout_s=1,
-    )  # fmt: skip
-
-
-def add_doc(store: FaissStore, doc_id: str, texts: list[str]) -> None:
-    vectors = np.asarray(store.embeddings.embed_documents(texts), dtype="float32")
-    with store.writer() as w:
-        w.add_document(
-            doc_id, kind="text", pages=None, source=f"/{doc_id}.txt",
-            chunks=[NewChunk(t) for t in texts], vectors=vectors,
-        )  # fmt: skip
 
 
 def three_generations(index_dir: Path) -> FaissStore:
