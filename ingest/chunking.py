@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ingest.loaders import Block
+from ingest.loaders import Block, cut_at, replace_unsafe
 from rag.errors import ConfigError
 
 
@@ -115,28 +115,11 @@ class Chunk:
 
 
 _SENTENCE_END = re.compile(r"[.!?:;][\"')\]]*$")
-# NULs and lone surrogates cannot be tokenized (a TypeError in the fast tokenizer) or
-# stored; each becomes one U+FFFD, so offsets stay the same.
-_UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 # Most characters a chunk may hold per word-piece of its size.
 CHARS_PER_PIECE = 16
 # Longest stretch of a block tokenized at once; chunks do not cross these windows.
 TOKENIZE_WINDOW = 32 * 1024
-
-
-def _window_end(text: str, limit: int) -> int:
-    """Where a tokenizing window of at most ``limit`` characters ends.
-
-    At a blank line, else a line end, else a space, else exactly at the limit.
-    """
-    if len(text) <= limit:
-        return len(text)
-    for sep in ("\n\n", "\n", " "):
-        at = text.rfind(sep, limit // 2, limit)
-        if at > 0:
-            return at + len(sep)
-    return limit
 
 
 class TokenChunker:
@@ -171,10 +154,11 @@ class TokenChunker:
             yield from self._split_block(block)
 
     def _split_block(self, block: Block) -> Iterator[Chunk]:
-        text = _UNSAFE.sub("\ufffd", block.text)
+        # Loaders already did this; blocks from other callers may still hold such characters.
+        text = replace_unsafe(block.text)
         start = 0
         while start < len(text):
-            end = start + _window_end(text[start : start + TOKENIZE_WINDOW + 1], TOKENIZE_WINDOW)
+            end = start + cut_at(text[start : start + TOKENIZE_WINDOW + 1], TOKENIZE_WINDOW)
             yield from self._split_window(block, text[start:end], block.offset + start)
             start = end
 

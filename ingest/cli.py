@@ -151,6 +151,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             checkpoint_chunks=settings.checkpoint_chunks,
             opener=sandbox.open,
             progress=bars,
+            release_generation=True,  # nothing else reads through this store
         )
         try:
             report = pipeline.run(args.paths, prune=args.prune)

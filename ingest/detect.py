@@ -95,6 +95,21 @@ def looks_binary(head: bytes) -> bool:
     return _sniff_text(head) is None
 
 
+def opaque_binary(path: Path) -> bool:
+    """Whether a file starts with binary data that is neither a PDF nor a ZIP container.
+
+    Only a parser can tell what is wrong with such a file; PDF and ZIP content is binary by
+    nature. Reads the first sniff window only.
+
+    Raises:
+        IngestError: the file cannot be read, or is not a regular file.
+    """
+    head = _read_head(path)
+    if _sniff_text(head) is not None:
+        return False
+    return not (b"%PDF-" in head[:_PDF_JUNK] or head.startswith(b"PK\x03\x04"))
+
+
 def _is_utf8(head: bytes) -> bool:
     """Whether ``head`` is valid UTF-8 (a character cut at the window's end allowed)."""
     decoder = codecs.getincrementaldecoder("utf-8")()

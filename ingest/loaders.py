@@ -86,9 +86,21 @@ Opener = Callable[[Path], LoadedStream]
 
 _WS = re.compile(r"[ \t\f\v\u00a0]+")
 _BLANKS = re.compile(r"\n\s*\n+")
-# NULs and lone surrogates (from PDF text or broken encodings) cannot be tokenized or
-# stored; each becomes one U+FFFD, so offsets stay the same.
+# NULs and lone surrogates (from PDF text or broken encodings) cannot be tokenized (a
+# TypeError in a fast tokenizer) or stored.
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def replace_unsafe(text: str) -> str:
+    """``text`` with each NUL and lone surrogate replaced by one U+FFFD (offsets unchanged)."""
+    return _UNSAFE.sub("\ufffd", text)
+
+
+def no_text_reason(kind: Kind) -> str:
+    """Why a file of ``kind`` that yielded no text at all is refused, for the user."""
+    if kind is Kind.PDF:
+        return "no extractable text (a scanned PDF? OCR is not supported)"
+    return "no text found"
 
 
 def _clean(text: str) -> str:
@@ -142,7 +154,7 @@ def _guarded(
     total = 0
     try:
         for block in blocks:
-            text = _UNSAFE.sub("\ufffd", block.text)
+            text = replace_unsafe(block.text)
             if not text.strip():
                 continue
             total += len(text)
@@ -152,7 +164,7 @@ def _guarded(
                     "RAG_PARSE_MAX_CHARS",
                     f"more than {limits.max_chars:,} characters of text",
                 )
-            heading = _UNSAFE.sub("\ufffd", block.heading) if block.heading else block.heading
+            heading = replace_unsafe(block.heading) if block.heading else block.heading
             for start, piece in _pieces(text, MAX_BLOCK_CHARS):
                 yield Block(piece, block.page, heading, block.offset + start)
     finally:
@@ -160,15 +172,10 @@ def _guarded(
         if close is not None:
             close()
     if not total:
-        reason = (
-            "no extractable text (a scanned PDF? OCR is not supported)"
-            if kind is Kind.PDF
-            else "no text found"
-        )
-        raise IngestError(path, reason)
+        raise IngestError(path, no_text_reason(kind))
 
 
-def _cut_at(text: str, limit: int) -> int:
+def cut_at(text: str, limit: int) -> int:
     """Where to end a piece of at most ``limit`` characters.
 
     At a blank line, else a line end, else a space, else exactly at ``limit``.
@@ -190,7 +197,7 @@ def _pieces(text: str, limit: int) -> Iterator[tuple[int, str]]:
         return
     start = 0
     while start < len(text):
-        end = start + _cut_at(text[start : start + limit + 1], limit)
+        end = start + cut_at(text[start : start + limit + 1], limit)
         yield start, text[start:end]
         start = end
 
@@ -275,7 +282,7 @@ def _read_pieces(path: Path, limit: int = MAX_BLOCK_CHARS) -> Iterator[tuple[int
             offset = 0
             while True:
                 while len(buf) > limit:
-                    cut = _cut_at(buf, limit)
+                    cut = cut_at(buf, limit)
                     yield offset, buf[:cut]
                     offset += cut
                     buf = buf[cut:]

@@ -8,8 +8,11 @@ with nothing to write never takes the lock.
 
 A document larger than a checkpoint is published in parts and marked partial until its last
 chunk is stored; the next run over the same file re-reads it (chunking is deterministic),
-skips the chunks already stored without embedding them, and completes it. A changed file's
-old version stays searchable until the new version is complete.
+skips the chunks already stored without embedding them, and completes it (or reads it again
+from the start when the stored part was cut differently). A changed file's old version stays
+searchable until the new version is complete. A forced re-read of a stored complete document
+keeps all its new chunks until its end and replaces the old copy in one transaction, so
+searches see the old copy, whole, until then, and a failure leaves it as it was.
 
 A file that fails (unreadable, unsupported, a parser limit, an error part way through) is
 reported with its reason and the run goes on. Its chunks embedded since the last checkpoint
@@ -23,7 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,9 +35,9 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from ingest.chunking import Chunk, TokenChunker
-from ingest.detect import Kind, looks_binary
+from ingest.detect import Kind, opaque_binary
 from ingest.files import FoundFile, iter_files, os_reason
-from ingest.loaders import LoadedStream, Opener, open_stream
+from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
 from rag.store import DocumentInfo, FaissStore, IndexWriter, NewChunk
 from rag.text import safe_label
@@ -42,7 +45,6 @@ from rag.text import safe_label
 logger = logging.getLogger(__name__)
 
 _READ_BYTES = 1 << 20
-_SNIFF_BYTES = 8192
 
 
 class Progress(Protocol):
@@ -130,6 +132,9 @@ class IngestPipeline:
 
     ``opener`` reads a file as a stream of blocks: ``ParserSandbox(...).open`` in the
     applications (a worker process with limits), the in-process ``open_stream`` by default.
+    ``release_generation`` closes the store's open generation after each look at the index,
+    so its FAISS index is not held in memory for the whole run; for the CLI, where no one
+    else reads through this store object (a shared store would only reopen it).
     """
 
     def __init__(
@@ -143,6 +148,7 @@ class IngestPipeline:
         opener: Opener = open_stream,
         progress: Progress = _no_progress,
         progress_interval_s: float = 0.25,
+        release_generation: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -159,6 +165,7 @@ class IngestPipeline:
         self.opener = opener
         self.progress = progress
         self.progress_interval_s = progress_interval_s
+        self.release_generation = release_generation
 
     def run(
         self,
@@ -198,6 +205,7 @@ class _Doc:
     kind: str = Kind.TEXT.value
     pages: int | None = None
     force: bool = False  # replace the stored copy (re-embed it from scratch)
+    replace: bool = False  # the stored copy is complete: publish the new one only whole
     failed: bool = False  # its unpublished chunks are dropped
     dropped: bool = False  # another ingestion stored it meanwhile: ours are not needed
 
@@ -280,7 +288,13 @@ class _Run:
         self.published = 0
         self.completed: set[str] = set()  # documents read whole in this run
         self.index = _Index(self.store.documents())  # one pinned read
+        self._released()
         self._last_read_progress = 0.0
+
+    def _released(self) -> None:
+        """Let the store close the generation it opened for our read (see the pipeline)."""
+        if self.p.release_generation:
+            self.store.close()
 
     # -- the run ------------------------------------------------------------------------
 
@@ -314,10 +328,12 @@ class _Run:
             doc_id = file_content_id(item.path)
         except OSError as exc:
             return FileOutcome(key, "failed", os_reason(exc))
+        except IngestError as exc:
+            return FileOutcome(key, "failed", exc.reason)
         title = self.titles.get(key)
         current = self.index.by_source.get(key)
         info = self.index.docs.get(doc_id)
-        same = current is None or (current == doc_id and not force)
+        same = current is None or (current == doc_id and not self.force)
         outcome = FileOutcome(key, "added" if same else "updated")
         if self.index.stale_partials(key, keep=doc_id):
             self._queue(_DropStale(key, doc_id))
@@ -333,9 +349,15 @@ class _Run:
             self._queue(_Name(key, doc_id, title, outcome))
             return outcome
         resume = info.chunks if info is not None and not info.complete and not force else 0
-        doc = _Doc(doc_id, key, title, outcome, force=force and info is not None)
-        read = self._read(item.path, doc, resume)
-        if read is not None and read < resume:
+        doc = _Doc(
+            doc_id,
+            key,
+            title,
+            outcome,
+            force=force and info is not None,
+            replace=force and info is not None and info.complete,
+        )
+        if not self._read(item.path, doc, resume):
             # The stored part was cut differently (the chunk settings changed): start over.
             logger.warning("%s: stored part does not match; reading it again", safe_label(key))
             return self._file(item, force=True)
@@ -347,10 +369,11 @@ class _Run:
         A huge file of binary data (a 4 GiB sparse file named .txt) is then refused after
         reading its first bytes. PDF and ZIP content is binary by nature and is hashed first
         as usual, so unchanged documents are never parsed.
+
+        Raises:
+            IngestError: the file cannot be read (or is no regular file).
         """
-        with path.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
-        if not looks_binary(head) or b"%PDF-" in head[:1024] or head.startswith(b"PK\x03\x04"):
+        if not opaque_binary(path):
             return None
         try:
             stream = self.p.opener(path)
@@ -359,74 +382,89 @@ class _Run:
         stream.close()
         return None
 
-    def _read(self, path: Path, doc: _Doc, resume: int) -> int | None:
-        """Stream the file into the queue; the number of chunks it has, None if it failed."""
-        outcome = doc.outcome
+    def _read(self, path: Path, doc: _Doc, resume: int) -> bool:
+        """Stream the file into the queue (its outcome says how that went).
+
+        Returns:
+            False when the chunks cut now do not match the part of it stored before (the
+            chunk settings changed): nothing of it is queued then. True otherwise.
+        """
         try:
             stream = self.p.opener(path)
         except IngestError as exc:
             self._fail(doc, exc.reason)
-            return None
+            return True
         except Exception as exc:
             # Parser boundary: a bug in one file's parser is that file's outcome (logged with
             # its traceback, reported with its type), not the end of the run.
             logger.exception("unexpected error opening %s", safe_label(doc.key))
-            self._fail(doc, f"unexpected parser error: {type(exc).__name__}: {exc}")
-            return None
+            self._fail(doc, _unexpected(exc))
+            return True
         doc.kind = stream.kind.value
         doc.pages = stream.pages
-        seq = 0
-        chunks = self._chunks(stream)
+        last_stored = self._stored_text(doc.doc_id, resume - 1) if resume else None
+        blocks = iter(stream.blocks)
+        seq = chars = 0
         try:
             while not doc.dropped:
+                # Only the parser is behind this boundary; our chunker, progress and store
+                # calls below raise their errors (a bug there is not a file's failure).
                 try:
-                    chunk = next(chunks, None)
+                    block = next(blocks, None)
                 except IngestError as exc:
-                    self._fail(doc, exc.reason, seq)
-                    return None
+                    self._fail(doc, exc.reason)
+                    return True
                 except Exception as exc:  # the parser boundary, as above
                     logger.exception("unexpected error reading %s", safe_label(doc.key))
-                    self._fail(doc, f"unexpected parser error: {type(exc).__name__}: {exc}", seq)
-                    return None
-                if chunk is None:
+                    self._fail(doc, _unexpected(exc))
+                    return True
+                if block is None:
                     break
-                if seq >= resume:
-                    self._add_chunk(doc, seq, chunk)
-                seq += 1
+                chars += len(block.text)
+                self._read_progress(chars)
+                for chunk in self.p.chunker.split([block]):
+                    if seq == resume - 1 and chunk.text != last_stored:
+                        return False
+                    if seq >= resume:
+                        self._add_chunk(doc, seq, chunk)
+                    seq += 1
+                    if doc.dropped:
+                        break
         finally:
-            chunks.close()
             stream.close()
-        if doc.dropped:
-            return seq
-        if seq == 0:
-            reason = (
-                "no extractable text (a scanned PDF? OCR is not supported)"
-                if stream.kind is Kind.PDF
-                else "no text found"
-            )
-            self._fail(doc, reason)
-            return 0
-        if seq >= resume:
-            outcome.resumed = resume
-            self.completed.add(doc.doc_id)
-            self._queue(_Done(doc))
-        return seq
-
-    def _chunks(self, stream: LoadedStream) -> Generator[Chunk, None, None]:
-        chars = 0
-        for block in stream.blocks:
-            chars += len(block.text)
-            now = time.monotonic()
-            if now - self._last_read_progress >= self.p.progress_interval_s:
-                self._last_read_progress = now
-                self.p.progress("read", chars, 0)
-            yield from self.p.chunker.split([block])
         self.p.progress("read", chars, chars)
+        if doc.dropped:
+            return True
+        if seq == 0:
+            self._fail(doc, no_text_reason(stream.kind))
+            return True
+        if seq < resume:
+            return False
+        doc.outcome.resumed = resume
+        self.completed.add(doc.doc_id)
+        self._queue(_Done(doc))
+        return True
 
-    def _fail(self, doc: _Doc, reason: str, read: int = 0) -> None:
+    def _read_progress(self, chars: int) -> None:
+        now = time.monotonic()
+        if now - self._last_read_progress >= self.p.progress_interval_s:
+            self._last_read_progress = now
+            self.p.progress("read", chars, 0)
+
+    def _stored_text(self, doc_id: str, seq: int) -> str | None:
+        """The text of a stored chunk, read now (None when it is not stored)."""
+        with self.store.reader() as view:
+            text = view.chunk_text(doc_id, seq)
+        self._released()
+        return text
+
+    def _fail(self, doc: _Doc, reason: str) -> None:
+        """Mark a document failed and drop its unpublished chunks.
+
+        ``outcome.chunks`` keeps counting what earlier checkpoints published of it.
+        """
         doc.failed = True
         doc.outcome.status = "failed"
-        doc.outcome.chunks = 0
         doc.outcome.reason = reason
         stored = self._stored_part(doc)
         if stored:
@@ -436,7 +474,9 @@ class _Run:
         self.queue = [i for i in self.queue if not (isinstance(i, _ChunkItem) and i.doc is doc)]
         self.unembedded = [i for i in self.unembedded if i.doc is not doc]
         self.embedded_unwritten = sum(
-            1 for i in self.queue if isinstance(i, _ChunkItem) and i.vector is not None
+            1
+            for i in self.queue
+            if isinstance(i, _ChunkItem) and i.vector is not None and not i.doc.replace
         )
 
     def _stored_part(self, doc: _Doc) -> int:
@@ -489,11 +529,23 @@ class _Run:
         self.p.progress("wait", int(seconds), int(self.store.lock_timeout_s))
 
     def _checkpoint(self) -> None:
-        """Embed what is queued and publish it in one short write transaction."""
+        """Embed what is queued and publish it in one short write transaction.
+
+        The chunks of a document that replaces a complete stored copy stay queued until
+        its end, so the old copy stays whole (and searched) until the new one is.
+        """
         self._embed()
         items, self.queue = self.queue, []
         self.embedded_unwritten = 0
-        live = [i for i in items if not (isinstance(i, _ChunkItem | _Done) and _gone(i.doc))]
+        ended = {i.doc for i in items if isinstance(i, _Done)}
+        live: list[_Item] = []
+        for item in items:
+            if isinstance(item, _ChunkItem | _Done) and _gone(item.doc):
+                continue
+            if isinstance(item, _ChunkItem) and item.doc.replace and item.doc not in ended:
+                self.queue.append(item)
+            else:
+                live.append(item)
         if not live:
             return
         with self.store.writer(on_wait=self._on_wait) as writer:
@@ -617,6 +669,10 @@ class _Run:
 
 def _gone(doc: _Doc) -> bool:
     return doc.failed or doc.dropped
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"unexpected parser error: {type(exc).__name__}: {exc}"
 
 
 def _segments(items: list[_Item]) -> Iterator[tuple[str, list[_Item]]]:

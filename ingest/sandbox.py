@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ingest.detect import Kind
 from ingest.loaders import Block, LoadedStream
-from rag.errors import IngestError, ParseLimitError, UnsupportedFileError
+from rag.errors import IngestError, ParseLimitError, RagError, UnsupportedFileError
 
 if TYPE_CHECKING:
     from rag.settings import Settings
@@ -42,6 +42,7 @@ _MAX_FRAME = 8 * 1024 * 1024
 _RECYCLE_ABOVE_MB = 256
 # Exit status of a worker that ran out of memory (after reporting it).
 EXIT_OUT_OF_MEMORY = 3
+_NOT_READY = "the parser worker did not get ready within {:g} s"
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class _Timeout(Exception):
 
 
 class _WorkerGone(Exception):
-    """The worker's output ended (it exited or crashed)."""
+    """The worker cannot be reached: it exited, crashed or never started."""
 
 
 class _Worker:
@@ -90,13 +91,16 @@ class _Worker:
 
     def __init__(self, limits: ParseLimits) -> None:
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.worker", json.dumps(asdict(limits))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            close_fds=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ingest.worker", json.dumps(asdict(limits))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as exc:  # no memory, no process slots, no file descriptors left
+            raise _WorkerGone(f"cannot start a process: {exc}") from exc
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin
         self._fd = self.proc.stdout.fileno()
@@ -179,6 +183,7 @@ class _Worker:
         return f"parser exited unexpectedly (status {code})"
 
     def kill(self) -> None:
+        """Stop the worker and close the pipes; never raises (the worker may be long gone)."""
         if self.proc.poll() is None:
             self.proc.kill()
         try:
@@ -186,8 +191,14 @@ class _Worker:
         except subprocess.TimeoutExpired:
             logger.warning("parser worker %s did not exit after SIGKILL", self.proc.pid)
         for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
+            if pipe is None:
+                continue
+            try:
+                # A path still buffered for a dead worker makes this flush raise
+                # BrokenPipeError; the pipe is closed all the same.
                 pipe.close()
+            except OSError as exc:
+                logger.debug("closing a pipe of parser worker %s: %s", self.proc.pid, exc)
 
 
 class ParserSandbox:
@@ -199,9 +210,10 @@ class ParserSandbox:
 
     def __init__(self, limits: ParseLimits) -> None:
         self.limits = limits
-        self._worker: _Worker | None = _Worker(limits)  # starts now, imports meanwhile
+        self._worker: _Worker | None = None
         self._busy = False
         self.restarts = 0
+        self._start()  # starts now, imports meanwhile
 
     def __enter__(self) -> ParserSandbox:
         return self
@@ -215,70 +227,138 @@ class ParserSandbox:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker."""
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
+        """Stop the worker (never raises, even when the worker has died)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.kill()
 
     @property
     def worker_pid(self) -> int | None:
         """The current worker's process id (for measurements)."""
         return self._worker.proc.pid if self._worker is not None else None
 
-    def _replace(self, start: bool = True) -> None:
-        if self._worker is not None:
-            self._worker.kill()
-            self.restarts += 1
-        # The next worker starts at once, so its start-up overlaps the caller's work.
-        self._worker = _Worker(self.limits) if start else None
-        self._busy = False
+    def _start(self) -> None:
+        """Start a worker now, so its start-up overlaps the caller's work.
 
-    def ready_worker(self) -> _Worker:
-        """The current worker once it has started (starting one if needed)."""
-        if self._worker is None:
+        A failure to start is only logged here; the next ``open`` tries again and reports it.
+        """
+        try:
             self._worker = _Worker(self.limits)
+        except _WorkerGone as exc:
+            logger.warning("the parser worker could not be started: %s", exc)
+            self._worker = None
+
+    def _replace(self, start: bool = True) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.kill()
+            self.restarts += 1
+        self._busy = False
+        if start:
+            self._start()
+
+    def _ready(self) -> _Worker:
+        """The current worker once it has said it is ready.
+
+        A worker whose process has exited since its last file (killed while idle, by the
+        OOM killer or by hand) is replaced first.
+
+        Raises:
+            _WorkerGone: the worker exited or crashed before it was ready.
+            _Timeout: it did not get ready in time (it has been stopped).
+        """
         worker = self._worker
+        if worker is not None and worker.proc.poll() is not None:
+            logger.warning(
+                "parser worker %s exited while idle (%s); starting another",
+                worker.proc.pid,
+                worker.exit_reason(self.limits),
+            )
+            self._replace()
+            worker = self._worker
+        if worker is None:
+            worker = self._worker = _Worker(self.limits)
         try:
             worker.wait_ready(max(60.0, self.limits.timeout_s))
-        except (_Timeout, _WorkerGone) as exc:
+        except _WorkerGone as exc:
+            reason = worker.exit_reason(self.limits)
             self._replace(start=False)
-            raise RuntimeError(f"the parser worker did not start: {exc}") from exc
+            raise _WorkerGone(f"{exc}: {reason}") from exc
+        except _Timeout:
+            self._replace(start=False)
+            raise
         return worker
+
+    def ready_worker(self) -> _Worker:
+        """The current worker once it has started (starting one if needed).
+
+        Raises:
+            RagError: the worker process cannot be started.
+        """
+        try:
+            return self._ready()
+        except _WorkerGone as exc:
+            raise RagError(f"the parser worker could not be started: {exc}") from exc
+        except _Timeout as exc:
+            raise RagError(_NOT_READY.format(max(60.0, self.limits.timeout_s))) from exc
+
+    def _send(self, path: Path) -> _Worker:
+        """Hand ``path`` to a ready worker; one that is gone is replaced and tried once more.
+
+        Raises:
+            IngestError: no worker could be started or reached.
+        """
+        for attempt in (1, 2):
+            try:
+                worker = self._ready()
+                grown_kb = worker.rss_kb() - worker.baseline_kb
+                if worker.baseline_kb and grown_kb > _RECYCLE_ABOVE_MB * 1024:
+                    self._replace()
+                    worker = self._ready()
+                worker.send({"path": os.fsdecode(path)})
+            except _Timeout as exc:  # a start-up this slow will not be quicker next time
+                reason = _NOT_READY.format(max(60.0, self.limits.timeout_s))
+                raise IngestError(path, reason) from exc
+            except _WorkerGone as exc:
+                if attempt == 2:
+                    reason = f"the parser worker could not be started: {exc}"
+                    raise IngestError(path, reason) from exc
+                logger.warning("parser worker lost (%s); starting another", exc)
+                self._replace(start=False)
+                continue
+            return worker
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def open(self, path: Path) -> LoadedStream:
         """Start parsing ``path`` in the worker; its kind (and pages) are known on return.
 
+        A worker that died since the last file is replaced first, so one dead worker costs
+        no file.
+
         Raises:
             IngestError: the file is unreadable, unsupported or corrupt, or breaks a limit
-                (``ParseLimitError``: time, memory, pages, characters, archive shape).
-            RuntimeError: the worker process cannot be started at all.
+                (``ParseLimitError``: time, memory, pages, characters, archive shape), or
+                the worker process cannot be started at all. Nothing else.
         """
         if self._busy:
             logger.debug("abandoning an unfinished stream; replacing the parser worker")
             self._replace()
-        worker = self.ready_worker()
-        if worker.baseline_kb and worker.rss_kb() - worker.baseline_kb > _RECYCLE_ABOVE_MB * 1024:
-            self._replace()
-            worker = self.ready_worker()
+        worker = self._send(path)
         self._busy = True
         try:
-            worker.send({"path": os.fsdecode(path)})
             first = self._next(worker, path)
         except BaseException:
-            if self._busy:
-                self._busy = False
-            raise
-        if first.get("t") == "end":
             self._busy = False
-            raise IngestError(path, "no text found")
-        if first.get("t") != "open":
+            raise
+        try:
+            kind = Kind(first["kind"]) if first.get("t") == "open" else None
+        except (KeyError, ValueError):
+            kind = None
+        if kind is None:
             self._replace()
-            raise IngestError(path, f"parser sent an unexpected message {first.get('t')!r}")
+            raise IngestError(path, f"parser sent an unexpected reply {str(first)[:200]!r}")
         return LoadedStream(
-            path=path,
-            kind=Kind(first["kind"]),
-            blocks=self._blocks(worker, path),
-            pages=first.get("pages"),
+            path=path, kind=kind, blocks=self._blocks(worker, path), pages=first.get("pages")
         )
 
     def _next(self, worker: _Worker, path: Path) -> dict[str, Any]:
@@ -329,7 +409,10 @@ class ParserSandbox:
 def _block_from(path: Path, message: dict[str, Any]) -> Block:
     if message.get("t") != "block":
         raise IngestError(path, f"parser sent an unexpected message {message.get('t')!r}")
-    text, page, heading, offset = message["b"]
+    try:
+        text, page, heading, offset = message["b"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IngestError(path, f"parser sent a bad block: {exc!r}") from exc
     return Block(text=text, page=page, heading=heading, offset=offset)
 
 

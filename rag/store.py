@@ -452,6 +452,15 @@ class StoreView:
         rows = self._conn().execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
         return [ChunkRecord(*row) for row in rows]
 
+    def chunk_text(self, doc_id: str, seq: int) -> str | None:
+        """The text of a document's chunk number ``seq`` (partial documents included)."""
+        row = (
+            self._conn()
+            .execute("SELECT text FROM chunks WHERE doc_id = ? AND seq = ?", (doc_id, seq))
+            .fetchone()
+        )
+        return row[0] if row else None
+
     def records(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         """Chunks by internal id (unknown ids are left out)."""
         if not ids:

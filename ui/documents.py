@@ -20,9 +20,9 @@ from typing import Any
 import streamlit as st
 
 from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
-from ingest.pipeline import IngestPipeline
+from ingest.pipeline import IngestPipeline, IngestReport
 from rag.errors import IngestError, RagError
-from rag.store import DocumentInfo, content_id
+from rag.store import DocumentInfo, FaissStore, content_id
 from rag.text import safe_label
 from ui.resources import IngestJob, Resources
 from ui.state import SessionState, UploadResult, session
@@ -163,11 +163,21 @@ def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[Uploa
 
 
 def prepare_uploads(res: Resources, files: list[tuple[str, bytes]]) -> PreparedUploads:
-    """Check size and type, skip content already indexed, and save the rest (fast)."""
+    """Check size and type, skip content already indexed, and save the rest (fast).
+
+    A file that cannot be saved (a full disk, say) is a failed result with the reason.
+    """
     prepared = PreparedUploads()
     results, saved = prepared.results, prepared.saved
     uploads = res.uploads_dir
-    uploads.mkdir(parents=True, exist_ok=True)
+    try:
+        uploads.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.warning("cannot create the uploads folder %s: %s", uploads, exc)
+        for browser_name, _ in files:
+            name = display_name(browser_name)
+            results[name] = UploadResult(name, "failed", _save_error(exc))
+        return prepared
     try:
         # A partial document (an interrupted ingestion) is not "already indexed".
         known: dict[str, str] = {d.id: d.name for d in res.store.documents() if d.complete}
@@ -183,49 +193,106 @@ def prepare_uploads(res: Resources, files: list[tuple[str, bytes]]) -> PreparedU
         if doc_id in known:
             results[name] = UploadResult(name, "unchanged", f"already indexed as {known[doc_id]}")
             continue
-        known[doc_id] = name  # a second copy in the same upload is not stored twice
         # The browser's extension is only a hint for the content check (a text file named
         # .pdf is refused); the stored name is generated either way.
         hint = Path(name).suffix.lower()
         tmp = uploads / f"{uuid.uuid4().hex}{hint if hint in SUPPORTED_SUFFIXES else '.part'}"
-        tmp.write_bytes(data)
         try:
+            tmp.write_bytes(data)
             kind = detect_kind(tmp)
+            path = tmp.with_suffix(_SUFFIX[kind])
+            tmp.rename(path)
         except IngestError as exc:
-            tmp.unlink()
+            _discard(tmp)
             results[name] = UploadResult(name, "failed", exc.reason)
             continue
-        path = tmp.with_suffix(_SUFFIX[kind])
-        tmp.rename(path)
+        except OSError as exc:
+            logger.warning("cannot save upload %s: %s", name, exc)
+            _discard(tmp)
+            results[name] = UploadResult(name, "failed", _save_error(exc))
+            continue
+        known[doc_id] = name  # a second copy in the same upload is not stored twice
         saved[path] = name
         results[name] = UploadResult(name, "added")
     return prepared
 
 
+def _save_error(exc: OSError) -> str:
+    return safe_label(f"cannot save the upload: {exc.strerror or exc}")
+
+
+def _discard(path: Path) -> None:
+    """Remove a half-written upload; one that cannot be removed is only logged."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("cannot remove %s: %s", path, exc)
+
+
 def index_uploads(prepared: PreparedUploads, pipeline: IngestPipeline) -> list[UploadResult]:
     """Index saved uploads (slow: runs in the background thread); one result per file.
 
-    A problem with the whole run (the index locked for too long, a full disk) is each
-    file's failure; a failed file's stored copy is deleted.
+    A failed upload's saved file is deleted only when the index holds nothing of it: a
+    file indexed in part keeps it, so Re-index can finish it. After a problem with the
+    whole run (the index locked for too long, a full disk) each file's result says what
+    the checkpoints published before it did for that file.
     """
     results, saved = prepared.results, prepared.saved
     if not saved:
         return list(results.values())
-    by_key = {os.path.realpath(p): name for p, name in saved.items()}
+    names = {os.path.realpath(p): name for p, name in saved.items()}
     try:
         report = pipeline.run(list(saved), titles=saved)
     except RagError as exc:
-        for path, name in saved.items():
-            path.unlink(missing_ok=True)
-            results[name] = UploadResult(name, "failed", safe_label(str(exc)))
+        logger.warning("ingesting uploads stopped: %s", exc)
+        reason = safe_label(str(exc))
+        stored = _stored(pipeline.store)
+        for key, name in names.items():
+            doc = stored.get(key) if stored is not None else None
+            if doc is not None and doc.complete:
+                results[name] = UploadResult(name, "added")
+            elif doc is not None:
+                results[name] = UploadResult(name, "failed", f"{reason}{_partial_note(doc)}")
+            else:
+                results[name] = UploadResult(name, "failed", reason)
+                if stored is not None:
+                    _discard(Path(key))
         return list(results.values())
-    for outcome in report.files:
-        name = by_key.get(outcome.path, safe_label(Path(outcome.path).name))
-        reason = safe_label(outcome.reason or "")
-        results[name] = UploadResult(name, outcome.status, reason)
-        if outcome.status == "failed":
-            Path(outcome.path).unlink(missing_ok=True)
+    for result in outcome_results(report, names):
+        results[result.name] = result
+    if report.failed:
+        stored = _stored(pipeline.store)
+        for outcome in report.failed:
+            if stored is not None and outcome.path not in stored:
+                _discard(Path(outcome.path))
     return list(results.values())
+
+
+def _stored(store: FaissStore) -> dict[str, DocumentInfo] | None:
+    """Each path the index holds something for, with that document; None if unreadable."""
+    try:
+        docs = store.documents()
+    except RagError as exc:
+        logger.warning("cannot read the index to see what was stored: %s", exc)
+        return None
+    # Complete documents win: a path names its complete version while a newer one is partial.
+    return {s: d for d in sorted(docs, key=lambda d: d.complete) for s in d.sources}
+
+
+def _partial_note(doc: DocumentInfo) -> str:
+    return (
+        f" (the first {doc.chunks:,} chunks are in the index, marked partial; re-index to finish)"
+    )
+
+
+def outcome_results(report: IngestReport, names: dict[str, str]) -> list[UploadResult]:
+    """One result per file of a report, named by ``names`` (real path -> display name)."""
+    return [
+        UploadResult(
+            names.get(f.path, safe_label(Path(f.path).name)), f.status, safe_label(f.reason or "")
+        )
+        for f in report.files
+    ]
 
 
 def _results(state: SessionState) -> None:
@@ -292,13 +359,7 @@ def reindex(
         report = pipeline.run(paths, force=True)
     except RagError as exc:
         return [UploadResult("re-index", "failed", safe_label(str(exc)))]
-    by_key = {os.path.realpath(p): name for p, name in names.items()}
-    return [
-        UploadResult(
-            by_key.get(f.path, safe_label(Path(f.path).name)), f.status, safe_label(f.reason or "")
-        )
-        for f in report.files
-    ]
+    return outcome_results(report, {os.path.realpath(p): name for p, name in names.items()})
 
 
 def delete_documents(res: Resources, docs: list[DocumentInfo]) -> list[str]:

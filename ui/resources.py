@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +41,7 @@ class IngestJob:
         self._lock = threading.Lock()
         self._stages: dict[str, tuple[int, int]] = {}
         self.future: Future[Any] | None = None
+        self.finished_at: float | None = None  # by the runner's clock, once it has ended
 
     def progress(self, stage: str, done: int, total: int) -> None:
         """Record the latest (done, total) of a stage (see ``ingest.pipeline.Progress``)."""
@@ -67,7 +69,9 @@ class IngestRunner:
     """Runs ingestions one at a time in one background thread, for the whole server.
 
     Pages submit work and poll the job, so a slow parse or a wait for the index lock never
-    blocks a page, and other users keep reading and asking meanwhile.
+    blocks a page, and other users keep reading and asking meanwhile. A finished job that
+    no session collects (its browser tab was closed) is forgotten ``keep_finished_s`` after
+    it ended.
     """
 
     _executor: ThreadPoolExecutor = field(
@@ -75,18 +79,37 @@ class IngestRunner:
     )
     _jobs: dict[str, IngestJob] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    keep_finished_s: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
 
     def submit(self, job: IngestJob, work: Callable[[], Any]) -> str:
         """Queue ``work`` (which reports through ``job.progress``); returns the job's id."""
+
+        def run() -> Any:
+            try:
+                return work()
+            finally:
+                job.finished_at = self.clock()  # before the future says it is done
+
         with self._lock:
+            self._forget_old()
             self._jobs[job.id] = job
-            job.future = self._executor.submit(work)
+            job.future = self._executor.submit(run)
         return job.id
 
     def get(self, job_id: str) -> IngestJob | None:
-        """A job by id, None once collected (or after a server restart)."""
+        """A job by id, None once collected, forgotten (or after a server restart)."""
         with self._lock:
+            self._forget_old()
             return self._jobs.get(job_id)
+
+    def _forget_old(self) -> None:
+        """Drop finished jobs nobody collected within ``keep_finished_s`` (under the lock)."""
+        now = self.clock()
+        for job_id, job in list(self._jobs.items()):
+            if job.finished_at is not None and now - job.finished_at > self.keep_finished_s:
+                logger.info("forgetting ingestion job %s: its results were never collected", job_id)
+                del self._jobs[job_id]
 
     def collect(self, job_id: str) -> Any:
         """The finished job's result (re-raising its error); forgets the job.

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ingest.detect import Kind, detect_kind
-from ingest.loaders import MAX_BLOCK_CHARS, load, open_stream
+from ingest.loaders import MAX_BLOCK_CHARS, load, no_text_reason, open_stream
 from ingest.sandbox import ParseLimits
 from rag.errors import IngestError, ParseLimitError, UnsupportedFileError
 from tests.docgen import make_docx, make_html, make_markdown, make_pdf
@@ -133,6 +133,18 @@ def test_whitespace_only_text_file_has_no_text(tmp_path: Path):
     path.write_text("   \n\n  \t\n")
     with pytest.raises(IngestError, match="empty file"):
         load(path)
+
+
+def test_a_file_without_text_says_why_with_one_reason_per_kind(tmp_path: Path):
+    scan = make_pdf(tmp_path / "scan.pdf", ["", ""])  # pages without a text layer
+    html = tmp_path / "script.html"
+    html.write_text("<html><body><script>draw()</script></body></html>")
+    for path, kind in ((scan, Kind.PDF), (html, Kind.HTML)):
+        with pytest.raises(IngestError) as err:
+            load(path)
+        assert err.value.reason == no_text_reason(kind)
+    assert "OCR is not supported" in no_text_reason(Kind.PDF)
+    assert no_text_reason(Kind.HTML) == "no text found"
 
 
 # --- streaming and limits ----------------------------------------------------------------

@@ -410,3 +410,105 @@ def test_waiting_for_the_lock_is_said_on_stderr(capsys):
         bars("wait", second, 600)
     _, err = capsys.readouterr()
     assert err == "waiting for another ingestion to publish… 1 s\n"
+
+
+# -- review findings (issue 9) -----------------------------------------------------------
+
+
+def sections(path: Path, n: int = 400) -> Path:
+    path.write_text("\n\n".join(f"# Part {i}\n\nSection {i} of the guide." for i in range(n)))
+    return path
+
+
+def test_a_failed_forced_reindex_keeps_the_complete_copy_searchable(tmp_path, store):
+    from ingest.loaders import open_stream
+
+    guide = sections(tmp_path / "guide.md")
+    checkpointing(store, CountingEmbeddings(size=32)).run([guide])
+    (before,) = store.documents()
+    texts = [c.text for c in store.all_chunks()]
+    assert before.complete and before.chunks >= 400
+    seen: list[tuple[bool, int]] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage in ("embed", "publish"):  # what a search sees while the re-index runs
+            (doc,) = store.documents()
+            seen.append((doc.complete, doc.chunks))
+
+    failing = fail_after(open_stream, 300, IngestError(guide, "damaged section"))
+    report = checkpointing(store, CountingEmbeddings(size=32), progress, opener=failing).run(
+        [guide], force=True
+    )
+    (failed,) = report.failed
+    assert failed.reason == "damaged section"  # nothing of the new copy was kept
+    (after,) = store.documents()
+    assert after.complete and after.chunks == before.chunks
+    assert [c.text for c in store.all_chunks()] == texts
+    assert seen and set(seen) == {(True, before.chunks)}
+
+    # A forced re-index that succeeds swaps the new copy in whole, in one transaction.
+    seen.clear()
+    report = checkpointing(store, CountingEmbeddings(size=32), progress).run([guide], force=True)
+    assert report.count("updated") == 1 and report.checkpoints == 1
+    assert set(seen) == {(True, before.chunks)}
+    assert [c.text for c in store.all_chunks()] == texts
+
+
+def test_a_bug_in_the_chunker_is_an_error_not_a_failed_file_each(store, fake_embeddings, docs):
+    class BrokenChunker(TokenChunker):
+        def split(self, blocks):
+            raise RuntimeError("chunker bug")
+
+    pipeline = IngestPipeline(store, fake_embeddings, BrokenChunker(WordTokenizer(), 30, 5))
+    with pytest.raises(RuntimeError, match="chunker bug"):
+        pipeline.run([docs])
+
+
+def test_resume_after_the_chunking_changed_to_more_chunks_reads_again(tmp_path, store):
+    big = write_long(tmp_path / "big.txt")
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing(store, CountingEmbeddings(size=32), Interrupt(3)).run([big])
+    (partial,) = store.documents()
+    assert not partial.complete
+
+    def finer(target: FaissStore) -> IngestPipeline:  # smaller chunks: more of them
+        chunker = TokenChunker(WordTokenizer(window=40), size=20, overlap=5)
+        return IngestPipeline(target, CountingEmbeddings(size=32), chunker, checkpoint_chunks=64)
+
+    report = finer(store).run([big])
+    assert report.count("added") == 1 and not report.resumed
+    fresh = FaissStore(
+        tmp_path / "fresh", CountingEmbeddings(size=32), model_id="fake", dimension=32
+    )
+    finer(fresh).run([big])
+    assert [c.text for c in store.all_chunks()] == [c.text for c in fresh.all_chunks()]
+    (doc,) = store.documents()
+    assert doc.complete and doc.chunks == fresh.chunk_count()
+
+
+def test_a_failed_file_counts_the_chunks_it_published(tmp_path, store):
+    from ingest.loaders import open_stream
+
+    bad = sections(tmp_path / "bad.md")
+    failing = fail_after(open_stream, 300, IngestError(bad, "damaged section"))
+    report = checkpointing(store, CountingEmbeddings(size=32), opener=failing).run([bad])
+    (failed,) = report.failed
+    (partial,) = store.documents()
+    assert failed.chunks == partial.chunks == report.chunks > 0
+    assert f"the first {partial.chunks:,} chunks stay in the index" in (failed.reason or "")
+
+
+def test_a_cli_run_does_not_hold_the_index_it_read_first(tmp_path, store):
+    docs_ = [write_long(tmp_path / f"doc{i}.txt", paragraphs=100) for i in range(3)]
+    checkpointing(store, CountingEmbeddings(size=32)).run(docs_[:1])
+    store.documents()  # a reader opened the published generation
+    held: list[bool] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage in ("embed", "publish"):
+            held.append(store._current is not None)
+
+    pipeline = checkpointing(store, CountingEmbeddings(size=32), progress, release_generation=True)
+    report = pipeline.run(docs_)
+    assert report.count("added") == 2 and report.count("unchanged") == 1
+    assert held and not any(held)

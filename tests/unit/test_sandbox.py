@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ingest.loaders import load
+from ingest.detect import Kind
+from ingest.loaders import load, no_text_reason
 from ingest.sandbox import ParseLimits, ParserSandbox
-from rag.errors import IngestError, ParseLimitError
+from rag.errors import IngestError, ParseLimitError, RagError
 from rag.settings import Settings
 from tests.docgen import make_docx, make_html, make_markdown, make_pdf
 from tests.hostile import pdf_flate_bomb, text_nonutf8_name, write_simple_pdf
@@ -118,7 +120,11 @@ def _kill_idle_worker(box: ParserSandbox) -> None:
     pid = box.worker_pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0) if False else None  # reaped by the sandbox, not here
+    # Wait until it has exited (a zombie the sandbox has not reaped yet).
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the worker did not die"
+        time.sleep(0.01)
 
 
 def test_a_worker_killed_while_idle_is_replaced_for_the_next_file(
@@ -132,3 +138,40 @@ def test_a_worker_killed_while_idle_is_replaced_for_the_next_file(
     _kill_idle_worker(sandbox)
     assert "First file." in _read(sandbox, first)[0][0]
     assert sandbox.restarts == 2
+
+
+def test_closing_the_sandbox_after_its_worker_died_does_not_raise(tmp_path: Path):
+    box = ParserSandbox(ParseLimits())
+    _kill_idle_worker(box)
+    # What an ingestion run did before its summary: a path sent to the dead worker stays
+    # buffered in the pipe, and closing the pipe flushes it again.
+    worker = box._worker
+    assert worker is not None
+    with pytest.raises(Exception, match="cannot reach the worker"):
+        worker.send({"path": str(tmp_path / "next.md")})
+    box.close()
+    box.close()
+
+
+def test_a_worker_that_cannot_start_is_an_ingest_error_for_the_file(tmp_path: Path):
+    good = make_markdown(tmp_path / "good.md", [("Ok", "Never parsed.")])
+    # 1 MB of address space: the worker dies of MemoryError while importing its parsers.
+    with ParserSandbox(ParseLimits(max_mb=1)) as box:
+        for _ in range(2):  # each file tries again, and each failure is that file's
+            with pytest.raises(IngestError, match="the parser worker could not be started"):
+                box.open(good)
+    with (
+        ParserSandbox(ParseLimits(max_mb=1)) as box,
+        pytest.raises(RagError, match="the parser worker could not be started"),
+    ):
+        box.ready_worker()
+
+
+def test_a_pdf_without_text_gets_the_same_reason_in_the_worker(
+    tmp_path: Path, sandbox: ParserSandbox
+):
+    scan = make_pdf(tmp_path / "scan.pdf", ["", ""])
+    with pytest.raises(IngestError) as err:
+        _read(sandbox, scan)
+    assert err.value.reason == no_text_reason(Kind.PDF)
+    assert sandbox.restarts == 0

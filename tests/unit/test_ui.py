@@ -290,3 +290,142 @@ def test_progress_of_a_background_job_names_file_characters_and_passages():
     assert describe(job)[1] == "Waiting for another ingestion to publish… 12 s"
     job.progress("parse", 1, 2)  # anything moving ends the wait
     assert describe(job)[1].startswith("File 2 of 2")
+
+
+# -- review findings (issue 9) -----------------------------------------------------------
+
+
+def guide_text(n: int = 400) -> bytes:
+    return "\n\n".join(f"# Part {i}\n\nSection {i} of the guide." for i in range(n)).encode()
+
+
+def upload_pipeline(res, opener=None, progress=None):
+    from ingest.chunking import TokenChunker
+    from ingest.loaders import open_stream
+    from ingest.pipeline import IngestPipeline
+    from tests.fakes import WordTokenizer
+
+    chunker = TokenChunker(WordTokenizer(window=40), size=30, overlap=5)
+    return IngestPipeline(
+        res.store, res.store.embeddings, chunker, batch_size=8, checkpoint_chunks=64,
+        opener=opener or open_stream, progress=progress or (lambda *a: None),
+    )  # fmt: skip
+
+
+def test_a_failed_upload_keeps_its_file_while_part_of_it_is_indexed(tmp_path):
+    from ingest.loaders import open_stream
+    from rag.errors import IngestError
+    from tests.unit.test_pipeline import fail_after
+    from ui.documents import index_uploads, prepare_uploads
+
+    res = fake_resources(str(tmp_path))
+
+    def opener(path: Path):
+        text = path.read_text()
+        if text.startswith("# Part 0"):  # damaged in section 300, after some checkpoints
+            return fail_after(open_stream, 300, IngestError(path, "damaged section"))(path)
+        if "crash" in text:  # fails before anything is stored
+            return fail_after(open_stream, 0, IngestError(path, "unreadable"))(path)
+        return open_stream(path)
+
+    prepared = prepare_uploads(
+        res,
+        [("guide.md", guide_text()), ("bad.md", b"# Bad\n\ncrash"), ("ok.md", b"# Ok\n\nFine.")],
+    )
+    paths = {name: path for path, name in prepared.saved.items()}
+    by_name = {r.name: r for r in index_uploads(prepared, upload_pipeline(res, opener))}
+    assert by_name["ok.md"].status == "added"
+    assert by_name["bad.md"].status == "failed" and not paths["bad.md"].exists()
+    guide = by_name["guide.md"]
+    assert guide.status == "failed" and "marked partial" in guide.reason
+    assert paths["guide.md"].exists()  # so Re-index can finish it
+    (partial,) = [d for d in res.store.documents() if not d.complete]
+    assert partial.sources == [str(paths["guide.md"].resolve())]
+
+
+def test_a_run_error_after_a_checkpoint_reports_what_each_upload_became(tmp_path):
+    from ui.documents import index_uploads, prepare_uploads
+
+    res = fake_resources(str(tmp_path))
+    res.store.lock_timeout_s = 0.2
+    holding, release = threading.Event(), threading.Event()
+
+    def other_ingestion() -> None:  # takes the lock after our first checkpoint
+        with res.store.writer():
+            holding.set()
+            release.wait(20)
+
+    other = threading.Thread(target=other_ingestion)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "publish" and not other.is_alive() and not holding.is_set():
+            other.start()
+            holding.wait(10)
+
+    prepared = prepare_uploads(
+        res,
+        [("a.md", b"# A\n\nApples."), ("guide.md", guide_text()), ("c.md", b"# C\n\nCherries.")],
+    )
+    paths = {name: path for path, name in prepared.saved.items()}
+    try:
+        results = index_uploads(prepared, upload_pipeline(res, progress=progress))
+    finally:
+        release.set()
+        other.join()
+    by_name = {r.name: r for r in results}
+    assert by_name["a.md"].status == "added" and paths["a.md"].exists()
+    guide = by_name["guide.md"]
+    assert guide.status == "failed" and "being written by another" in guide.reason
+    assert "marked partial" in guide.reason and paths["guide.md"].exists()
+    assert by_name["c.md"].status == "failed" and not paths["c.md"].exists()
+    names = {d.name: d.complete for d in res.store.documents()}
+    assert names["a.md"] is True and names["guide.md"] is False and "c.md" not in names
+
+
+def test_an_upload_that_cannot_be_saved_is_a_failed_file(tmp_path):
+    import resource
+    import signal
+
+    from ui.documents import prepare_uploads
+
+    res = fake_resources(str(tmp_path))
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))  # a disk that fills up
+    try:
+        prepared = prepare_uploads(res, [("small.md", b"# Small"), ("big.md", guide_text())])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert prepared.results["small.md"].status == "added"
+    big = prepared.results["big.md"]
+    assert big.status == "failed" and "File too large" in big.reason
+    assert [p.name for p in res.uploads_dir.iterdir()] == [next(iter(prepared.saved)).name]
+
+    (tmp_path / "other").mkdir()
+    res = fake_resources(str(tmp_path / "other"))
+    res.uploads_dir.write_text("a file where the uploads folder belongs")
+    (result,) = prepare_uploads(res, [("small.md", b"# Small")]).results.values()
+    assert result.status == "failed" and "cannot save the upload" in result.reason
+
+
+def test_finished_jobs_nobody_collects_are_dropped_after_an_hour():
+    from ui.resources import IngestRunner
+
+    now = [1000.0]
+    runner = IngestRunner(clock=lambda: now[0])
+    try:
+        first = runner.submit(IngestJob(), lambda: "first")
+        job = runner.get(first)
+        assert job is not None and job.future is not None
+        job.future.result(5)
+        now[0] += 3599
+        second = runner.submit(IngestJob(), lambda: "second")
+        assert runner.get(first) is not None  # not an hour yet
+        now[0] += 2
+        assert runner.get(first) is None
+        job = runner.get(second)
+        assert job is not None and job.future is not None and job.future.result(5) == "second"
+        assert runner.collect(second) == "second"
+    finally:
+        runner.shutdown()
