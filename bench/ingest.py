@@ -26,6 +26,7 @@ from bench.corpus import PACKAGES, corpus
 from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.files import iter_files
 from ingest.pipeline import IngestPipeline
+from ingest.sandbox import ParseLimits, ParserSandbox
 from rag.components import build_store
 from rag.embeddings import load_embeddings
 from rag.settings import Settings
@@ -63,8 +64,16 @@ def main() -> None:
             settings.chunk_size,
             settings.chunk_overlap,
         )
+        # As `ragchat ingest` runs it: files parsed in the sandboxed worker, checkpoints.
+        sandbox = ParserSandbox(ParseLimits.from_settings(settings))
         pipeline = IngestPipeline(
-            store, embeddings, chunker, batch_size=settings.embedding_batch_size
+            store,
+            embeddings,
+            chunker,
+            batch_size=settings.embedding_batch_size,
+            checkpoint_chunks=settings.checkpoint_chunks,
+            opener=sandbox.open,
+            release_generation=True,
         )
 
         report = pipeline.run(files)
@@ -92,6 +101,7 @@ def main() -> None:
             f"re-ingest unchanged: {again.count('unchanged')} unchanged, {again.chunks} chunks "
             f"embedded, {again.seconds:.2f}s"
         )
+        sandbox.close()
         tokenizer = chunker.tokenizer
         worst = max(tokenizer.count(t) for t in texts)
         print(f"largest chunk: {worst} word-pieces (window {tokenizer.window})")

@@ -111,6 +111,7 @@ def ingest_one(path: Path, index: Path, *, fake: bool, checkpoint: int) -> dict[
             checkpoint_chunks=checkpoint,
             opener=sandbox.open,
             progress=progress,
+            release_generation=True,  # as `ragchat ingest` runs it
         )
         started = time.perf_counter()
         report = pipeline.run([path])
