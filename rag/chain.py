@@ -36,8 +36,17 @@ from langchain_core.runnables import (
 from rag.citations import Citation, CitationStream, Source, format_sources, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
 from rag.errors import AnswerCutError, ProviderError, RagError
-from rag.llm import BUFFERED_KEY, DEADLINE_KEY, ENDPOINT_ERRORS, Endpoint, provider_error
-from rag.memory import ConversationStore
+from rag.llm import (
+    BUFFERED_KEY,
+    DEADLINE_KEY,
+    ENDPOINT_ERRORS,
+    STATUS_KEY,
+    Endpoint,
+    ModelStatus,
+    StatusCallback,
+    provider_error,
+)
+from rag.memory import ANSWERED, CUT, FAILED, STOPPED, ConversationStore
 from rag.prompts import Prompts
 from rag.settings import Settings
 from rag.text import content_words
@@ -240,9 +249,25 @@ class AnswerStream:
 
     _pieces: Iterator[str]
     result: Answer | None = None
+    # The latest notice from the model (waiting in line, restarting, request sent), and a
+    # callback for each, set before iterating. It may be called from a worker thread.
+    status: ModelStatus | None = None
+    on_status: StatusCallback | None = None
 
     def __iter__(self) -> Iterator[str]:
         yield from self._pieces
+
+    def report(self, status: ModelStatus) -> None:
+        """Record a notice from the model and pass it to ``on_status``."""
+        self.status = status
+        if self.on_status is not None:
+            self.on_status(status)
+
+    def close(self) -> None:
+        """Stop the answer here; in a conversation, what arrived is stored as stopped."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
 
 class _AnsweredBy(BaseCallbackHandler):
@@ -250,6 +275,7 @@ class _AnsweredBy(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self.model: str | None = None
+        self.stopped: str | None = None  # why ragchat or the server stopped the answer early
 
     def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
         """Keep the model name of a finished completion."""
@@ -258,6 +284,7 @@ class _AnsweredBy(BaseCallbackHandler):
                 if isinstance(generation, ChatGeneration):
                     name = generation.message.response_metadata.get("model_name")
                     self.model = str(name) if name else self.model
+                    self.stopped = generation.message.response_metadata.get("stopped")
 
 
 class ChatEngine:
@@ -302,28 +329,85 @@ class ChatEngine:
     def ask_in(
         self, conversation_id: str, question: str, *, buffered: bool = False
     ) -> AnswerStream:
-        """Stream an answer within a stored conversation and save both turns when done."""
+        """Stream an answer within a stored conversation.
+
+        The question is stored before anything else happens; its answer is stored when
+        the outcome is known: answered, cut, failed (with the error) or stopped (the
+        caller stopped iterating, or called ``AnswerStream.close``, midway).
+        """
         if self.memory is None:
             raise RagError("this engine has no conversation memory")
+        question = question.strip()
+        if not question:
+            raise RagError("the question is empty")
         history = self.memory.history(conversation_id)
-        return self._stream(question, history, conversation_id, buffered)
+        asked = self.memory.ask(conversation_id, question)
+        return self._stream(question, history, (conversation_id, asked.id), buffered)
+
+    def retry_in(
+        self, conversation_id: str, question_id: int, *, buffered: bool = False
+    ) -> AnswerStream:
+        """Answer a stored question again (retry, regenerate), from the turns before it.
+
+        The new outcome replaces the question's earlier answer once it is known.
+        """
+        if self.memory is None:
+            raise RagError("this engine has no conversation memory")
+        asked = self.memory.question(conversation_id, question_id)
+        history = self.memory.history(conversation_id, before=question_id)
+        return self._stream(asked.content, history, (conversation_id, asked.id), buffered)
 
     def _stream(
-        self, question: str, history: list[Turn], conversation_id: str | None, buffered: bool
+        self,
+        question: str,
+        history: list[Turn],
+        asked: tuple[str, int] | None,
+        buffered: bool,
     ) -> AnswerStream:
         question = question.strip()
         if not question:
             raise RagError("the question is empty")
         stream = AnswerStream(iter(()))
-        stream._pieces = self._run(stream, question, history, conversation_id, buffered)
+        pieces = self._run(stream, question, history, buffered)
+        stream._pieces = pieces if asked is None else self._saved(stream, pieces, *asked)
         return stream
+
+    def _saved(
+        self, stream: AnswerStream, pieces: Iterator[str], conversation_id: str, question_id: int
+    ) -> Iterator[str]:
+        """``pieces``, with the answer stored when its outcome is known."""
+        assert self.memory is not None
+        shown: list[str] = []
+        try:
+            for piece in pieces:
+                shown.append(piece)
+                yield piece
+        except GeneratorExit:  # the reader stopped midway: keep what arrived
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # ends the request to the model now, not when collected
+            text = "".join(shown).strip()
+            self.memory.answer(
+                conversation_id, question_id, text, {"stopped": True}, outcome=STOPPED
+            )
+            raise
+        except Exception as exc:
+            self.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=str(exc))
+            raise
+        answer = stream.result
+        if answer is None:
+            return
+        outcome = CUT if answer.cut else ANSWERED
+        msg = self.memory.answer(
+            conversation_id, question_id, answer.text, answer.meta(), outcome=outcome
+        )
+        answer.message_id = msg.id
 
     def _run(
         self,
         stream: AnswerStream,
         question: str,
         history: list[Turn],
-        conversation_id: str | None,
         buffered: bool,
     ) -> Iterator[str]:
         started = time.perf_counter()
@@ -333,7 +417,7 @@ class ChatEngine:
         pieces = 0
         cut: str | None = None
         answered_by = _AnsweredBy()
-        configurable: dict[str, Any] = {BUFFERED_KEY: buffered}
+        configurable: dict[str, Any] = {BUFFERED_KEY: buffered, STATUS_KEY: stream.report}
         if self.timeout_s is not None:
             configurable[DEADLINE_KEY] = time.monotonic() + self.timeout_s
         config: RunnableConfig = {"callbacks": [answered_by], "configurable": configurable}
@@ -388,12 +472,8 @@ class ChatEngine:
             },
             tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
             abstained=abstained,
-            cut=cut,
+            cut=cut or (None if abstained else answered_by.stopped),
         )
-        if conversation_id is not None and self.memory is not None:
-            self.memory.add(conversation_id, "user", question)
-            msg = self.memory.add(conversation_id, "assistant", answer.text, answer.meta())
-            answer.message_id = msg.id
         stream.result = answer
 
     def _tokens(

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rag.chain import Answer, AnswerStream
-from rag.components import build_engine, build_local_server, build_store, llm_endpoints
 from rag.errors import RagError
-from rag.memory import ConversationStore
 from rag.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# The chain, the store and the model clients are imported by the commands that run them:
+# ``ragchat --help`` and the commands that only read the index never load them.
+if TYPE_CHECKING:
+    from rag.chain import Answer, AnswerStream
 
 
 def add_commands(
@@ -61,10 +67,21 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
 
 
 def _check_index(settings: Settings) -> Any:
+    from rag.components import build_store
+
     store = build_store(settings)
     store.snapshot()  # fails fast, before a model server starts, when there is no index
-    store.embeddings.embed_query("warm up")  # load the model now, not inside the timings
+    # The embedding model loads while the local model server starts (both take seconds);
+    # a load that fails here fails again, with its message, at the first question.
+    threading.Thread(target=_warm, args=(store,), name="embedding-warmup", daemon=True).start()
     return store
+
+
+def _warm(store: Any) -> None:
+    try:
+        store.embeddings.embed_query("warm up")
+    except RagError as exc:  # reported when the question is embedded
+        logger.info("embedding model not loaded ahead: %s", exc)
 
 
 def _passage(text: str, width: int = 100, lines: int = 3) -> str:
@@ -104,6 +121,8 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Stream one answer, then its sources (or print one JSON object with --json)."""
+    from rag.components import build_engine, llm_endpoints
+
     store = _check_index(settings)
     with llm_endpoints(settings) as endpoints:
         engine = build_engine(settings, store, endpoints)
@@ -124,6 +143,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """A terminal conversation; /new starts another, /quit or Ctrl-D ends."""
+    from rag.components import build_engine, llm_endpoints
+    from rag.memory import ConversationStore
+
     store = _check_index(settings)
     memory = ConversationStore(settings.resolved_conversations_path)
     conversation = memory.get(args.conversation) if args.conversation else memory.create()
@@ -146,9 +168,6 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             if not question:
                 continue
-            if conversation.title == "New chat":
-                memory.rename(conversation.id, question[:60])
-                conversation = memory.get(conversation.id)
             sys.stdout.write("ragchat> ")
             try:
                 answer = _stream_to_terminal(engine.ask_in(conversation.id, question))
@@ -161,12 +180,15 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_llm_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve the bundled model until interrupted."""
+    """Serve the bundled model until interrupted (Ctrl-C: "stopped the local model server")."""
+    from rag.components import build_local_server
+
     server = build_local_server(settings, port=args.port)
-    server.start()
-    print(f"serving {server.model_path.name} at {server.base_url} (model name 'smollm2')")
-    print("use it with RAG_LLM_BASE_URL=" + server.base_url + "; Ctrl-C stops it")
+    print(f"starting the local model server ({server.model_path.name}) ...", flush=True)
     try:
+        server.start()
+        print(f"serving {server.model_path.name} at {server.base_url} (model name 'smollm2')")
+        print("use it with RAG_LLM_BASE_URL=" + server.base_url + "; Ctrl-C stops it", flush=True)
         return server.wait()
     finally:
         server.stop()

@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_index_commands(sub, _settings)
 
-    p = sub.add_parser("search", help="show the chunks most similar to a query")
+    p = sub.add_parser(
+        "search",
+        help="show the chunks most similar to a query",
+        description=SEARCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("query", help="the question or keywords")
     p.add_argument("-k", type=int, default=5, metavar="N", help="how many chunks (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -71,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_search(a, _settings(a)))
     return parser
+
+
+SEARCH_HELP = """\
+Show the chunks retrieval ranks highest for a query, best first.
+
+Each line shows the chunk's relevance: a number from 0 to 1 saying how close the
+chunk's meaning is to the query's (the cosine similarity of their embeddings mapped
+from -1..1 to 0..1, so 0.5 is unrelated and 1 identical; in every mode). Answers use
+only chunks at or above RAG_MIN_RELEVANCE; this probe lists the top chunks whatever
+their relevance.
+
+--json prints both numbers for each chunk: "relevance" (the 0..1 figure above) and
+"score" (the raw ranking score of the retrieval method: a fused z-score in hybrid
+mode, which can be negative, or a similarity or BM25 score; it orders the list
+but has no fixed scale)."""
 
 
 def add_mode_option(p: argparse.ArgumentParser) -> None:
@@ -121,7 +141,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         page = f" p. {row['page']}" if row["page"] else ""
         text = safe_label(" ".join(str(row["text"]).split()))
         print(
-            f"[{n}] {row['score']:.3f} (relevance {row['relevance']:.2f})  "
+            f"[{n}] relevance {row['relevance']:.2f}  "
             f"{safe_label(str(row['source']))}{page}  ({row['chunk_id']})"
         )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
@@ -166,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 _INTERRUPTED = {
     "ingest": "checkpoints already published stay in the index; run the same ingest again "
     "to resume",
-    "llm": "the local model server was stopped",
+    "llm": "stopped the local model server",
     "docs": "the index is as it was before the command or after it, never in between",
     "index": "the index is as it was before the command or after it, never in between",
 }

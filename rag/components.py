@@ -74,16 +74,41 @@ def build_local_server(settings: Settings, port: int | None = None) -> LocalLLMS
     )
 
 
+def start_local_server(settings: Settings, *, warm: bool = True) -> LocalLLMServer:
+    """Start the bundled model's server and (by default) warm it with one tiny completion.
+
+    The warm-up loads the weights into memory and runs the model once, before any question's
+    clock starts; the server is stopped again if it fails.
+    """
+    server = build_local_server(settings)
+    server.start()
+    if warm:
+        try:
+            server.warm(settings.llm_timeout_s)
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+def local_endpoints(settings: Settings, server: LocalLLMServer) -> list[Endpoint]:
+    """The endpoints answering through a running bundled server (restarted if it dies)."""
+    return endpoints(settings, server.base_url, local_server=server)
+
+
 @contextlib.contextmanager
-def llm_endpoints(settings: Settings) -> Iterator[list[Endpoint]]:
-    """The configured endpoints; without one, the bundled model served on 127.0.0.1."""
+def llm_endpoints(settings: Settings, *, warm: bool = True) -> Iterator[list[Endpoint]]:
+    """The configured endpoints; without one, the bundled model served on 127.0.0.1.
+
+    The bundled model is warmed before the endpoints are handed out (``warm``), and
+    started again by the client if its process dies meanwhile.
+    """
     if not settings.uses_local_llm:
         yield endpoints(settings)
         return
-    server = build_local_server(settings)
-    server.start()
+    server = start_local_server(settings, warm=warm)
     try:
-        yield endpoints(settings, server.base_url)
+        yield local_endpoints(settings, server)
     finally:
         server.stop()
 

@@ -170,7 +170,9 @@ class ProviderError(RagError):
         if fault is not None and isinstance(status, int):
             label = f"{fault}, HTTP {status}"
         label_txt = f" ({label})" if label is not None else ""
-        super().__init__(f"model endpoint {provider} failed{label_txt}: {reason}")
+        # A URL is named as one; a phrase ("the bundled model") as itself.
+        where = provider if provider.startswith("the ") else f"model endpoint {provider}"
+        super().__init__(f"{where} failed{label_txt}: {reason}")
 
     @classmethod
     def from_failures(cls, failures: Sequence[EndpointFailure]) -> ProviderError:

@@ -8,10 +8,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rag.chain import ChatEngine
-from rag.components import build_engine, build_retriever, build_store, llm_endpoints
 from rag.errors import RagError
 from rag.evaluation import (
     DEPTH,
@@ -28,7 +26,10 @@ from rag.evaluation import (
     write_report,
 )
 from rag.settings import Settings
-from rag.store import FaissStore
+
+if TYPE_CHECKING:  # the chain and the store load at run time only: `ragchat --help` stays fast
+    from rag.chain import ChatEngine
+    from rag.store import FaissStore
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -104,6 +105,8 @@ def _search(
     settings: Settings, store: FaissStore, mode: str, depth: int
 ) -> tuple[Callable[[str], list[Retrieved]], dict[str, Any]]:
     """A search function for ``evaluate_retrieval`` and the settings its retriever uses."""
+    from rag.components import build_retriever
+
     retriever = build_retriever(settings, store, mode=mode, k=depth, unfiltered=True)
 
     def search(question: str) -> list[Retrieved]:
@@ -148,6 +151,8 @@ def _answer_all(
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate each mode; print a table (or JSON) and optionally write a report."""
+    from rag.components import build_engine, build_store, llm_endpoints
+
     items = load_dataset(args.dataset)
     modes = parse_modes(args.modes, settings.retrieval_mode)
     if args.k is not None and args.k < 1:

@@ -33,6 +33,33 @@ The policy, for one question (``RAG_LLM_TIMEOUT_S`` bounds all of it):
 - When every endpoint failed: one ``ProviderError`` line naming each endpoint and its fault.
 - The final chunk's ``response_metadata`` names the model that wrote the answer (as the
   endpoint reports it, else the endpoint's configured model) and the endpoint.
+
+Two budgets: ``RAG_LLM_FIRST_TOKEN_TIMEOUT_S`` bounds each request's wait for its first
+token (from the moment it is sent, after any wait in the queue below), and
+``RAG_LLM_TIMEOUT_S`` the whole question. A timeout's message says which to raise, or to
+use a faster endpoint.
+
+Bounded answers. Servers disagree on the name of the token cap: OpenAI reads
+``max_completion_tokens`` (``max_tokens`` is deprecated there and refused with a 400 by its
+reasoning models); llama-cpp-python's server reads only ``max_tokens`` and silently ignores
+``max_completion_tokens`` (a cap of 5 once produced 1,566 tokens); Ollama's OpenAI
+compatibility and llama.cpp's own server read ``max_tokens``; vLLM reads both. So the
+bundled server gets ``max_tokens`` alone (``Endpoint.cap_params``) and any other endpoint
+both; a 400 whose message names one of them drops that one for the endpoint (remembered
+for the process) and the request is sent again at once, without counting as a retry. As a
+last guard the stream itself is stopped once it has produced more pieces than the cap, and
+a ``RepetitionGuard`` stops a stream that loops. An answer stopped either way, or by the
+server at its cap (``finish_reason`` ``length``), ends normally and says why in the final
+chunk's ``response_metadata["stopped"]``.
+
+Queue. An endpoint with ``max_concurrent`` (the bundled server: 1) admits requests first
+come, first served; while a request waits, the ``on_status`` callback (runnable config key
+``STATUS_KEY``) receives a ``ModelStatus`` saying how many questions are ahead. No request
+ever cancels another.
+
+Recovery. An endpoint with a ``server`` (the bundled model) asks it for its URL before each
+request; a server whose process died is started again there (see
+``rag.local_llm.LocalLLMServer.ensure_running``), so the next question is answered.
 """
 
 from __future__ import annotations
@@ -40,13 +67,15 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 import openai
@@ -68,6 +97,7 @@ logger = logging.getLogger(__name__)
 # Runnable-config keys (``config["configurable"]``) that ``build_llm``'s model reads.
 DEADLINE_KEY = "llm_deadline"  # time.monotonic() by which the question must be done
 BUFFERED_KEY = "llm_buffered"  # True: nothing is shown while streaming, so drops fall back
+STATUS_KEY = "llm_status"  # Callable[[ModelStatus], None]: queue and restart notices
 
 # Errors of other chat models (e.g. a ChatOpenAI handed in) that the engine reports as
 # ProviderError; ResilientChatModel raises ProviderError itself.
@@ -91,6 +121,24 @@ FINISH_GRACE_S = 2.0
 # Least time worth starting an attempt with; a retry whose wait leaves less goes on.
 MIN_ATTEMPT_S = 0.25
 _ERROR_BODY_BYTES = 4096
+CAP_PARAMS = ("max_completion_tokens", "max_tokens")
+BUNDLED_LABEL = "the bundled model"
+TIMEOUT_HINT = "raise RAG_LLM_TIMEOUT_S or use a faster endpoint (RAG_LLM_BASE_URL)"
+FIRST_TOKEN_HINT = "raise RAG_LLM_FIRST_TOKEN_TIMEOUT_S or use a faster endpoint (RAG_LLM_BASE_URL)"
+STOPPED_REPEATING = "stopped: the model repeated itself"
+
+
+@runtime_checkable
+class LocalServer(Protocol):
+    """A model server ragchat runs itself and can start again (``LocalLLMServer``)."""
+
+    def running(self) -> bool:
+        """Whether its process is alive."""
+        ...
+
+    def ensure_running(self, timeout_s: float = ...) -> str:
+        """Its base URL, after starting it again if its process has died."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -101,17 +149,48 @@ class Endpoint:
     model: str
     api_key: SecretStr | None = None
     # Requests this process sends it at once (None: no limit). The bundled llama.cpp server
-    # has one slot and cancels the running answer when another request arrives, so its
-    # questions queue here instead; the wait counts against the question's deadline.
+    # answers one at a time, so its questions queue here, first come first served (and the
+    # wait is reported); the wait counts against the question's deadline.
     max_concurrent: int | None = None
+    # The request fields that carry the token cap (see the module docstring).
+    cap_params: tuple[str, ...] = CAP_PARAMS
+    # The server process behind it, when ragchat runs it: asked for the URL before each
+    # request, and restarted when it has died.
+    server: LocalServer | None = field(default=None, compare=False)
+    # How messages name it (default: its URL).
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this endpoint."""
+        return self.name or self.base_url
+
+    def url(self) -> str:
+        """The base URL to send the next request to (restarting a dead local server)."""
+        return self.server.ensure_running() if self.server is not None else self.base_url
 
 
-def endpoints(settings: Settings, local_url: str | None = None) -> list[Endpoint]:
+def local_endpoint(settings: Settings, url: str, server: LocalServer | None = None) -> Endpoint:
+    """The bundled llama.cpp server's endpoint: one request at a time, ``max_tokens`` only."""
+    return Endpoint(
+        url,
+        settings.llm_model,
+        settings.llm_api_key,
+        max_concurrent=1,
+        cap_params=("max_tokens",),
+        server=server,
+        name=BUNDLED_LABEL,
+    )
+
+
+def endpoints(
+    settings: Settings, local_url: str | None = None, local_server: LocalServer | None = None
+) -> list[Endpoint]:
     """The configured endpoint (or the local server's) and the optional fallback."""
     if settings.llm_base_url:
         found = [Endpoint(settings.llm_base_url, settings.llm_model, settings.llm_api_key)]
     elif local_url:
-        found = [Endpoint(local_url, settings.llm_model, settings.llm_api_key, max_concurrent=1)]
+        found = [local_endpoint(settings, local_url, local_server)]
     else:
         raise ValueError("no endpoint: set RAG_LLM_BASE_URL or start the local model")
     if settings.llm_fallback_base_url:
@@ -125,19 +204,161 @@ def endpoints(settings: Settings, local_url: str | None = None) -> list[Endpoint
     return found
 
 
-_SLOTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
+@dataclass(frozen=True)
+class ModelStatus:
+    """What a question is waiting for at the model, for the UI to show.
+
+    ``state``: ``queued`` (``ahead`` questions are being answered or wait before it),
+    ``restarting`` (the bundled model had stopped and is being started again) or ``sent``
+    (the request went out; the first token follows).
+    """
+
+    state: Literal["queued", "restarting", "sent"]
+    ahead: int = 0
+    endpoint: str = ""
+
+    @property
+    def message(self) -> str:
+        """One line for the user."""
+        if self.state == "queued":
+            noun = "question" if self.ahead == 1 else "questions"
+            return f"waiting for the model ({self.ahead} {noun} ahead)"
+        if self.state == "restarting":
+            return f"{self.endpoint or 'the model'} had stopped; starting it again"
+        return "the model is reading the sources"
 
 
-def _slots(endpoint: Endpoint) -> threading.BoundedSemaphore | None:
-    """The process-wide semaphore limiting requests to an endpoint, if it has a limit."""
+StatusCallback = Callable[[ModelStatus], None]
+
+
+class _Queue:
+    """First come, first served admission to an endpoint with ``slots`` requests at once."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting: list[object] = []
+
+    def _admit_or_ahead(self, ticket: object) -> int | None:
+        """None when admitted, else how many questions are ahead (under the lock)."""
+        index = self._waiting.index(ticket)
+        if index == 0 and self._running < self.slots:
+            self._waiting.pop(0)
+            self._running += 1
+            self._cond.notify_all()  # everyone behind moved up
+            return None
+        return self._running + index
+
+    def acquire(self, until: float, report: Callable[[int], None]) -> bool:
+        """Wait for a slot until ``until`` (monotonic); ``report(ahead)`` on every change."""
+        ticket = object()
+        reported: int | None = None
+        with self._cond:
+            self._waiting.append(ticket)
+        try:
+            while True:
+                with self._cond:
+                    ahead = self._admit_or_ahead(ticket)
+                    if ahead is None:
+                        return True
+                    if ahead == reported:
+                        left = until - time.monotonic()
+                        if left <= 0:
+                            self._waiting.remove(ticket)
+                            self._cond.notify_all()
+                            return False
+                        self._cond.wait(left)
+                        continue
+                report(ahead)  # outside the lock: the callback may be slow
+                reported = ahead
+        except BaseException:
+            with self._cond:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                    self._cond.notify_all()
+            raise
+
+    def release(self) -> None:
+        """Free a slot for the next question in line."""
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+
+_QUEUES: dict[tuple[object, int], _Queue] = {}
+_QUEUES_LOCK = threading.Lock()
+# Cap parameters an endpoint refused with a 400 (by label), not sent to it again.
+_REFUSED_PARAMS: dict[str, set[str]] = {}
+
+
+def _queue_for(endpoint: Endpoint) -> _Queue | None:
+    """The process-wide queue limiting requests to an endpoint, if it has a limit."""
     if endpoint.max_concurrent is None:
         return None
-    key = (endpoint.base_url, endpoint.max_concurrent)
-    with _SLOTS_LOCK:
-        if key not in _SLOTS:
-            _SLOTS[key] = threading.BoundedSemaphore(endpoint.max_concurrent)
-        return _SLOTS[key]
+    owner: object = endpoint.server if endpoint.server is not None else endpoint.base_url
+    key = (owner, endpoint.max_concurrent)
+    with _QUEUES_LOCK:
+        if key not in _QUEUES:
+            _QUEUES[key] = _Queue(endpoint.max_concurrent)
+        return _QUEUES[key]
+
+
+class RepetitionGuard:
+    """Notices a stream that loops: a short cycle repeated at the end, or a sentence again.
+
+    ``feed`` each piece; it returns True once the text ends with a unit of at most
+    ``max_period`` characters repeated over at least ``min_span`` characters (and at least
+    ``min_repeats`` times), or once one sentence of at least ``min_sentence`` characters has
+    appeared ``max_sentence_repeats`` times. Answers quoting a table rule or a short list do
+    not reach these bounds; a model stuck in a loop does within a few hundred characters.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_period: int = 300,
+        min_span: int = 240,
+        min_repeats: int = 3,
+        min_sentence: int = 20,
+        max_sentence_repeats: int = 4,
+    ) -> None:
+        self.max_period = max_period
+        self.min_span = min_span
+        self.min_repeats = min_repeats
+        self.min_sentence = min_sentence
+        self.max_sentence_repeats = max_sentence_repeats
+        self._tail = ""
+        self._pending = ""  # text since the last sentence end
+        self._sentences: Counter[str] = Counter()
+
+    def feed(self, piece: str) -> bool:
+        """Add a piece of the answer; True when the answer is looping."""
+        keep = self.max_period * self.min_repeats + self.min_span
+        self._tail = (self._tail + piece)[-keep:]
+        return self._cycle() or self._sentence_repeated(piece)
+
+    def _cycle(self) -> bool:
+        tail = self._tail
+        for period in range(1, self.max_period + 1):
+            repeats = max(self.min_repeats, -(-self.min_span // period))
+            span = period * repeats
+            if span > len(tail):
+                break
+            if tail[-span:] == tail[-period:] * repeats:
+                return True
+        return False
+
+    def _sentence_repeated(self, piece: str) -> bool:
+        self._pending += piece
+        *done, self._pending = re.split(r"(?<=[.!?])\s+|\n+", self._pending)
+        for sentence in done:
+            key = " ".join(sentence.split()).lower()
+            if len(key) >= self.min_sentence:
+                self._sentences[key] += 1
+                if self._sentences[key] >= self.max_sentence_repeats:
+                    return True
+        return False
 
 
 def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -398,12 +619,14 @@ class ResilientChatModel(BaseChatModel):
 
     endpoints: list[Endpoint]
     timeout_s: float = 30.0
+    first_token_timeout_s: float | None = None
     max_retries: int = 2
     temperature: float = 0.1
     max_tokens: int | None = None
     backoff_s: float = 0.5
     deadline: float | None = None
     buffered: bool = False
+    on_status: StatusCallback | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -436,9 +659,13 @@ class ResilientChatModel(BaseChatModel):
         yield from self._chunks(messages, stop, buffered=self.buffered, **kwargs)
 
     def _payload(
-        self, endpoint: Endpoint, messages: list[BaseMessage], stop: list[str] | None, **kw: Any
+        self,
+        endpoint: Endpoint,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        cap: int | None,
+        **kw: Any,
     ) -> dict[str, Any]:
-        max_tokens = kw.pop("max_tokens", None) or self.max_tokens
         payload: dict[str, Any] = {
             "model": endpoint.model,
             "messages": convert_to_openai_messages(messages),
@@ -446,8 +673,12 @@ class ResilientChatModel(BaseChatModel):
             "stream_options": {"include_usage": True},
             "temperature": self.temperature,
         }
-        if max_tokens is not None:
-            payload["max_completion_tokens"] = max_tokens
+        if cap is not None:
+            refused = _REFUSED_PARAMS.get(endpoint.label, set())
+            params = [p for p in endpoint.cap_params if p not in refused] or [
+                endpoint.cap_params[-1]
+            ]
+            payload.update(dict.fromkeys(params, cap))
         if stop:
             payload["stop"] = stop
         payload.update(kw)
@@ -462,31 +693,36 @@ class ResilientChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         deadline = self.deadline if self.deadline is not None else time.monotonic() + self.timeout_s
+        cap = kwargs.pop("max_tokens", None) or self.max_tokens
         failures: list[EndpointFailure] = []
         for index, endpoint in enumerate(self.endpoints):
             left = deadline - time.monotonic()
             if left < MIN_ATTEMPT_S / 2:
                 failures.append(
                     EndpointFailure(
-                        endpoint.base_url, EndpointFault.TIMEOUT, "no time left", attempts=0
+                        endpoint.label, EndpointFault.TIMEOUT, "no time left", attempts=0
                     )
                 )
                 continue
             share_end = time.monotonic() + left / (len(self.endpoints) - index)
-            payload = self._payload(endpoint, messages, stop, **kwargs)
+            payload = self._payload(endpoint, messages, stop, cap, **kwargs)
             failure = yield from self._try_endpoint(
-                endpoint, payload, share_end, deadline, buffered, failures
+                endpoint, payload, share_end, deadline, buffered, failures, cap
             )
             if failure is None:
                 return
             failures.append(failure)
             logger.info(
                 "model endpoint %s failed (%s): %s",
-                endpoint.base_url,
+                endpoint.label,
                 failure.label,
                 failure.detail,
             )
-        raise ProviderError.from_failures(failures)
+        raise ProviderError.from_failures(_with_hint(failures))
+
+    def _report(self, status: ModelStatus) -> None:
+        if self.on_status is not None:
+            self.on_status(status)
 
     def _try_endpoint(
         self,
@@ -496,6 +732,7 @@ class ResilientChatModel(BaseChatModel):
         deadline: float,
         buffered: bool,
         earlier: Sequence[EndpointFailure],
+        cap: int | None = None,
     ) -> Generator[ChatGenerationChunk, None, EndpointFailure | None]:
         """Attempts at one endpoint; returns (as the generator's value) its failure or None."""
         attempts = 0
@@ -504,29 +741,44 @@ class ResilientChatModel(BaseChatModel):
             progress = _Progress()
             held: list[str] = []  # buffered pieces, or whitespace not yet shown
             shown = False
+            guard = RepetitionGuard()
+            stopped: str | None = None
+            attempt = self._attempt(endpoint, payload, share_end, deadline, progress)
             try:
-                for piece in self._attempt(endpoint, payload, share_end, deadline, progress):
+                for piece in attempt:
                     held.append(piece)
+                    if guard.feed(piece):
+                        stopped, progress.finish_reason = STOPPED_REPEATING, "repetition"
+                    elif cap is not None and progress.tokens > cap:
+                        # The server ignored the cap: the piece over it is not kept.
+                        held.pop()
+                        stopped, progress.finish_reason = _stopped_at_cap(cap), "length"
+                    if stopped:
+                        logger.info("model endpoint %s: %s", endpoint.label, stopped)
+                        break
                     if not buffered and "".join(held).strip():
                         yield ChatGenerationChunk(message=AIMessageChunk(content="".join(held)))
                         held, shown = [], True
             except _Failed as failed:
                 if shown:
                     raise AnswerCutError(
-                        endpoint.base_url,
+                        endpoint.label,
                         failed.fault,
-                        failed.reason,
+                        _hinted(failed.fault, failed.reason),
                         model=progress.model or endpoint.model,
                         tokens=progress.tokens,
                     ) from None
+                if self._drop_refused_param(endpoint, payload, failed):
+                    attempts -= 1
+                    continue
                 wait = self._retry_wait(failed, attempts, share_end)
                 if wait is None:
                     return EndpointFailure(
-                        endpoint.base_url, failed.fault, failed.reason, failed.status, attempts
+                        endpoint.label, failed.fault, failed.reason, failed.status, attempts
                     )
                 logger.info(
                     "model endpoint %s attempt %d failed (%s): %s; retrying in %.1f s",
-                    endpoint.base_url,
+                    endpoint.label,
                     attempts,
                     failed.fault,
                     failed.reason,
@@ -534,6 +786,10 @@ class ResilientChatModel(BaseChatModel):
                 )
                 time.sleep(wait)
                 continue
+            finally:
+                attempt.close()  # a stopped stream: its request ends, its slot is freed
+            if progress.finish_reason == "length" and stopped is None and cap is not None:
+                stopped = _stopped_at_cap(cap)  # the server stopped it at the cap
             if held:
                 yield ChatGenerationChunk(message=AIMessageChunk(content="".join(held)))
             yield ChatGenerationChunk(
@@ -543,13 +799,31 @@ class ResilientChatModel(BaseChatModel):
                     response_metadata={
                         "model_name": progress.model or endpoint.model,
                         "finish_reason": progress.finish_reason,
-                        "endpoint": endpoint.base_url,
+                        "stopped": stopped,
+                        "endpoint": endpoint.label,
                         "attempts": attempts,
                         "failed_before": [f"{f.endpoint} ({f.label})" for f in earlier],
                     },
                 )
             )
             return None
+
+    @staticmethod
+    def _drop_refused_param(endpoint: Endpoint, payload: dict[str, Any], failed: _Failed) -> bool:
+        """After a 400 naming a cap parameter, drop it (once) if another one remains."""
+        sent = [p for p in endpoint.cap_params if p in payload]
+        if failed.status != 400 or len(sent) < 2:
+            return False
+        # The one named first is the one refused: OpenAI says "Unsupported parameter:
+        # 'max_tokens' ... Use 'max_completion_tokens' instead."
+        found = [(m.start(), p) for p in sent if (m := re.search(rf"\b{p}\b", failed.reason))]
+        if not found:
+            return False
+        refused = min(found)[1]
+        logger.info("model endpoint %s refuses %s; sending it no more", endpoint.label, refused)
+        _REFUSED_PARAMS.setdefault(endpoint.label, set()).add(refused)
+        payload.pop(refused)
+        return True
 
     def _retry_wait(self, failed: _Failed, attempts: int, share_end: float) -> float | None:
         """Seconds to wait before retrying, or None to go on to the next endpoint."""
@@ -576,23 +850,38 @@ class ResilientChatModel(BaseChatModel):
         share_end: float,
         deadline: float,
         progress: _Progress,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """One request: yields the text as it arrives; raises ``_Failed``."""
-        slots = _slots(endpoint)
-        if slots is None:
+        line = _queue_for(endpoint)
+        if line is None:
             yield from self._request(endpoint, payload, share_end, deadline, progress)
             return
         waiting = time.monotonic()
-        if not slots.acquire(timeout=max(0.0, min(share_end, deadline) - waiting)):
+
+        def report(ahead: int) -> None:
+            self._report(ModelStatus("queued", ahead, endpoint.label))
+
+        if not line.acquire(min(share_end, deadline), report):
             raise _Failed(
                 EndpointFault.TIMEOUT,
-                f"waited {time.monotonic() - waiting:.1f} s for the endpoint, which was busy "
-                "answering other questions",
+                f"waited {time.monotonic() - waiting:.1f} s in line for {endpoint.label}, "
+                "which was answering other questions",
             )
         try:
             yield from self._request(endpoint, payload, share_end, deadline, progress)
         finally:
-            slots.release()
+            line.release()
+
+    def _url(self, endpoint: Endpoint, deadline: float) -> str:
+        """Where to send the request; a dead local server is started again first."""
+        if endpoint.server is None:
+            return endpoint.base_url
+        if not endpoint.server.running():
+            self._report(ModelStatus("restarting", 0, endpoint.label))
+        try:
+            return endpoint.server.ensure_running(max(1.0, deadline - time.monotonic()))
+        except ProviderError as exc:
+            raise _Failed(EndpointFault.UNREACHABLE, exc.reason, retryable=False) from None
 
     def _request(
         self,
@@ -603,9 +892,13 @@ class ResilientChatModel(BaseChatModel):
         progress: _Progress,
     ) -> Iterator[str]:
         """Send one request and yield the text as it arrives; raises ``_Failed``."""
-        logger.debug("model endpoint %s: request sent", endpoint.base_url)
+        base_url = self._url(endpoint, deadline)
+        logger.debug("model endpoint %s: request sent", endpoint.label)
+        self._report(ModelStatus("sent", 0, endpoint.label))
         started = time.monotonic()
         first_by = min(share_end, deadline)
+        if self.first_token_timeout_s is not None:
+            first_by = min(first_by, started + self.first_token_timeout_s)
         timeout = httpx.Timeout(
             max(0.05, deadline - started),
             connect=max(0.05, min(CONNECT_TIMEOUT_S, first_by - started)),
@@ -613,7 +906,7 @@ class ResilientChatModel(BaseChatModel):
         headers = {}
         if endpoint.api_key is not None:
             headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
-        url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        url = base_url.rstrip("/") + "/chat/completions"
         pump = _Pump(url, headers, payload, timeout)
         parser = _StreamParser()
         body: list[str] | None = None  # lines of a JSON (non-streamed) answer
@@ -632,6 +925,8 @@ class ResilientChatModel(BaseChatModel):
                     waited = time.monotonic() - started
                     if progress.tokens:
                         reason = f"the time limit ran out after {progress.tokens} tokens"
+                    elif first_by < min(share_end, deadline):
+                        reason = f"no first token within {waited:.1f} s"
                     else:
                         reason = f"no answer within {waited:.1f} s"
                     raise _Failed(EndpointFault.TIMEOUT, reason, retryable=not progress.tokens)
@@ -698,6 +993,7 @@ def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable[Langua
     model = ResilientChatModel(
         endpoints=list(endpoints_),
         timeout_s=settings.llm_timeout_s,
+        first_token_timeout_s=settings.llm_first_token_timeout_s,
         max_retries=settings.llm_max_retries,
         temperature=settings.llm_temperature,
         max_tokens=settings.llm_max_answer_tokens,
@@ -705,7 +1001,29 @@ def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable[Langua
     return model.configurable_fields(
         deadline=ConfigurableField(id=DEADLINE_KEY, name="deadline"),
         buffered=ConfigurableField(id=BUFFERED_KEY, name="buffered"),
+        on_status=ConfigurableField(id=STATUS_KEY, name="on_status"),
     )
+
+
+def _stopped_at_cap(cap: int) -> str:
+    return f"stopped: the answer reached its length limit ({cap} tokens, RAG_LLM_MAX_ANSWER_TOKENS)"
+
+
+def _hinted(fault: EndpointFault, reason: str) -> str:
+    """A timeout's reason, with what the user can do about it."""
+    if fault is not EndpointFault.TIMEOUT or "RAG_LLM_" in reason:
+        return reason
+    hint = FIRST_TOKEN_HINT if "first token" in reason else TIMEOUT_HINT
+    return f"{reason}; {hint}"
+
+
+def _with_hint(failures: list[EndpointFailure]) -> list[EndpointFailure]:
+    """The failures, the first timeout's reason saying what to do about it."""
+    for i, failure in enumerate(failures):
+        if failure.fault is EndpointFault.TIMEOUT:
+            failures[i] = replace(failure, reason=_hinted(failure.fault, failure.reason))
+            break
+    return failures
 
 
 def provider_error(exc: BaseException, endpoints_: list[Endpoint]) -> ProviderError:
@@ -725,10 +1043,16 @@ __all__ = [
     "BUFFERED_KEY",
     "DEADLINE_KEY",
     "ENDPOINT_ERRORS",
+    "STATUS_KEY",
     "Endpoint",
+    "LocalServer",
+    "ModelStatus",
+    "RepetitionGuard",
     "ResilientChatModel",
+    "StatusCallback",
     "build_llm",
     "endpoints",
+    "local_endpoint",
     "provider_error",
     "retry_after_s",
 ]

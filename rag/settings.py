@@ -149,8 +149,9 @@ class Settings(BaseSettings):
         ge=0,
         le=100,
         description=(
-            "Chunks taken from one page (one document, when it has no pages) before other "
-            "pages' chunks; more are only used when nothing else is left. 0: no limit."
+            "Chunks taken from one location (a PDF page, or a section of a page-less file) "
+            "before other locations' chunks; more are only used when nothing else is left. "
+            "A page-less file's further sections lead only when they stand out. 0: no limit."
         ),
     )
     mmr_lambda: float | None = Field(
@@ -199,8 +200,20 @@ class Settings(BaseSettings):
         gt=0,
         le=600,
         description=(
-            "Seconds one question may take at the model endpoint(s) in all: connecting, "
-            "retries, Retry-After waits, the fallback and a slow stream included."
+            "Seconds one question may take at the model endpoint(s) in all: waiting in line "
+            "for the bundled model, connecting, retries, Retry-After waits, the fallback and "
+            "a slow stream included."
+        ),
+    )
+    llm_first_token_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds each request may wait for its first token once sent (the model reads "
+            "the sources first; a cold bundled model on 2 cores needs several seconds). "
+            "Within RAG_LLM_TIMEOUT_S; a request that runs out is retried or sent to the "
+            "fallback while time is left."
         ),
     )
     llm_max_retries: int = Field(

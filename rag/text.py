@@ -61,3 +61,119 @@ def safe_text(text: str) -> str:
     return "\n".join(
         "\t".join(safe_label(part) for part in line.split("\t")) for line in text.split("\n")
     )
+
+
+# --- code and sentence boundaries in Markdown answers -------------------------------------
+
+_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_TICKS = re.compile(r"`+")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+# A sentence or clause ends at . ! ? (or , ; :) with any closing quotes or brackets, when
+# white space or the end of the text follows: the dots in "1.2", "main.rs" or a URL end
+# nothing. A run of newlines is a boundary too.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)[ \t]*|\n+")
+_CLAUSE_END = re.compile(r"[.!?,;:]+[\"')\]]*(?=\s|$)|\n")
+
+
+def _scan_code(text: str, *, streaming: bool) -> tuple[list[tuple[int, int]], str | None]:
+    """Code spans of Markdown ``text`` (fenced blocks, inline code) and the kind it ends in."""
+    spans: list[tuple[int, int]] = []
+    prose: list[tuple[int, int]] = []
+    fence: str | None = None
+    fence_start = prose_start = pos = 0
+    for line in text.splitlines(keepends=True):
+        m = _FENCE_LINE.match(line)
+        if fence is None and m:
+            prose.append((prose_start, pos))
+            fence, fence_start = m.group(1), pos
+        elif (
+            fence is not None
+            and m
+            and m.group(1)[0] == fence[0]
+            and len(m.group(1)) >= len(fence)
+            and not line[m.end() :].strip()
+        ):
+            spans.append((fence_start, pos + len(line)))
+            fence, prose_start = None, pos + len(line)
+        pos += len(line)
+    if fence is not None:
+        spans.append((fence_start, len(text)))
+        return sorted(spans + _inline_code(text, prose, streaming=False)[0]), "block"
+    prose.append((prose_start, len(text)))
+    inline, open_inline = _inline_code(text, prose, streaming=streaming)
+    return sorted(spans + inline), "inline" if open_inline else None
+
+
+def _inline_code(
+    text: str, regions: list[tuple[int, int]], *, streaming: bool
+) -> tuple[list[tuple[int, int]], bool]:
+    """Inline code spans (matching backtick runs within one paragraph) in the regions."""
+    spans: list[tuple[int, int]] = []
+    still_open = False
+    for start, end in regions:
+        opened: tuple[int, int] | None = None  # (position, length) of the opening run
+        for m in _TICKS.finditer(text, start, end):
+            if opened is not None and _BLANK_LINE.search(text, opened[0], m.start()):
+                opened = None  # inline code never spans paragraphs
+            if opened is None:
+                opened = (m.start(), len(m.group()))
+            elif len(m.group()) == opened[1]:
+                spans.append((opened[0], m.end()))
+                opened = None
+        if opened is not None and not _BLANK_LINE.search(text, opened[0], end):
+            still_open = True
+            if streaming:
+                spans.append((opened[0], end))
+    return spans, still_open and streaming
+
+
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """Where finished Markdown ``text`` holds code, as ``(start, end)`` character ranges.
+
+    Fenced blocks (``` or ~~~, an unclosed fence running to the end) and inline `code`
+    spans; a lone backtick is not code, as Markdown shows it as it is.
+    """
+    return _scan_code(text, streaming=False)[0]
+
+
+def ends_in_code(text: str) -> str | None:
+    """Where text that is still streaming in stops: ``"block"``, ``"inline"`` code, or None."""
+    return _scan_code(text, streaming=True)[1]
+
+
+def answer_sentences(text: str) -> list[tuple[str, bool]]:
+    """An answer cut into sentences and fenced code blocks: ``(piece, is_code_block)``.
+
+    Unlike ``split_sentences``, a dot ends a sentence only when white space or the end
+    follows, and never inside code, so "TLS 1.2", "src/main.rs", a URL or `x.y` stay whole.
+    Blank-line runs are pieces of their own; ``"".join`` of the pieces gives ``text`` back.
+    """
+    spans = code_spans(text)
+    blocks = [(s, e) for s, e in spans if _FENCE_LINE.match(text, s)]
+    inline = [(s, e) for s, e in spans if (s, e) not in blocks]
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for start, end in [*blocks, (len(text), len(text))]:
+        cut = pos
+        for m in _SENTENCE_END.finditer(text, pos, start):
+            if any(s <= m.start() < e for s, e in inline):
+                continue
+            if m.group().startswith("\n") and m.start() > cut:
+                pieces.append((text[cut : m.start()], False))
+                cut = m.start()
+            pieces.append((text[cut : m.end()], False))
+            cut = m.end()
+        if cut < start:
+            pieces.append((text[cut:start], False))
+        if end > start:
+            pieces.append((text[start:end], True))
+        pos = end
+    return [p for p in pieces if p[0]]
+
+
+def is_clause_end(text: str, at: int) -> bool:
+    """Whether ``text[at:]`` starts a sentence or clause end: punctuation, then a space.
+
+    ``text`` must reach past the punctuation (to the white space or the end that decides).
+    """
+    return _CLAUSE_END.match(text, at) is not None

@@ -26,7 +26,8 @@ class Fault:
     """What the stub does with one request.
 
     kind: ok, hang, slow_headers, status, slow_stream, drop, malformed_sse,
-    truncated_json, invalid_json, json_body, truncated_json_body, empty, error_event.
+    truncated_json, invalid_json, json_body, truncated_json_body, empty, error_event, loop
+    (the same sentence over and over, ``tokens`` words, ignoring any cap).
     """
 
     kind: str = "ok"
@@ -37,6 +38,7 @@ class Fault:
     tokens: int = 60  # tokens of slow_stream
     usage: bool = True
     model: str | None = "stub-model"
+    message: str | None = None  # the error message of a status fault
 
 
 OK = Fault()
@@ -46,8 +48,8 @@ def ok(usage: bool = True, model: str | None = "stub-model") -> Fault:
     return Fault("ok", usage=usage, model=model)
 
 
-def status(code: int, retry_after: str | None = None) -> Fault:
-    return Fault("status", status=code, retry_after=retry_after)
+def status(code: int, retry_after: str | None = None, message: str | None = None) -> Fault:
+    return Fault("status", status=code, retry_after=retry_after, message=message)
 
 
 def refused_url() -> str:
@@ -95,7 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             return
         if fault.kind == "status":
-            body = json.dumps({"error": {"message": f"stub status {fault.status}"}}).encode()
+            text = fault.message or f"stub status {fault.status}"
+            body = json.dumps({"error": {"message": text}}).encode()
             extra = {"retry-after": fault.retry_after} if fault.retry_after else {}
             self._send(fault.status, body, extra)
             return
@@ -149,10 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
         pieces = ANSWER
         if fault.kind == "slow_stream":
             pieces = [f"word{i} " for i in range(fault.tokens)]
+        if fault.kind == "loop":
+            words = "The lens is polished with rouge every month. ".split(" ")[:-1]
+            pieces = [f"{words[i % len(words)]} " for i in range(fault.tokens)]
         if fault.kind in ("drop", "malformed_sse", "truncated_json", "invalid_json", "error_event"):
             pieces = (ANSWER * 10)[: fault.after]
         for piece in pieces:
             if fault.kind == "slow_stream" and stop.wait(fault.interval):
+                return
+            if fault.kind == "loop" and stop.is_set():
                 return
             self._chunk(self._chunk_event(fault, {"content": piece}))
         if fault.kind == "drop":

@@ -70,18 +70,21 @@ def page(res: Resources) -> None:
 
 def _upload(res: Resources, state: SessionState) -> None:
     limit = res.settings.upload_max_mb
+    # The widget takes files up to the server's transport cap (server.maxUploadSize), not
+    # up to our limit: a file the widget refuses only gets a tooltip, while one we refuse
+    # gets a result line that says why.
     files = st.file_uploader(
         f"Add documents (PDF, DOCX, Markdown, HTML, text; up to {limit} MB each)",
         type=ACCEPTED,
         accept_multiple_files=True,
         key=f"uploader-{state.uploader_nonce}",
-        max_upload_size=limit,
     )
     if files and st.button("Add to index", type="primary", icon=":material/upload:"):
         prepared = prepare_uploads(res, [(f.name, f.getvalue()) for f in files])
         state.uploader_nonce += 1  # clears the uploader
         if prepared.saved:
             state.upload_results = []
+            state.job_label = _job_label("Adding", list(prepared.saved.values()))
             state.ingest_job = start_job(res, lambda p: index_uploads(prepared, p))
         else:
             state.upload_results = list(prepared.results.values())
@@ -110,6 +113,7 @@ def _progress(res: Resources) -> None:
         return
     if job.done():
         state.ingest_job = None
+        state.job_label = ""
         try:
             state.upload_results = res.ingest_runner.collect(job.id)
         except Exception as exc:
@@ -120,7 +124,17 @@ def _progress(res: Resources) -> None:
         st.rerun()
         return
     value, text = describe(job)
+    if state.job_label:
+        st.caption(state.job_label)
     st.progress(value, text=text)
+
+
+def _job_label(verb: str, names: list[str]) -> str:
+    """'Re-indexing manual.pdf and 2 more': the caption over a job's progress bar."""
+    if not names:
+        return ""
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return f"{verb} {names[0]}{more}"
 
 
 def _error_text(exc: BaseException) -> str:
@@ -187,7 +201,7 @@ def prepare_uploads(res: Resources, files: list[tuple[str, bytes]]) -> PreparedU
     for browser_name, data in files:
         name = display_name(browser_name)
         if len(data) > limit:
-            results[name] = UploadResult(name, "failed", f"larger than {limit // 2**20} MB")
+            results[name] = UploadResult(name, "failed", _too_large(len(data), limit))
             continue
         doc_id = content_id(data)
         if doc_id in known:
@@ -215,6 +229,13 @@ def prepare_uploads(res: Resources, files: list[tuple[str, bytes]]) -> PreparedU
         saved[path] = name
         results[name] = UploadResult(name, "added")
     return prepared
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"not indexed: {size / 2**20:,.1f} MB is larger than {limit // 2**20} MB, the "
+        "largest file this app accepts (RAG_UPLOAD_MAX_MB)"
+    )
 
 
 def _save_error(exc: OSError) -> str:
@@ -295,15 +316,43 @@ def outcome_results(report: IngestReport, names: dict[str, str]) -> list[UploadR
     ]
 
 
+# How each result status reads in the summary line, in the order it is listed.
+_SUMMARY = {
+    "added": "added to the index",
+    "updated": "updated (new content replaced the old)",
+    "re-indexed": "re-indexed",
+    "unchanged": "unchanged (already indexed)",
+    "deleted": "deleted",
+    "removed": "removed (the file is gone)",
+    "failed": "not indexed",
+}
+
+
+def summary(results: list[UploadResult]) -> str:
+    """'1 file added to the index, 1 file not indexed.': what happened, counted by outcome."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    order = [*_SUMMARY, *sorted(set(counts) - set(_SUMMARY))]
+    parts = [
+        f"{counts[s]} file{'' if counts[s] == 1 else 's'} {_SUMMARY.get(s, s)}"
+        for s in order
+        if counts.get(s)
+    ]
+    return (", ".join(parts) or "Nothing to do") + "."
+
+
 def _results(state: SessionState) -> None:
     if not state.upload_results:
         return
-    failed = [r for r in state.upload_results if r.status == "failed"]
-    ok = len(state.upload_results) - len(failed)
-    if failed:
-        st.warning(f"{ok} file(s) indexed, {len(failed)} failed.")
+    text = summary(state.upload_results)
+    failed = sum(r.status == "failed" for r in state.upload_results)
+    if failed == len(state.upload_results):
+        st.error(text)
+    elif failed:
+        st.warning(text)
     else:
-        st.success(f"{ok} file(s) indexed.")
+        st.success(text)
     st.dataframe(
         [{"file": r.name, "result": r.status, "reason": r.reason} for r in state.upload_results],
         hide_index=True,
@@ -315,8 +364,11 @@ def _rows(docs: list[DocumentInfo]) -> list[dict[str, Any]]:
     return [
         {
             "name": safe_label(d.name),
-            "pages": d.pages,
-            "chunks": d.chunks if d.complete else f"partial: {d.chunks:,} (re-index to finish)",
+            "pages": str(d.pages) if d.pages else "",  # only documents with pages have any
+            # One type per column (Arrow refuses a column of numbers and text).
+            "chunks": f"{d.chunks:,}"
+            if d.complete
+            else f"partial: {d.chunks:,} (re-index to finish)",
             "added": d.ingested_at.replace("T", " ").replace("+00:00", " UTC"),
             "also as": ", ".join(safe_label(t) for t in d.titles[1:]),
         }
@@ -331,35 +383,77 @@ def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, bus
     chosen = st.multiselect("Select documents", options=list(names), format_func=lambda i: names[i])
     left, right, _ = st.columns([1, 1, 4])
     if left.button("Delete", icon=":material/delete:", disabled=not chosen):
+        state.delete_pending = list(chosen)  # asks first, below
+    if right.button("Re-index", icon=":material/refresh:", disabled=busy or not chosen):
+        selected = [d for d in docs if d.id in chosen]
+        titles = {Path(p): _title(d, p) for d in selected for p in d.sources if Path(p).is_file()}
+        if not titles:
+            st.error("The files of the selected documents are gone; delete them instead.")
+            return
+        paths = list(titles)
+        state.upload_results = []
+        state.delete_pending = []
+        state.job_label = _job_label("Re-indexing", list(titles.values()))
+        state.ingest_job = start_job(res, lambda p: reindex(p, paths, titles))
+        st.rerun()
+    _confirm_delete(res, state, docs)
+
+
+def _title(doc: DocumentInfo, source: str) -> str:
+    """The name a document has under one of its files: the upload's original name."""
+    for path, title in zip(doc.sources, doc.titles, strict=False):
+        if path == source and title:
+            return safe_label(title)
+    return safe_label(doc.name)
+
+
+def _confirm_delete(res: Resources, state: SessionState, docs: list[DocumentInfo]) -> None:
+    """The second step of Delete: name what goes and ask for a "Yes, delete"."""
+    doomed = [d for d in docs if d.id in state.delete_pending]
+    if not doomed:
+        state.delete_pending = []
+        return
+    names = ", ".join(safe_label(d.name) for d in doomed)
+    st.warning(
+        f"Delete {len(doomed)} document{'' if len(doomed) == 1 else 's'} ({names})? Their "
+        "passages leave the index and uploaded copies are removed from disk; this cannot "
+        "be undone."
+    )
+    yes, no, _ = st.columns([1, 1, 4])
+    if yes.button("Yes, delete", type="primary", icon=":material/delete_forever:"):
+        state.delete_pending = []
         try:
-            removed = delete_documents(res, [d for d in docs if d.id in chosen])
+            removed = delete_documents(res, doomed)
         except RagError as exc:
             st.error(str(exc))
             return
-        state.upload_results = [UploadResult(n, "removed") for n in removed]
+        state.upload_results = [UploadResult(n, "deleted") for n in removed]
         st.rerun()
-    if right.button("Re-index", icon=":material/refresh:", disabled=busy or not chosen):
-        paths = [Path(p) for d in docs if d.id in chosen for p in d.sources if Path(p).is_file()]
-        if not paths:
-            st.error("The files of the selected documents are gone; delete them instead.")
-            return
-        titles = {
-            p: safe_label(d.name) for d in docs if d.id in chosen for p in map(Path, d.sources)
-        }
-        state.upload_results = []
-        state.ingest_job = start_job(res, lambda p: reindex(p, paths, titles))
+    if no.button("Cancel"):
+        state.delete_pending = []
         st.rerun()
 
 
 def reindex(
     pipeline: IngestPipeline, paths: list[Path], names: dict[Path, str]
 ) -> list[UploadResult]:
-    """Read and embed files again (runs in the background thread); one result per file."""
+    """Read and embed files again (runs in the background thread); one result per file.
+
+    ``names`` are the files' display names (an upload's original name), kept as the
+    documents' titles; a file read again says "re-indexed".
+    """
     try:
-        report = pipeline.run(paths, force=True)
+        report = pipeline.run(paths, force=True, titles=names)
     except RagError as exc:
-        return [UploadResult("re-index", "failed", safe_label(str(exc)))]
-    return outcome_results(report, {os.path.realpath(p): name for p, name in names.items()})
+        return [
+            UploadResult(name, "failed", safe_label(f"re-index stopped: {exc}"))
+            for name in names.values()
+        ]
+    results = outcome_results(report, {os.path.realpath(p): name for p, name in names.items()})
+    for r in results:
+        if r.status in ("added", "updated"):
+            r.status = "re-indexed"
+    return results
 
 
 def delete_documents(res: Resources, docs: list[DocumentInfo]) -> list[str]:
@@ -373,4 +467,4 @@ def delete_documents(res: Resources, docs: list[DocumentInfo]) -> list[str]:
             path = Path(source)
             if path.parent.resolve() == uploads:
                 path.unlink(missing_ok=True)
-    return [d.name for d in docs]
+    return [safe_label(d.name) for d in docs]

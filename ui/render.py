@@ -3,20 +3,64 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from rag.text import content_words, split_sentences
+from rag.text import content_words
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^&])")
+# A sentence ends after end punctuation (and closing quotes or brackets) that is followed by
+# blanks or the end of the text, or at a blank line. "postgresql.conf", "1.2" and "main.rs"
+# go on: a dot inside a word never ends a sentence.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?:[ \t]+|(?=\n)|$)|\n[ \t]*\n\s*")
+_SPACE_RUN = re.compile(r"(?<= ) +|^ +", re.MULTILINE)
+NBSP = "&nbsp;"  # an entity, so no Markdown parser trims it as whitespace
+HIGHLIGHT = "orange-background"
 
 
 def escape_markdown(text: str) -> str:
     """Document or user text shown literally: no markup, no images, no math, no directives."""
     return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences and paragraph breaks, keeping every character: ``"".join(...) == text``."""
+    out, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.end() > start:
+            out.append(text[start : match.end()])
+            start = match.end()
+    if start < len(text):
+        out.append(text[start:])
+    return out
+
+
+def _literal(text: str, *, highlight: bool) -> str:
+    """One piece of text as Markdown that shows exactly its characters (see passage_markdown)."""
+    out = []
+    for line in text.split("\n"):
+        body = line.strip()
+        if highlight and body:
+            lead, trail = line[: len(line) - len(line.lstrip())], line[len(line.rstrip()) :]
+            out.append(escape_markdown(lead) + f":{HIGHLIGHT}[{escape_markdown(body)}]" + trail)
+        else:
+            out.append(escape_markdown(line))
+    return "\n".join(out)
+
+
+def _keep_layout(markdown: str) -> str:
+    """Line breaks, indentation and runs of spaces survive Markdown's whitespace folding."""
+    markdown = _SPACE_RUN.sub(lambda m: NBSP * len(m.group(0)), markdown.replace("\t", NBSP * 4))
+    lines = markdown.split("\n")
+    # A line followed by another non-blank line ends in a hard break (a trailing backslash);
+    # blank lines stay paragraph breaks.
+    return "\n".join(
+        line + "\\" if line.strip() and i + 1 < len(lines) and lines[i + 1].strip() else line
+        for i, line in enumerate(lines)
+    )
 
 
 def sanitize_answer(text: str) -> str:
@@ -44,29 +88,47 @@ def guard_stream(pieces: Iterable[str]) -> Iterator[str]:
 
 def cited_claims(answer: str, n: int) -> list[str]:
     """The sentences of the answer that cite source ``n``."""
-    return [s for s in split_sentences(answer) if f"[{n}]" in s]
+    return [s for s in sentences(answer) if f"[{n}]" in s]
+
+
+def cited_sentences(passage: str, claims: list[str]) -> list[bool]:
+    """For each of ``sentences(passage)``: does one of the claims draw on it?"""
+    parts = sentences(passage)
+    claim_words = set().union(*(content_words(c) for c in claims)) if claims else set()
+    scores = [len(content_words(s) & claim_words) / (len(content_words(s)) or 1) for s in parts]
+    best = max(scores, default=0.0)
+    return [best > 0 and score >= max(0.25, best * 0.6) for score in scores]
+
+
+def passage_markdown(passage: str, claims: list[str]) -> str:
+    """The passage as Markdown that displays exactly its text, cited sentences highlighted.
+
+    Every character shows as stored: Markdown and HTML are escaped (``**`` and ``<b>`` show
+    as typed), line breaks and indentation are kept, nothing is inserted between sentences.
+    Whole sentences are highlighted, never fragments of words such as ``postgresql.conf``.
+    """
+    parts = sentences(passage)
+    marks = cited_sentences(passage, claims)
+    return _keep_layout(
+        "".join(_literal(part, highlight=hit) for part, hit in zip(parts, marks, strict=True))
+    )
 
 
 def highlight_passage(passage: str, claims: list[str]) -> str:
-    """The passage as escaped markdown, with the sentences the claims draw on highlighted."""
-    sentences = split_sentences(passage) or [passage]
-    claim_words = set().union(*(content_words(c) for c in claims)) if claims else set()
-    scores = [len(content_words(s) & claim_words) / (len(content_words(s)) or 1) for s in sentences]
-    best = max(scores, default=0.0)
-    out = []
-    for sentence, score in zip(sentences, scores, strict=True):
-        body = escape_markdown(sentence.strip())
-        if body and best > 0 and score >= max(0.25, best * 0.6):
-            out.append(f":orange-background[{body}]")
-        else:
-            out.append(body)
-    return " ".join(x for x in out if x)
+    """Alias of ``passage_markdown`` (the name earlier callers use)."""
+    return passage_markdown(passage, claims)
 
 
-def citation_card(citation: dict[str, Any], answer: str, key: str) -> None:
+def citation_card(
+    citation: dict[str, Any],
+    answer: str,
+    key: str,
+    on_source: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """A compact card: [n], file name, page, the passage with cited sentences highlighted.
 
-    ``key`` names the card's container (CSS class ``st-key-<key>``).
+    ``key`` names the card's container (CSS class ``st-key-<key>``); ``on_source`` opens the
+    source view of the citation (its "Source" button is shown only when one is given).
     """
     name = citation.get("title") or Path(str(citation.get("source", ""))).name
     page = citation.get("page")
@@ -78,10 +140,11 @@ def citation_card(citation: dict[str, Any], answer: str, key: str) -> None:
             st.caption("The model did not cite this; ragchat matched it to the answer.")
         claims = cited_claims(answer, int(citation["n"]))
         preview = text if len(text) <= 400 else text[:400].rsplit(" ", 1)[0] + " …"
-        st.markdown(highlight_passage(preview, claims))
-        with st.expander("Whole passage"):
-            st.markdown(highlight_passage(text, claims))
-            st.caption(f"chunk {citation.get('chunk_id', '')}")
+        st.markdown(passage_markdown(preview, claims))
+        if on_source is not None and st.button(
+            "Source", key=f"{key}-source", icon=":material/open_in_full:", type="tertiary"
+        ):
+            on_source(citation)
 
 
 def answer_details(meta: dict[str, Any]) -> str:

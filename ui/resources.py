@@ -19,7 +19,8 @@ from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from ingest.sandbox import ParseLimits, ParserSandbox
 from rag.chain import ChatEngine
-from rag.components import build_engine, build_local_server, build_store
+from rag.components import build_engine, build_store, local_endpoints, start_local_server
+from rag.errors import RagError
 from rag.llm import endpoints
 from rag.local_llm import LocalLLMServer
 from rag.memory import ConversationStore
@@ -161,10 +162,10 @@ def _memory() -> ConversationStore:
     return ConversationStore(_settings().resolved_conversations_path)
 
 
-@st.cache_resource(show_spinner="Starting the local model…")
+@st.cache_resource(show_spinner=False)
 def _local_server() -> LocalLLMServer:
-    server = build_local_server(_settings())
-    server.start()
+    # Warmed here, once per server process, so the first question finds the model hot.
+    server = start_local_server(_settings())
     atexit.register(server.stop)
     return server
 
@@ -172,14 +173,57 @@ def _local_server() -> LocalLLMServer:
 @st.cache_resource(show_spinner="Loading the models…")
 def _engine() -> ChatEngine:
     settings = _settings()
-    local_url = _local_server().base_url if settings.uses_local_llm else None
     store = _store()
+    _import_model_stack()
     store.embeddings.embed_query("warm up")
-    return build_engine(settings, store, endpoints(settings, local_url), _memory())
+    if settings.uses_local_llm:
+        # The engine follows the server if it has to be restarted (on a new port).
+        found = local_endpoints(settings, _local_server())
+    else:
+        found = endpoints(settings)
+    return build_engine(settings, store, found, _memory())
+
+
+# transformers' lazily loaded modules are not safe to import from two threads at once: the
+# warm-up thread importing the embedding stack while an upload built the chunker raised
+# "cannot import name 'AutoTokenizer' from 'transformers'". Every path that loads a model
+# imports the stack first, under this lock. It is held only for the imports, never around a
+# cached resource, so it cannot deadlock with Streamlit's cache locks.
+_IMPORTING = threading.Lock()
+
+
+def _import_model_stack() -> None:
+    with _IMPORTING:
+        import sentence_transformers  # noqa: F401 - imported for its side effect
+        from transformers import AutoTokenizer  # noqa: F401
+
+
+def _warm_up() -> None:
+    """Start and warm the bundled model and the embedding model (in a background thread)."""
+    try:
+        _import_model_stack()
+        if _settings().uses_local_llm:
+            _local_server()
+        _store().embeddings.embed_query("warm up")
+    except RagError as exc:  # the first question shows it again, to the user
+        logger.warning("warm-up failed: %s", exc)
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_start() -> threading.Thread:
+    """Once per server process, when the app starts: the models warm up behind the page.
+
+    The first question then finds them loaded; one asked sooner waits for them under the
+    "Loading the models…" spinner (the cached resources wait for each other).
+    """
+    thread = threading.Thread(target=_warm_up, name="ragchat-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner=False)
 def _chunker() -> TokenChunker:
+    _import_model_stack()
     settings = _settings()
     tokenizer = HFTokenizer(settings.embedding_model_path())
     return TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
@@ -216,6 +260,7 @@ def _pipeline(progress: Progress) -> IngestPipeline:
 
 def resources() -> Resources:
     """The real resources, from the environment's settings."""
+    _warm_start()
     return Resources(
         settings=_settings(),
         store=_store(),

@@ -15,7 +15,7 @@ class UploadResult:
     """What happened to one uploaded file."""
 
     name: str
-    status: str  # added | updated | unchanged | failed | removed
+    status: str  # added | updated | unchanged | re-indexed | failed | removed | deleted
     reason: str = ""
 
 
@@ -24,10 +24,14 @@ class SessionState:
     """Everything one browser session keeps between reruns."""
 
     conversation_id: str | None = None
+    answering: int | None = None  # a stored question to answer on this run (retry, regenerate)
+    in_flight: Any = None  # the ui.chat.AnswerFeed of the answer this session is streaming
     upload_results: list[UploadResult] = field(default_factory=list)
     uploader_nonce: int = 0
     notice: str | None = None
     ingest_job: str | None = None  # the background ingestion this session is waiting for
+    job_label: str = ""  # what that ingestion does, e.g. "Re-indexing manual.pdf"
+    delete_pending: list[str] = field(default_factory=list)  # ids awaiting "Yes, delete"
 
 
 def session() -> SessionState:

@@ -61,7 +61,7 @@ def test_upload_ask_cite_and_follow_up(browser: Browser, app: tuple[str, Path]) 
     expect(page.get_by_role("heading", name="Documents")).to_be_visible()
     page.locator("input[type=file]").set_input_files(str(pdf))
     page.get_by_role("button", name="Add to index").click()
-    expect(page.get_by_text("1 file(s) indexed.")).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text("1 file added to the index.")).to_be_visible(timeout=SLOW)
     expect(page.get_by_text("Indexed (1)")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "documents.png"), full_page=True)
 

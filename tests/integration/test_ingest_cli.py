@@ -121,7 +121,9 @@ def test_incremental_reingest_prune_and_delete(capsys, corpus, tmp_path):
     code, out, _ = run(capsys, "docs", "list", "--json", "--index", str(index))
     listed = json.loads(out)
     assert len(listed) == 3
-    assert set(listed[0]) == {"id", "sources", "pages", "chunks", "ingested_at", "complete"}
+    assert set(listed[0]) == {
+        "id", "sources", "pages", "chunks", "ingested_at", "complete", "name", "titles"
+    }  # fmt: skip
     assert all(d["complete"] for d in listed)
     pdf = next(d for d in listed if d["sources"][0].endswith(".pdf"))
     assert pdf["pages"] == 3

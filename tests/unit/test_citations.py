@@ -57,8 +57,8 @@ def test_markers_split_across_streamed_pieces():
 
 def test_unclosed_bracket_is_released_at_the_end():
     stream = CitationStream(sources(1))
-    assert stream.feed("total [1") == "total "
-    assert stream.finish() == "[1"
+    assert stream.feed("total [1") == "total"  # the space may have to go with a marker
+    assert stream.finish() == " [1"
 
 
 def keeper_sources() -> list[Source]:

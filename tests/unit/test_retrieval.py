@@ -7,6 +7,8 @@ import pytest
 from langchain_core.embeddings import Embeddings
 
 from rag.retrieval import (
+    DOCUMENT_PENALTY,
+    LOCATION_SPAN,
     Fusion,
     HybridRetriever,
     Mode,
@@ -192,6 +194,67 @@ def test_one_chunk_per_page_before_a_second(tmp_path: Path):
     ]
 
 
+def page_less_store(tmp_path: Path, chunks: list[NewChunk]) -> FaissStore:
+    emb = TableEmbeddings(TABLE)
+    store = FaissStore(tmp_path / "i", emb, model_id="table", dimension=3)
+    other = ["Greasing the bearings keeps them quiet."]
+    with store.writer() as w:
+        w.add_document(
+            "m", kind="html", pages=None, source="/manual.html", chunks=chunks,
+            vectors=np.asarray(emb.embed_documents([c.text for c in chunks]), dtype="float32"),
+        )  # fmt: skip
+        w.add_document(
+            "o", kind="html", pages=None, source="/other.html", chunks=[NewChunk(other[0])],
+            vectors=np.asarray(emb.embed_documents(other), dtype="float32"),
+        )  # fmt: skip
+    return store
+
+
+def test_sections_of_a_page_less_file_are_separate_locations(tmp_path: Path):
+    # An HTML page with two sections: before, the whole file was one "page" and the
+    # second section's chunk (cosine 0.8) fell behind every other file's chunks (0.6).
+    oil, winter = "The pump needs fresh oil every spring.", "Lubricate moving parts before winter."
+    store = page_less_store(
+        tmp_path,
+        [NewChunk(oil, heading="Oil", offset=0), NewChunk(winter, heading="Winter", offset=900)],
+    )
+    top = HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    assert texts(top) == [oil, winter]
+
+
+def test_a_files_second_section_leads_only_when_it_stands_out(tmp_path: Path):
+    oil, winter = "The pump needs fresh oil every spring.", "Lubricate moving parts before winter."
+    store = page_less_store(
+        tmp_path,
+        [NewChunk(oil, heading="Oil", offset=0), NewChunk(winter, heading="Winter", offset=900)],
+    )
+    greasing = "Greasing the bearings keeps them quiet."
+    # cosines 1.0 and 0.8 for the two sections, 0.6 for the other file (deviation 0.16)
+    for penalty, second in [(0.0, winter), (1.0, winter), (1.5, greasing), (5.0, greasing)]:
+        retriever = HybridRetriever(store=store, mode=Mode.VECTOR, k=2, document_penalty=penalty)
+        assert texts(retriever.invoke("pump oil")) == [oil, second], penalty
+    # whatever leads, nothing is lost: the rest still fills the list
+    everything = HybridRetriever(store=store, mode=Mode.VECTOR, k=3, document_penalty=5.0)
+    assert texts(everything.invoke("pump oil")) == [oil, greasing, winter]
+
+
+def test_far_apart_chunks_of_one_long_section_are_separate_locations(tmp_path: Path):
+    oil, winter = "The pump needs fresh oil every spring.", "Lubricate moving parts before winter."
+    far = page_less_store(
+        tmp_path / "far",
+        [NewChunk(oil, heading="Care", offset=0), NewChunk(winter, heading="Care", offset=9000)],
+    )
+    top = HybridRetriever(store=far, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    assert texts(top) == [oil, winter]
+    # neighbouring chunks of one section still count as one place: the other file leads
+    near = page_less_store(
+        tmp_path / "near",
+        [NewChunk(oil, heading="Care", offset=0), NewChunk(winter, heading="Care", offset=900)],
+    )
+    top = HybridRetriever(store=near, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    assert texts(top) == [oil, "Greasing the bearings keeps them quiet."]
+
+
 def test_rrf_fusion_is_selectable(store):
     retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=4, fusion=Fusion.RRF)
     hits = retriever.search("pump oil")
@@ -214,10 +277,16 @@ def test_mmr_in_the_retriever_trades_relevance_for_variety(store):
 
 def test_the_retriever_describes_what_shapes_its_rankings(store):
     vector = HybridRetriever(store=store, mode=Mode.VECTOR, k=4)
-    assert vector.describe() == {"max_chunks_per_page": 1}
+    assert vector.describe() == {
+        "max_chunks_per_page": 1,
+        "location_span": LOCATION_SPAN,
+        "document_penalty": DOCUMENT_PENALTY,
+    }
     rrf = HybridRetriever(store=store, k=50, fusion=Fusion.RRF, rrf_k=10, keyword_weight=2.0)
     assert rrf.describe() == {
         "max_chunks_per_page": 1,
+        "location_span": LOCATION_SPAN,
+        "document_penalty": DOCUMENT_PENALTY,
         "fusion": "rrf",
         "fusion_depth": 50,  # never fewer candidates than results
         "vector_weight": 1.0,

@@ -121,11 +121,91 @@ def test_documents_page_lists_and_deletes(tmp_path, monkeypatch):
     assert sorted(table["name"]) == ["manual.pdf", "ops.md"]
     assert at.subheader[0].value == "Indexed (2)"
     at.multiselect[0].select("a" * 64).run()
-    next(b for b in at.button if b.label == "Delete").click().run()
+    click(at, "Delete")
+    click(at, "Yes, delete")
     assert not at.exception
     store = fake_resources(str(tmp_path)).store
     assert [d.name for d in store.documents()] == ["ops.md"]
     assert at.subheader[0].value == "Indexed (1)"
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception
+    return at
+
+
+def test_delete_asks_first_and_says_deleted(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, page="documents")
+    at.multiselect[0].select("a" * 64).run()
+    click(at, "Delete")
+    store = fake_resources(str(tmp_path)).store
+    assert len(store.documents()) == 2  # nothing gone on the first click
+    assert any("Delete 1 document (manual.pdf)?" in w.value for w in at.warning)
+    click(at, "Cancel")
+    assert len(store.documents()) == 2 and not at.warning
+    click(at, "Delete")
+    click(at, "Yes, delete")
+    assert [d.name for d in store.documents()] == ["ops.md"]
+    assert [s.value for s in at.success] == ["1 file deleted."]
+    results = next(d.value for d in at.dataframe if "result" in d.value.columns)
+    assert list(results["file"]) == ["manual.pdf"] and list(results["result"]) == ["deleted"]
+
+
+def test_pages_are_shown_only_for_documents_that_have_pages(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, page="documents")
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["manual.pdf", "pages"] == "5"
+    assert table.loc["ops.md", "pages"] == ""
+
+
+def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
+    at.file_uploader[0].set_value([(n, data, "application/octet-stream") for n, data in files])
+    at.run()
+    return click(at, "Add to index")
+
+
+def test_over_size_and_unchanged_uploads_are_stated(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_UPLOAD_MAX_MB", "1")
+    at = app(tmp_path, monkeypatch, page="documents")
+    at = upload(
+        at,
+        ("huge.md", b"# Big\n\n" + b"word " * 500_000),  # 2.4 MB
+        ("notes.md", b"# Notes\n\nThe pump needs oil every spring."),
+    )
+    results = until_results(at)
+    assert dict(zip(results["file"], results["result"], strict=True)) == {
+        "huge.md": "failed",
+        "notes.md": "added",
+    }
+    reason = dict(zip(results["file"], results["reason"], strict=True))["huge.md"]
+    assert "2.4 MB is larger than 1 MB" in reason
+    assert [w.value for w in at.warning] == ["1 file added to the index, 1 file not indexed."]
+    assert not at.success
+
+    at = upload(at, ("copy-of-notes.md", b"# Notes\n\nThe pump needs oil every spring."))
+    assert [s.value for s in at.success] == ["1 file unchanged (already indexed)."]
+    results = next(d.value for d in at.dataframe if "result" in d.value.columns)
+    assert list(results["result"]) == ["unchanged"]
+    assert "already indexed as notes.md" in results["reason"][0]
+
+
+def test_reindex_keeps_the_original_name_and_says_reindexed(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, page="documents")
+    upload(at, ("Pump Manual.md", b"# Pump\n\nThe pump needs oil every spring."))
+    until_results(at)
+    res = fake_resources(str(tmp_path))
+    pump = next(d for d in res.store.documents() if d.name == "Pump Manual.md")
+    assert Path(pump.sources[0]).name != "Pump Manual.md"  # stored under a generated name
+    at.multiselect[0].select(pump.id).run()
+    click(at, "Re-index")
+    assert "Re-indexing Pump Manual.md" in [c.value for c in at.caption]
+    results = until_results(at)
+    assert list(results["file"]) == ["Pump Manual.md"]
+    assert list(results["result"]) == ["re-indexed"]
+    assert [s.value for s in at.success] == ["1 file re-indexed."]
+    names = sorted(at.dataframe[-1].value["name"])
+    assert "Pump Manual.md" in names and not [n for n in names if n.endswith(".md") and len(n) > 30]
 
 
 def test_uploads_get_generated_names_and_are_typed_by_content(tmp_path, monkeypatch):
@@ -159,7 +239,7 @@ def test_upload_over_the_size_limit_is_refused(tmp_path):
     res = fake_resources(str(tmp_path))
     res.settings.upload_max_mb = 1
     (result,) = ingest_uploads(res, [("big.txt", b"x" * (2 * 1024 * 1024))])
-    assert result.status == "failed" and "larger than 1 MB" in result.reason
+    assert result.status == "failed" and "2.0 MB is larger than 1 MB" in result.reason
 
 
 def test_display_names_are_labels_only():
@@ -212,7 +292,7 @@ def test_reindex_reembeds_a_document_and_reports_it(tmp_path, monkeypatch):
     next(b for b in at.button if b.label == "Re-index").click().run()
     assert not at.exception
     results = until_results(at)
-    assert list(results["result"]) == ["updated"]
+    assert list(results["result"]) == ["re-indexed"]
     assert list(results["file"]) == ["pump.md"]
     after = {c.id for c in res.store.all_chunks() if c.doc_id == pump.id}
     assert after and not (after & before)  # fresh chunks and vectors
@@ -271,7 +351,7 @@ def test_page_stays_responsive_while_another_ingestion_publishes(tmp_path, monke
         release.set()
         other.join()
     results = until_results(at)
-    assert list(results["result"]) == ["updated"]
+    assert list(results["result"]) == ["re-indexed"]
     assert not progress_texts(at)
 
 
