@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,16 +27,21 @@ ARTIFACTS = ROOT / "artifacts" / "screenshots"
 
 
 @contextmanager
-def streamlit_app(data_dir: Path, **env: str) -> Iterator[str]:
-    """Serve app.py on a free loopback port with its data in ``data_dir``; yields the URL."""
+def streamlit_app(
+    data_dir: Path, *, script: Path = ROOT / "app.py", args: Sequence[str] = (), **env: str
+) -> Iterator[str]:
+    """Serve ``script`` (app.py) on a free loopback port, data in ``data_dir``; yields the URL.
+
+    ``args`` are passed to the script itself.
+    """
     port = free_port()
     log = (data_dir / "streamlit.log").open("wb")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+            sys.executable, "-m", "streamlit", "run", str(script),
             "--server.address", "127.0.0.1", "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none",
+            "--server.fileWatcherType", "none", "--", *args,
         ],
         cwd=ROOT,
         env={**os.environ, "RAG_DATA_DIR": str(data_dir), **env},

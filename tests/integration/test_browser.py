@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.docgen import make_pdf
-from tests.integration.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app
+from tests.integration.browser import ARTIFACTS, streamlit_app
 
 PAGES = [
     "Chapter one explains the history of lighthouses along the northern coast of Scotland.",
@@ -18,16 +18,6 @@ PAGES = [
     "Maintenance of the Fresnel lens requires polishing with jeweller's rouge once a month.",
 ]
 SLOW = 240_000  # ms: first answers load the embedding model and start the local LLM
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

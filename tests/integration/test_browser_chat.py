@@ -14,24 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from rag.memory import ConversationStore
 from tests.docgen import make_pdf
 from tests.faultserver import OK, Fault, FaultServer, status
-from tests.integration.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, streamlit_app
+from tests.integration.browser import ARTIFACTS, streamlit_app
 
 PAGES = ["Backups run nightly at two in the morning and keep seven copies."]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

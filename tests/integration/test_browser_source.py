@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
-import httpx
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline
-from rag.local_llm import free_port
 from rag.store import FaissStore
 from tests.docgen import make_pdf
 from tests.fakes import CountingEmbeddings, WordTokenizer
-from tests.integration.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT
+from tests.integration.browser import ARTIFACTS, ROOT, streamlit_app
 
 CITED = "The Skerryvore keeper recorded wind speeds every four hours in a logbook."
 
@@ -55,9 +48,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_citation_source_opens_the_highlighted_pdf_page(tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+def test_citation_source_opens_the_highlighted_pdf_page(browser: Browser, tmp_path: Path) -> None:
     pdf = make_pdf(
         tmp_path / "5d41402abc4b2a76.pdf",  # stored under a generated name, like an upload
         ["Chapter one explains the history of lighthouses.", f"Keepers.\n{CITED}"],
@@ -68,52 +59,23 @@ def test_citation_source_opens_the_highlighted_pdf_page(tmp_path: Path) -> None:
     IngestPipeline(store, embeddings, chunker).run([pdf], titles={pdf: "Lighthouses.pdf"})
     script = tmp_path / "source_app.py"
     script.write_text(SCRIPT)
-    port = free_port()
-    log = (tmp_path / "streamlit.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(script),
-            "--server.address", "127.0.0.1", "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--", str(tmp_path / "index"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            card = page.locator(".st-key-citation-1-1")
-            expect(card).to_contain_text("Lighthouses.pdf · page 2", timeout=60_000)
-            expect(card).to_contain_text(CITED)  # the passage as stored, no injected spaces
-            card.get_by_role("button", name="Source").click()
-            dialog = page.get_by_role("dialog")
-            expect(dialog).to_contain_text("Lighthouses.pdf · page 2", timeout=30_000)
-            image = dialog.locator("img").first
-            expect(image).to_be_visible(timeout=30_000)
-            box = image.bounding_box()
-            assert box is not None and box["width"] > 500  # a wide dialog, a readable page
-            assert "5d41402abc4b2a76" not in dialog.inner_text()  # the original name only
-            assert "chunk" not in dialog.inner_text().lower()
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "source-view.png"))
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with streamlit_app(
+        tmp_path, script=script, args=[str(tmp_path / "index")], PYTHONPATH=str(ROOT)
+    ) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        card = page.locator(".st-key-citation-1-1")
+        expect(card).to_contain_text("Lighthouses.pdf · page 2", timeout=60_000)
+        expect(card).to_contain_text(CITED)  # the passage as stored, no injected spaces
+        card.get_by_role("button", name="Source").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("Lighthouses.pdf · page 2", timeout=30_000)
+        image = dialog.locator("img").first
+        expect(image).to_be_visible(timeout=30_000)
+        box = image.bounding_box()
+        assert box is not None and box["width"] > 500  # a wide dialog, a readable page
+        assert "5d41402abc4b2a76" not in dialog.inner_text()  # the original name only
+        assert "chunk" not in dialog.inner_text().lower()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "source-view.png"))
+        page.close()
