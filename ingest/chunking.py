@@ -57,9 +57,12 @@ class HFTokenizer:
     """A Hugging Face fast tokenizer loaded from a local model folder."""
 
     def __init__(self, model_path: Path, window: int | None = None) -> None:
-        from transformers import AutoTokenizer
+        from rag.embeddings import MODEL_STACK_LOADING
 
-        self._tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+        with MODEL_STACK_LOADING:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
         if not self._tok.is_fast:
             raise ValueError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
         self._window = window or _window_of(model_path) or int(self._tok.model_max_length)

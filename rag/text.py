@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-# A sentence with its end punctuation, closing quotes/brackets and trailing blanks, or a
-# run of newlines; the last alternative takes an unterminated tail. Together they cover
-# every character, so "".join(split_sentences(t)) == t.
-_SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+[\"')\]]*[ \t]*|\n+)|[^.!?\n]+$")
+# A sentence ends after end punctuation (and closing quotes or brackets) that is followed by
+# blanks, a line break or the end of the text, or at a blank line. "postgresql.conf", "1.2" and
+# "main.rs" go on, and so does a sentence hard-wrapped over several lines.
+_PASSAGE_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?:[ \t]+|(?=\n)|$)|\n[ \t]*\n\s*")
 
 STOPWORDS = frozenset(
     """a about also an and any are as at be been being but by can could did do does doing
@@ -25,8 +25,15 @@ def content_words(text: str) -> set[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences (and blank-line runs), keeping every character of ``text``."""
-    return _SENTENCE.findall(text)
+    """Sentences of a passage and its paragraph breaks: ``"".join(...) == text``."""
+    out, start = [], 0
+    for match in _PASSAGE_SENTENCE_END.finditer(text):
+        if match.end() > start:
+            out.append(text[start : match.end()])
+            start = match.end()
+    if start < len(text):
+        out.append(text[start:])
+    return out
 
 
 # Characters that must never reach a terminal or a page as they are: C0/C1 controls (terminal
@@ -144,9 +151,10 @@ def ends_in_code(text: str) -> str | None:
 def answer_sentences(text: str) -> list[tuple[str, bool]]:
     """An answer cut into sentences and fenced code blocks: ``(piece, is_code_block)``.
 
-    Unlike ``split_sentences``, a dot ends a sentence only when white space or the end
-    follows, and never inside code, so "TLS 1.2", "src/main.rs", a URL or `x.y` stay whole.
-    Blank-line runs are pieces of their own; ``"".join`` of the pieces gives ``text`` back.
+    A dot ends a sentence only when white space or the end follows, and never inside code,
+    so "TLS 1.2", "src/main.rs", a URL or `x.y` stay whole. Unlike ``split_sentences``
+    (for passages, which are hard-wrapped), every line break ends a piece, since answers
+    put list items on lines of their own. ``"".join`` of the pieces gives ``text`` back.
     """
     spans = code_spans(text)
     blocks = [(s, e) for s, e in spans if _FENCE_LINE.match(text, s)]

@@ -9,13 +9,9 @@ from typing import Any
 
 import streamlit as st
 
-from rag.text import content_words
+from rag.text import content_words, split_sentences
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^&])")
-# A sentence ends after end punctuation (and closing quotes or brackets) that is followed by
-# blanks or the end of the text, or at a blank line. "postgresql.conf", "1.2" and "main.rs"
-# go on: a dot inside a word never ends a sentence.
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?:[ \t]+|(?=\n)|$)|\n[ \t]*\n\s*")
 _SPACE_RUN = re.compile(r"(?<= ) +|^ +", re.MULTILINE)
 NBSP = "&nbsp;"  # an entity, so no Markdown parser trims it as whitespace
 HIGHLIGHT = "orange-background"
@@ -24,18 +20,6 @@ HIGHLIGHT = "orange-background"
 def escape_markdown(text: str) -> str:
     """Document or user text shown literally: no markup, no images, no math, no directives."""
     return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def sentences(text: str) -> list[str]:
-    """Sentences and paragraph breaks, keeping every character: ``"".join(...) == text``."""
-    out, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        if match.end() > start:
-            out.append(text[start : match.end()])
-            start = match.end()
-    if start < len(text):
-        out.append(text[start:])
-    return out
 
 
 def _literal(text: str, *, highlight: bool) -> str:
@@ -88,12 +72,12 @@ def guard_stream(pieces: Iterable[str]) -> Iterator[str]:
 
 def cited_claims(answer: str, n: int) -> list[str]:
     """The sentences of the answer that cite source ``n``."""
-    return [s for s in sentences(answer) if f"[{n}]" in s]
+    return [s for s in split_sentences(answer) if f"[{n}]" in s]
 
 
 def cited_sentences(passage: str, claims: list[str]) -> list[bool]:
-    """For each of ``sentences(passage)``: does one of the claims draw on it?"""
-    parts = sentences(passage)
+    """For each of ``split_sentences(passage)``: does one of the claims draw on it?"""
+    parts = split_sentences(passage)
     claim_words = set().union(*(content_words(c) for c in claims)) if claims else set()
     scores = [len(content_words(s) & claim_words) / (len(content_words(s)) or 1) for s in parts]
     best = max(scores, default=0.0)
@@ -107,7 +91,7 @@ def passage_markdown(passage: str, claims: list[str]) -> str:
     as typed), line breaks and indentation are kept, nothing is inserted between sentences.
     Whole sentences are highlighted, never fragments of words such as ``postgresql.conf``.
     """
-    parts = sentences(passage)
+    parts = split_sentences(passage)
     marks = cited_sentences(passage, claims)
     return _keep_layout(
         "".join(_literal(part, highlight=hit) for part, hit in zip(parts, marks, strict=True))

@@ -174,7 +174,6 @@ def _local_server() -> LocalLLMServer:
 def _engine() -> ChatEngine:
     settings = _settings()
     store = _store()
-    _import_model_stack()
     store.embeddings.embed_query("warm up")
     if settings.uses_local_llm:
         # The engine follows the server if it has to be restarted (on a new port).
@@ -184,24 +183,9 @@ def _engine() -> ChatEngine:
     return build_engine(settings, store, found, _memory())
 
 
-# transformers' lazily loaded modules are not safe to import from two threads at once: the
-# warm-up thread importing the embedding stack while an upload built the chunker raised
-# "cannot import name 'AutoTokenizer' from 'transformers'". Every path that loads a model
-# imports the stack first, under this lock. It is held only for the imports, never around a
-# cached resource, so it cannot deadlock with Streamlit's cache locks.
-_IMPORTING = threading.Lock()
-
-
-def _import_model_stack() -> None:
-    with _IMPORTING:
-        import sentence_transformers  # noqa: F401 - imported for its side effect
-        from transformers import AutoTokenizer  # noqa: F401
-
-
 def _warm_up() -> None:
     """Start and warm the bundled model and the embedding model (in a background thread)."""
     try:
-        _import_model_stack()
         if _settings().uses_local_llm:
             _local_server()
         _store().embeddings.embed_query("warm up")
@@ -223,7 +207,6 @@ def _warm_start() -> threading.Thread:
 
 @st.cache_resource(show_spinner=False)
 def _chunker() -> TokenChunker:
-    _import_model_stack()
     settings = _settings()
     tokenizer = HFTokenizer(settings.embedding_model_path())
     return TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)

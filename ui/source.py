@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import streamlit as st
 from langchain_core.documents import Document
 
+from rag.text import split_sentences
 from ui.pdf_page import PageRenderError, render_isolated
-from ui.render import cited_claims, escape_markdown, passage_markdown, sentences
+from ui.render import cited_claims, escape_markdown, passage_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _source_body(citation: dict[str, Any], answer: str, chunks: list[Document], 
     path = Path(str(citation.get("source", "")))
     page = citation.get("page")
     if page is not None and path.suffix.lower() == ".pdf":
-        pieces = [text, *sentences(text)]
+        pieces = [text, *split_sentences(text)]
         try:
             shot = render_isolated(path, int(page), pieces)
         except FileNotFoundError:

@@ -8,7 +8,8 @@ import pytest
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from ui.render import passage_markdown, sentences
+from rag.text import split_sentences as sentences
+from ui.render import passage_markdown
 
 PASSAGES = [
     "Set max_connections in postgresql.conf and restart. TLS 1.2 is the minimum.",
