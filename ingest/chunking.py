@@ -54,21 +54,26 @@ class Tokenizer(Protocol):
 
 
 class HFTokenizer:
-    """A Hugging Face fast tokenizer loaded from a local model folder."""
+    """A Hugging Face fast tokenizer (``tokenizer.json``) of a local model folder.
+
+    Read with the ``tokenizers`` library itself, not transformers: it is the same tokenizer
+    the embedding model runs (``rag.embeddings``), and importing transformers cost seconds.
+    """
 
     def __init__(self, model_path: Path, window: int | None = None) -> None:
-        from rag.embeddings import MODEL_STACK_LOADING
+        from tokenizers import Tokenizer as FastTokenizer
 
-        with MODEL_STACK_LOADING:
-            from transformers import AutoTokenizer
+        from rag.embeddings import max_seq_length
 
-            self._tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        if not self._tok.is_fast:
+        file = model_path / "tokenizer.json"
+        if not file.is_file():
             raise ValueError(f"{model_path}: a fast tokenizer (tokenizer.json) is required")
-        self._window = window or _window_of(model_path) or int(self._tok.model_max_length)
+        self._tok = FastTokenizer.from_file(str(file))
         # Whole blocks are tokenized to find cut points; they may exceed the window.
-        self._tok.model_max_length = 1 << 30
-        self._special = len(self._tok("", add_special_tokens=True)["input_ids"])
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._window = window or max_seq_length(model_path) or _model_max_length(model_path)
+        self._special = len(self._tok.encode("", add_special_tokens=True).ids)
 
     @property
     def window(self) -> int:
@@ -82,29 +87,26 @@ class HFTokenizer:
 
     def tokenize(self, text: str) -> list[Token]:
         """Word-pieces of ``text`` with character spans (no special tokens)."""
-        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        word_ids = enc.word_ids()
+        enc = self._tok.encode(text, add_special_tokens=False)
         tokens: list[Token] = []
         prev_word: int | None = None
-        for (start, end), word in zip(enc["offset_mapping"], word_ids, strict=True):
+        for (start, end), word in zip(enc.offsets, enc.word_ids, strict=True):
             tokens.append(Token(start, end, word != prev_word))
             prev_word = word
         return tokens
 
     def count(self, text: str) -> int:
         """Word-pieces the model sees for ``text``, special tokens included."""
-        return len(self._tok(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return len(self._tok.encode(text, add_special_tokens=True).ids)
 
 
-def _window_of(model_path: Path) -> int | None:
-    """The sentence-transformers max_seq_length of a model folder, if it declares one."""
+def _model_max_length(model_path: Path) -> int:
+    """The tokenizer's declared ``model_max_length`` (512 when it declares none)."""
     import json
 
-    cfg = model_path / "sentence_bert_config.json"
-    if cfg.is_file():
-        value = json.loads(cfg.read_text()).get("max_seq_length")
-        return int(value) if value else None
-    return None
+    cfg = model_path / "tokenizer_config.json"
+    value = json.loads(cfg.read_text()).get("model_max_length") if cfg.is_file() else None
+    return int(value) if isinstance(value, int | float) and value < 1 << 20 else 512
 
 
 @dataclass(frozen=True)

@@ -28,20 +28,33 @@ logger = logging.getLogger(__name__)
 
 
 class LazyEmbeddings(Embeddings):
-    """Loads the real model on first use, so commands that only read metadata stay fast."""
+    """Loads the real model on first use, so commands that only read metadata stay fast.
+
+    Queries and documents may run on two loadings of the same model (see
+    ``rag.embeddings.load_embeddings``): a search never waits for the bulk model.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._model: Embeddings | None = None
+        self._query_model: Embeddings | None = None
         self._lock = threading.Lock()
 
     @property
     def model(self) -> Embeddings:
-        """The loaded embedding model."""
+        """The loaded embedding model for documents."""
         with self._lock:
             if self._model is None:
                 self._model = load_embeddings(self._settings)
             return self._model
+
+    @property
+    def query_model(self) -> Embeddings:
+        """The loaded embedding model for queries."""
+        with self._lock:
+            if self._query_model is None:
+                self._query_model = load_embeddings(self._settings, for_queries=True)
+            return self._query_model
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed a batch of texts."""
@@ -49,7 +62,7 @@ class LazyEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""
-        return self.model.embed_query(text)
+        return self.query_model.embed_query(text)
 
 
 def build_store(settings: Settings, embeddings: Embeddings | None = None) -> FaissStore:

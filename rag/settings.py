@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,15 @@ class Settings(BaseSettings):
     )
     embedding_device: str = Field(
         default="cpu", description="Torch device of the embedding model ('cpu', 'cuda')."
+    )
+    embedding_backend: Literal["auto", "numpy", "sentence-transformers"] = Field(
+        default="auto",
+        description=(
+            "How the embedding model runs: 'numpy' (BERT models with mean pooling on CPU, "
+            "such as the bundled one: loads in under a second), 'sentence-transformers' "
+            "(any model, any device; faster in bulk), or 'auto' (numpy for queries when it "
+            "can, sentence-transformers for documents)."
+        ),
     )
     chunk_size: int = Field(
         default=200,

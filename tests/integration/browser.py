@@ -26,10 +26,39 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "artifacts" / "screenshots"
 
 
+class ServedApp(str):
+    """The URL of a served app, knowing the server's process id."""
+
+    pid: int
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent:
+                frontier.append(child)
+                try:
+                    cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                found.append((child, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
 @contextmanager
 def streamlit_app(
     data_dir: Path, *, script: Path = ROOT / "app.py", args: Sequence[str] = (), **env: str
-) -> Iterator[str]:
+) -> Iterator[ServedApp]:
     """Serve ``script`` (app.py) on a free loopback port, data in ``data_dir``; yields the URL.
 
     ``args`` are passed to the script itself.
@@ -48,7 +77,8 @@ def streamlit_app(
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = ServedApp(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.docgen import make_pdf
-from tests.integration.browser import ARTIFACTS, streamlit_app
+from tests.integration.browser import ARTIFACTS, ServedApp, descendants, streamlit_app
 
 PAGES = [
     "Chapter one explains the history of lighthouses along the northern coast of Scotland.",
@@ -21,7 +23,7 @@ SLOW = 240_000  # ms: first answers load the embedding model and start the local
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedApp, Path]]:
     data = tmp_path_factory.mktemp("appdata")
     pdf = make_pdf(data / "lighthouses.pdf", PAGES, headings=["History", "Keepers", "Lenses"])
     with streamlit_app(data, RAG_LLM_TEMPERATURE="0") as url:
@@ -39,7 +41,31 @@ def ask(page: Page, question: str, answers_before: int) -> None:
         page.screenshot(path=str(ARTIFACTS / f"after-question-{answers_before + 1}.png"))
 
 
-def test_upload_ask_cite_and_follow_up(browser: Browser, app: tuple[str, Path]) -> None:
+def test_the_bundled_model_starts_when_the_page_opens(
+    browser: Browser, app: tuple[ServedApp, Path]
+) -> None:
+    """Before any question: the app's first page load starts and warms the local model."""
+    url, _ = app
+    page = browser.new_page()
+    page.goto(url)
+    expect(page.get_by_text("No documents are indexed yet")).to_be_visible(timeout=60_000)
+    deadline = time.monotonic() + 120
+    while True:
+        servers = [cmd for _, cmd in descendants(url.pid) if "llama_cpp.server" in cmd]
+        port = servers and re.search(r"--port (\d+)", servers[0])
+        if port:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port.group(1)}/v1/models", timeout=2)
+                if models.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+        assert time.monotonic() < deadline, f"no local model server started: {servers}"
+        time.sleep(0.5)
+    page.close()
+
+
+def test_upload_ask_cite_and_follow_up(browser: Browser, app: tuple[ServedApp, Path]) -> None:
     url, pdf = app
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -79,7 +105,9 @@ def test_upload_ask_cite_and_follow_up(browser: Browser, app: tuple[str, Path]) 
     page.close()
 
 
-def test_two_sessions_see_only_their_own_conversation(browser: Browser, app: tuple[str, Path]):
+def test_two_sessions_see_only_their_own_conversation(
+    browser: Browser, app: tuple[ServedApp, Path]
+):
     url, _ = app
     one = browser.new_context().new_page()
     two = browser.new_context().new_page()

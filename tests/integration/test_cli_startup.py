@@ -1,4 +1,4 @@
-"""Commands that only read metadata start without loading torch or the embedding model."""
+"""Commands that only read metadata, and searches, start without loading torch."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def loaded_by(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_help_docs_list_and_index_status_do_not_import_torch(tmp_path):
+def test_help_docs_list_index_status_and_search_do_not_import_torch(tmp_path):
     doc = tmp_path / "pump.md"
     doc.write_text("# Pump\n\nThe pump needs oil every spring.")
     index = tmp_path / "index"
@@ -41,5 +41,9 @@ def test_help_docs_list_and_index_status_do_not_import_torch(tmp_path):
     assert loaded_by("search", "--help") == {"code": 0, "loaded": []}
     assert loaded_by("docs", "list", "--index", str(index)) == {"code": 0, "loaded": []}
     assert loaded_by("index", "status", "--index", str(index)) == {"code": 0, "loaded": []}
-    # The probe sees the model when a command does load it.
-    assert "torch" in loaded_by("search", "oil", "--index", str(index))["loaded"]
+    # A search embeds its query in numpy (rag/embeddings.py): no torch either.
+    assert loaded_by("search", "oil", "--index", str(index)) == {"code": 0, "loaded": []}
+    # The probe sees torch when a command does load it: embedding documents.
+    (tmp_path / "valve.md").write_text("# Valve\n\nClose the valve before winter.")
+    ingest = loaded_by("ingest", str(tmp_path / "valve.md"), "--index", str(index))
+    assert ingest["code"] == 0 and "torch" in ingest["loaded"]

@@ -97,3 +97,38 @@ def test_a_killed_bundled_model_is_restarted_and_answers(server):
     assert result.text.strip()
     assert server.restarts == 1 and server.running()
     assert statuses[0].state == "restarting"
+
+
+def test_ctrl_c_stops_llm_serve_and_its_server(tmp_path) -> None:
+    """``ragchat llm serve`` in a real process: it serves, and Ctrl-C ends it and the server."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from tests.integration.browser import descendants
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "llm", "serve"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "RAG_DATA_DIR": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        url = re.search(r"at (http://\S+)", lines[1])
+        assert url, lines
+        assert httpx.get(f"{url.group(1)}/models", timeout=10).status_code == 200
+        children = [pid for pid, cmd in descendants(proc.pid) if "llama_cpp.server" in cmd]
+        assert children
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted; stopped the local model server" in err
+    assert "index" not in err
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in children):
+        assert time.monotonic() < deadline, "the model server outlived ragchat"
+        time.sleep(0.2)

@@ -9,6 +9,7 @@ from langchain_core.embeddings import Embeddings
 from rag.retrieval import (
     DOCUMENT_PENALTY,
     LOCATION_SPAN,
+    SECTION_GAP,
     Fusion,
     HybridRetriever,
     Mode,
@@ -194,8 +195,12 @@ def test_one_chunk_per_page_before_a_second(tmp_path: Path):
     ]
 
 
+# a second passage about pump oil: cosine 0.98 with the query "pump oil"
+LEVEL = "Check the pump oil level every month."
+
+
 def page_less_store(tmp_path: Path, chunks: list[NewChunk]) -> FaissStore:
-    emb = TableEmbeddings(TABLE)
+    emb = TableEmbeddings(TABLE | {LEVEL: [0.98, float(np.sqrt(1 - 0.98**2)), 0.0]})
     store = FaissStore(tmp_path / "i", emb, model_id="table", dimension=3)
     other = ["Greasing the bearings keeps them quiet."]
     with store.writer() as w:
@@ -212,14 +217,14 @@ def page_less_store(tmp_path: Path, chunks: list[NewChunk]) -> FaissStore:
 
 def test_sections_of_a_page_less_file_are_separate_locations(tmp_path: Path):
     # An HTML page with two sections: before, the whole file was one "page" and the
-    # second section's chunk (cosine 0.8) fell behind every other file's chunks (0.6).
-    oil, winter = "The pump needs fresh oil every spring.", "Lubricate moving parts before winter."
+    # second section's chunk (cosine 0.98) fell behind every other file's chunks (0.6).
+    oil = "The pump needs fresh oil every spring."
     store = page_less_store(
         tmp_path,
-        [NewChunk(oil, heading="Oil", offset=0), NewChunk(winter, heading="Winter", offset=900)],
+        [NewChunk(oil, heading="Oil", offset=0), NewChunk(LEVEL, heading="Level", offset=900)],
     )
     top = HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil")
-    assert texts(top) == [oil, winter]
+    assert texts(top) == [oil, LEVEL]
 
 
 def test_a_files_second_section_leads_only_when_it_stands_out(tmp_path: Path):
@@ -229,27 +234,39 @@ def test_a_files_second_section_leads_only_when_it_stands_out(tmp_path: Path):
         [NewChunk(oil, heading="Oil", offset=0), NewChunk(winter, heading="Winter", offset=900)],
     )
     greasing = "Greasing the bearings keeps them quiet."
-    # cosines 1.0 and 0.8 for the two sections, 0.6 for the other file (deviation 0.16)
+    # cosines 1.0 and 0.8 for the two sections, 0.6 for the other file (deviation 0.16):
+    # the second section trails its file's best by 1.2 deviations
     for penalty, second in [(0.0, winter), (1.0, winter), (1.5, greasing), (5.0, greasing)]:
-        retriever = HybridRetriever(store=store, mode=Mode.VECTOR, k=2, document_penalty=penalty)
+        retriever = HybridRetriever(
+            store=store, mode=Mode.VECTOR, k=2, document_penalty=penalty, section_gap=np.inf
+        )
         assert texts(retriever.invoke("pump oil")) == [oil, second], penalty
+    # more than the gap behind its file's best, a section is that file again: it waits
+    for gap, second in [(SECTION_GAP, greasing), (1.0, greasing), (1.5, winter)]:
+        retriever = HybridRetriever(
+            store=store, mode=Mode.VECTOR, k=2, document_penalty=0.5, section_gap=gap
+        )
+        assert texts(retriever.invoke("pump oil")) == [oil, second], gap
     # whatever leads, nothing is lost: the rest still fills the list
-    everything = HybridRetriever(store=store, mode=Mode.VECTOR, k=3, document_penalty=5.0)
-    assert texts(everything.invoke("pump oil")) == [oil, greasing, winter]
+    for retriever in (
+        HybridRetriever(store=store, mode=Mode.VECTOR, k=3, document_penalty=5.0),
+        HybridRetriever(store=store, mode=Mode.VECTOR, k=3),
+    ):
+        assert texts(retriever.invoke("pump oil")) == [oil, greasing, winter]
 
 
 def test_far_apart_chunks_of_one_long_section_are_separate_locations(tmp_path: Path):
-    oil, winter = "The pump needs fresh oil every spring.", "Lubricate moving parts before winter."
+    oil = "The pump needs fresh oil every spring."
     far = page_less_store(
         tmp_path / "far",
-        [NewChunk(oil, heading="Care", offset=0), NewChunk(winter, heading="Care", offset=9000)],
+        [NewChunk(oil, heading="Care", offset=0), NewChunk(LEVEL, heading="Care", offset=9000)],
     )
     top = HybridRetriever(store=far, mode=Mode.VECTOR, k=2).invoke("pump oil")
-    assert texts(top) == [oil, winter]
+    assert texts(top) == [oil, LEVEL]
     # neighbouring chunks of one section still count as one place: the other file leads
     near = page_less_store(
         tmp_path / "near",
-        [NewChunk(oil, heading="Care", offset=0), NewChunk(winter, heading="Care", offset=900)],
+        [NewChunk(oil, heading="Care", offset=0), NewChunk(LEVEL, heading="Care", offset=900)],
     )
     top = HybridRetriever(store=near, mode=Mode.VECTOR, k=2).invoke("pump oil")
     assert texts(top) == [oil, "Greasing the bearings keeps them quiet."]
@@ -281,12 +298,14 @@ def test_the_retriever_describes_what_shapes_its_rankings(store):
         "max_chunks_per_page": 1,
         "location_span": LOCATION_SPAN,
         "document_penalty": DOCUMENT_PENALTY,
+        "section_gap": SECTION_GAP,
     }
     rrf = HybridRetriever(store=store, k=50, fusion=Fusion.RRF, rrf_k=10, keyword_weight=2.0)
     assert rrf.describe() == {
         "max_chunks_per_page": 1,
         "location_span": LOCATION_SPAN,
         "document_penalty": DOCUMENT_PENALTY,
+        "section_gap": SECTION_GAP,
         "fusion": "rrf",
         "fusion_depth": 50,  # never fewer candidates than results
         "vector_weight": 1.0,
