@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import sys, time
 t0 = float(sys.argv[1])
-import rag.components as c
+import rag.service.components as c
 original = c.LazyEmbeddings.query_model.fget
 def model(self):
     if self._query_model is None:

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
-from rag.components import build_engine_over, local_endpoints, start_local_server
-from rag.llm import ModelStatus
+from rag.llm.client import ModelStatus
+from rag.service.components import build_engine_over, local_endpoints, start_local_server
 from rag.settings import Settings
 
 PASSAGE = (

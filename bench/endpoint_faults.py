@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.components import build_engine_over
 from rag.errors import ProviderError
-from rag.llm import endpoints
+from rag.llm.client import endpoints
+from rag.service.components import build_engine_over
 from rag.settings import load_settings
 from tests.fakes import RecordingRetriever, doc
 from tests.faultserver import Fault, FaultServer, ok, refused_url, status
@@ -64,7 +64,7 @@ ROWS = [
 
 
 class _Requests(logging.Handler):
-    """Counts the requests rag.llm sends, per endpoint (refused ones reach no server)."""
+    """Counts the requests rag.llm.client sends, per endpoint (refused ones reach no server)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -125,7 +125,7 @@ def main() -> int:
     settings = load_settings()
     limit = settings.llm_timeout_s
     counter = _Requests()
-    log = logging.getLogger("rag.llm")
+    log = logging.getLogger("rag.llm.client")
     log.addHandler(counter)
     log.setLevel(logging.DEBUG)
     variants = [False, True]

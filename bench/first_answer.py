@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rag.local_llm import free_port  # noqa: E402
+from rag.llm.local import free_port  # noqa: E402
 from tests.integration.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 QUESTION = "How do I add my own documents?"

@@ -24,12 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stub_llm import StubLLM
-from rag.components import build_engine, build_store
 from rag.context import Turn
 from rag.embeddings import load_embeddings
-from rag.llm import endpoints
+from rag.llm.client import endpoints
+from rag.service.components import build_engine, build_store
 from rag.settings import Settings
-from rag.store import NewChunk
+from rag.store.faiss import NewChunk
 
 TOPICS = [
     "connection limits", "vacuum and autovacuum", "write-ahead log", "replication slots",

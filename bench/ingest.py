@@ -27,8 +27,8 @@ from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.files import iter_files
 from ingest.pipeline import IngestPipeline
 from ingest.sandbox import ParseLimits, ParserSandbox
-from rag.components import build_store
 from rag.embeddings import load_embeddings
+from rag.service.components import build_store
 from rag.settings import Settings
 
 

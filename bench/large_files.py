@@ -57,9 +57,9 @@ def ingest_one(path: Path, index: Path, *, fake: bool, checkpoint: int) -> dict[
     from ingest.chunking import HFTokenizer, TokenChunker
     from ingest.pipeline import IngestPipeline
     from ingest.sandbox import ParseLimits, ParserSandbox
-    from rag.components import build_store
+    from rag.service.components import build_store
     from rag.settings import Settings
-    from rag.store import FaissStore
+    from rag.store.faiss import FaissStore
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     settings = Settings(index_dir=index, checkpoint_chunks=checkpoint)
@@ -155,7 +155,7 @@ def run_child(path: Path, index: Path, *, fake: bool, checkpoint: int) -> dict[s
 
 def interrupted(path: Path, index: Path, *, checkpoint: int, after: int) -> dict[str, Any]:
     """Kill an ingestion after ``after`` checkpoints, run it again, count re-embedded chunks."""
-    from rag.store import FaissStore
+    from rag.store.faiss import FaissStore
 
     proc = subprocess.Popen(
         _child(path, index, fake=True, checkpoint=checkpoint),

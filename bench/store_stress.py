@@ -99,7 +99,7 @@ def seed(mod: ModuleType, index_dir: Path) -> None:
 
 def write_loop(args: argparse.Namespace) -> int:
     """The writer process: publish back to back until the deadline; prints its count."""
-    mod = load(args.store_file, "rag.store")
+    mod = load(args.store_file, "rag.store.faiss")
     store = make_store(mod, Path(args.index))
     doc, published = WINDOW, 0
     while time.time() < args.until:
@@ -233,7 +233,7 @@ def read_loop(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    store_mod = load(args.store_file, "rag.store")
+    store_mod = load(args.store_file, "rag.store.faiss")
     retrieval_mod = load(args.retrieval_file, "rag.retrieval")
     with tempfile.TemporaryDirectory(prefix="store-stress-") as tmp:
         index_dir = Path(tmp) / "index"

@@ -1,7 +1,7 @@
-"""``python -m ingest PATH...`` runs ``ragchat ingest PATH...``."""
+"""``python -m ingest PATH...`` runs ``ragchat ingest PATH...`` (the commands live in rag/cli)."""
 
 import sys
 
-from ingest.cli import main
+from rag.cli import main
 
-sys.exit(main())
+sys.exit(main(["ingest", *sys.argv[1:]]))

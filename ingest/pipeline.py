@@ -39,7 +39,7 @@ from ingest.detect import Kind, opaque_binary
 from ingest.files import FoundFile, iter_files, os_reason
 from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
-from rag.store import DocumentInfo, FaissStore, IndexWriter, NewChunk
+from rag.store.faiss import DocumentInfo, FaissStore, IndexWriter, NewChunk
 from rag.text import safe_label
 
 logger = logging.getLogger(__name__)

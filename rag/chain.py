@@ -36,7 +36,7 @@ from langchain_core.runnables import (
 from rag.citations import Citation, CitationStream, Source, format_sources, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
 from rag.errors import AnswerCutError, ProviderError, RagError
-from rag.llm import (
+from rag.llm.client import (
     BUFFERED_KEY,
     DEADLINE_KEY,
     ENDPOINT_ERRORS,

@@ -28,7 +28,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 if TYPE_CHECKING:
-    from rag.store import StoreView
+    from rag.store.faiss import StoreView
 
 
 class Mode(enum.StrEnum):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.store import FaissStore, NewChunk
+from rag.store.faiss import FaissStore, NewChunk
 from tests.fakes import CountingEmbeddings
 
 

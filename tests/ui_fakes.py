@@ -15,7 +15,7 @@ from rag.errors import ProviderError
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
 from rag.settings import Settings
-from rag.store import FaissStore, NewChunk
+from rag.store.faiss import FaissStore, NewChunk
 from tests.fakes import CountingEmbeddings, RecordingRetriever, WordTokenizer, doc
 from ui.resources import Resources
 

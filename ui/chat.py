@@ -23,7 +23,7 @@ from streamlit.navigation.page import StreamlitPage
 
 from rag.chain import AnswerStream, ChatEngine
 from rag.errors import RagError
-from rag.llm import ModelStatus
+from rag.llm.client import ModelStatus
 from rag.memory import CUT, FAILED, STOPPED, ConversationNotFoundError, Exchange, Message
 from ui.render import answer_details, citation_card, escape_markdown, guard_stream, sanitize_answer
 from ui.resources import Resources

@@ -22,7 +22,7 @@ import streamlit as st
 from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
 from ingest.pipeline import IngestPipeline, IngestReport
 from rag.errors import IngestError, RagError
-from rag.store import DocumentInfo, FaissStore, content_id
+from rag.store.faiss import DocumentInfo, FaissStore, content_id
 from rag.text import safe_label
 from ui.resources import IngestJob, Resources
 from ui.state import SessionState, UploadResult, session

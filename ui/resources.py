@@ -19,13 +19,13 @@ from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from ingest.sandbox import ParseLimits, ParserSandbox
 from rag.chain import ChatEngine
-from rag.components import build_engine, build_store, local_endpoints, start_local_server
 from rag.errors import RagError
-from rag.llm import endpoints
-from rag.local_llm import LocalLLMServer
+from rag.llm.client import endpoints
+from rag.llm.local import LocalLLMServer
 from rag.memory import ConversationStore
+from rag.service.components import build_engine, build_store, local_endpoints, start_local_server
 from rag.settings import Settings, load_settings
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from rag.local_llm import free_port
+from rag.llm.local import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

@@ -9,7 +9,7 @@ from playwright.sync_api import Browser, expect
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 from tests.docgen import make_pdf
 from tests.fakes import CountingEmbeddings, WordTokenizer
 from tests.integration.browser import ARTIFACTS, ROOT, streamlit_app
@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
 
     import streamlit as st
 
-    from rag.store import FaissStore
+    from rag.store.faiss import FaissStore
     from tests.fakes import CountingEmbeddings
     from ui.render import citation_card
     from ui.source import show_source

@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from rag.cli import main
-from rag.components import build_engine, build_store
 from rag.context import Turn
 from rag.errors import ProviderError
-from rag.llm import endpoints
-from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.llm.client import endpoints
+from rag.llm.local import LocalLLMServer, bundled_model_path
+from rag.service.components import build_engine, build_store
 from rag.settings import Settings
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 from tests.docgen import make_markdown, make_pdf
 
 PAGES = [

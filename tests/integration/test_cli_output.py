@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.settings import BUNDLED_EMBEDDING_MODEL
-from rag.store import FaissStore, NewChunk
+from rag.store.faiss import FaissStore, NewChunk
 from tests.fakes import CountingEmbeddings
 
 DIM = 384  # all-MiniLM-L6-v2, so the CLI opens this index without loading the model

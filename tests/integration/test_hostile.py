@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rag.components import build_store
+from rag.service.components import build_store
 from rag.settings import Settings
 from tests.docgen import make_markdown
 from tests.hostile import build_corpus

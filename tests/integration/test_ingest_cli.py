@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rag.cli import main
-from rag.components import build_store
+from rag.service.components import build_store
 from rag.settings import Settings
 from tests.docgen import make_docx, make_html, make_markdown, make_pdf
 

@@ -13,9 +13,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from rag.chain import Answer
-from rag.components import build_engine_over, local_endpoints, start_local_server
-from rag.llm import ModelStatus, ResilientChatModel
-from rag.local_llm import LocalLLMServer
+from rag.llm.client import ModelStatus, ResilientChatModel
+from rag.llm.local import LocalLLMServer
+from rag.service.components import build_engine_over, local_endpoints, start_local_server
 from rag.settings import Settings
 from tests.fakes import RecordingRetriever, doc
 

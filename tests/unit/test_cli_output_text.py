@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ingest.cli import _Bars, document_line, failure_line
 from rag.cli import _INTERRUPTED, build_parser
-from rag.store import DocumentInfo
+from rag.cli.ingest import _Bars, document_line, failure_line
+from rag.store.faiss import DocumentInfo
 
 
 def shown_rate(bars: _Bars, stage: str) -> float:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from rag.cli.evaluate import parse_modes
 from rag.errors import RagError
-from rag.eval_cli import parse_modes
 from rag.evaluation import (
     AnsweredItem,
     DatasetError,

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from rag.chain import Answer
-from rag.components import build_engine_over
 from rag.errors import EndpointFault, ProviderError
-from rag.llm import STOPPED_REPEATING, ModelStatus, RepetitionGuard, endpoints
+from rag.llm.client import STOPPED_REPEATING, ModelStatus, RepetitionGuard, endpoints
+from rag.service.components import build_engine_over
 from rag.settings import Settings
 from tests.faultserver import Fault, FaultServer, refused_url, status
 from tests.unit.test_llm_faults import QUESTION, retriever

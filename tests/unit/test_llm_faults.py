@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from rag.chain import Answer
-from rag.components import build_engine_over
 from rag.context import Turn
 from rag.errors import EndpointFault, ProviderError
-from rag.llm import endpoints, retry_after_s
+from rag.llm.client import endpoints, retry_after_s
 from rag.memory import ConversationStore
+from rag.service.components import build_engine_over
 from rag.settings import Settings
 from tests.fakes import RecordingRetriever, doc
 from tests.faultserver import ANSWER, OK, Fault, FaultServer, ok, refused_url, status

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import ProviderError
-from rag.local_llm import LocalLLMServer, bundled_model_path, server_environment
+from rag.llm.local import LocalLLMServer, bundled_model_path, server_environment
 
 
 def test_server_environment_drops_variables_the_server_reads_as_settings():

@@ -8,7 +8,7 @@ import pytest
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline
 from rag.errors import IngestError
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 from tests.docgen import make_pdf
 from tests.fakes import CountingEmbeddings, WordTokenizer
 
@@ -374,8 +374,8 @@ def test_a_huge_binary_file_is_refused_before_it_is_read_whole(tmp_path, store, 
 
 
 def test_file_names_cannot_forge_summary_lines(capsys):
-    from ingest.cli import print_report
     from ingest.pipeline import FileOutcome, IngestReport
+    from rag.cli.ingest import print_report
 
     forged = "/docs/evil\nadded 999, updated 0\x1b[2K\u202etxt.pdf"
     report = IngestReport(files=[FileOutcome(forged, "failed", "bad\rreason")])
@@ -390,7 +390,7 @@ def test_file_names_cannot_forge_summary_lines(capsys):
 
 
 def test_docs_list_shows_a_partial_document_as_such(tmp_path, store):
-    from ingest.cli import document_line
+    from rag.cli.ingest import document_line
 
     big = write_long(tmp_path / "big.txt")
     with pytest.raises(KeyboardInterrupt):
@@ -403,7 +403,7 @@ def test_docs_list_shows_a_partial_document_as_such(tmp_path, store):
 
 
 def test_waiting_for_the_lock_is_said_on_stderr(capsys):
-    from ingest.cli import _Bars
+    from rag.cli.ingest import _Bars
 
     bars = _Bars(enabled=False)  # not a terminal: a line now and then, not every second
     for second in range(1, 4):

@@ -18,7 +18,7 @@ from rag.retrieval import (
     spread_out,
     zscore_fuse,
 )
-from rag.store import FaissStore, NewChunk
+from rag.store.faiss import FaissStore, NewChunk
 
 
 class TableEmbeddings(Embeddings):

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 from tests.docgen import make_markdown, make_pdf
 from tests.fakes import CountingEmbeddings, WordTokenizer
 from ui.pdf_page import PageRenderError, render_isolated, render_pdf_page
@@ -132,7 +132,7 @@ def source_app(tmp_path: Path, citation: dict) -> AppTest:
     def script(folder: str, citation: dict) -> None:
         from pathlib import Path
 
-        from rag.store import FaissStore
+        from rag.store.faiss import FaissStore
         from tests.fakes import CountingEmbeddings
         from ui.source import show_source
 

@@ -15,7 +15,7 @@ from rag.errors import (
     IndexNotFoundError,
     IndexUnwritableError,
 )
-from rag.store import CURRENT, FaissStore, NewChunk
+from rag.store.faiss import CURRENT, FaissStore, NewChunk
 from tests.contract import StoreContract
 from tests.fakes import CountingEmbeddings
 
@@ -109,7 +109,7 @@ def test_leftover_of_a_crashed_writer_is_removed_and_ignored(index_dir, fake_emb
 _HOLD_LOCK = """
 import sys
 from pathlib import Path
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 from tests.fakes import CountingEmbeddings
 
 store = FaissStore(Path(sys.argv[1]), CountingEmbeddings(size=32), model_id="fake", dimension=32)

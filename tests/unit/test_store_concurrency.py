@@ -10,7 +10,7 @@ import pytest
 
 from rag.errors import IndexLockedError
 from rag.retrieval import HybridRetriever, Mode
-from rag.store import NewChunk
+from rag.store.faiss import NewChunk
 from tests.stores import add_doc, make_store
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-import rag.store
+import rag.store.faiss
 from rag.errors import IndexUnwritableError
-from rag.store import CURRENT
+from rag.store.faiss import CURRENT
 from tests.stores import add_doc, make_store
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -52,22 +52,22 @@ def half_written_index(index: Any, path: Path) -> None:
 
 
 FAULTS: dict[str, tuple[str, Callable[..., Any]]] = {
-    "copying the metadata": ("_copy_file", failing(rag.store._copy_file)),
+    "copying the metadata": ("_copy_file", failing(rag.store.faiss._copy_file)),
     "writing the vectors": ("_write_index", half_written_index),
     "writing the manifest": (
         "_write_text",
-        failing(rag.store._write_text, lambda path, _: path.name == "manifest.json"),
+        failing(rag.store.faiss._write_text, lambda path, _: path.name == "manifest.json"),
     ),
-    "syncing a file": ("_fsync", failing(rag.store._fsync, lambda path: path.is_file())),
+    "syncing a file": ("_fsync", failing(rag.store.faiss._fsync, lambda path: path.is_file())),
     "syncing the generation folder": (
         "_fsync",
-        failing(rag.store._fsync, lambda path: path.name.startswith("g")),
+        failing(rag.store.faiss._fsync, lambda path: path.name.startswith("g")),
     ),
     "writing CURRENT.tmp": (
         "_write_text",
-        failing(rag.store._write_text, lambda path, _: path.name == "CURRENT.tmp"),
+        failing(rag.store.faiss._write_text, lambda path, _: path.name == "CURRENT.tmp"),
     ),
-    "replacing CURRENT": ("_replace", failing(rag.store._replace)),
+    "replacing CURRENT": ("_replace", failing(rag.store.faiss._replace)),
 }
 
 
@@ -80,7 +80,7 @@ def test_full_disk_at_each_step_is_one_clear_error_and_changes_nothing(
     before = state(index_dir)
     name, fault = FAULTS[step]
     with monkeypatch.context() as patch:
-        patch.setattr(rag.store, name, fault)
+        patch.setattr(rag.store.faiss, name, fault)
         with pytest.raises(IndexUnwritableError) as err:
             add_doc(store, "second", ["three"])
     assert str(err.value) == (
@@ -106,7 +106,7 @@ def test_database_full_while_adding_chunks(index_dir, monkeypatch):
         db.execute(f"PRAGMA max_page_count = {pages + 2}")  # SQLite's own "disk is full"
         return db
 
-    monkeypatch.setattr(rag.store, "_connect_writable", small_database)
+    monkeypatch.setattr(rag.store.faiss, "_connect_writable", small_database)
     with pytest.raises(IndexUnwritableError, match="database or disk is full while writing"):
         add_doc(store, "big", [f"chunk {i} " + "words " * 200 for i in range(50)])
     assert state(index_dir) == before
@@ -114,7 +114,7 @@ def test_database_full_while_adding_chunks(index_dir, monkeypatch):
 
 
 def test_first_ingestion_into_a_full_disk_leaves_no_index(index_dir, monkeypatch):
-    monkeypatch.setattr(rag.store, "_write_index", half_written_index)
+    monkeypatch.setattr(rag.store.faiss, "_write_index", half_written_index)
     store = make_store(index_dir)
     with pytest.raises(IndexUnwritableError, match="no space left on device while writing g000001"):
         add_doc(store, "first", ["one"])
@@ -130,9 +130,9 @@ def test_generation_folder_vanishing_mid_write(index_dir, monkeypatch):
 
     def vanish(index: Any, path: Path) -> None:
         shutil.rmtree(path.parent)
-        rag.store._write_index(index, path)
+        rag.store.faiss._write_index(index, path)
 
-    monkeypatch.setattr(rag.store, "_write_index", vanish)
+    monkeypatch.setattr(rag.store.faiss, "_write_index", vanish)
     with pytest.raises(IndexUnwritableError, match="no such file or directory while writing"):
         add_doc(store, "second", ["two"])
     assert state(index_dir) == before
@@ -145,7 +145,7 @@ _FILE_SIZE_LIMIT = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from rag.errors import IndexUnwritableError
-    from rag.store import FaissStore, NewChunk
+    from rag.store.faiss import FaissStore, NewChunk
     from tests.fakes import CountingEmbeddings
 
     store = FaissStore(Path(sys.argv[1]), CountingEmbeddings(size=32), model_id="fake",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rag import index_cli
+from rag.cli import index as index_cli
 from rag.errors import IndexCorruptError, IndexNotFoundError, IndexUnwritableError, RagError
 from rag.settings import Settings
-from rag.store import CURRENT, FaissStore
+from rag.store.faiss import CURRENT, FaissStore
 from tests.stores import add_doc, make_store
 
 REPAIR = "run `ragchat index repair`"
@@ -164,7 +164,7 @@ def run_command(argv: list[str], capsys) -> tuple[int, str, str]:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="command", required=True)
     index_cli.add_commands(sub, lambda a: Settings(index_dir=a.index))
-    from ingest.cli import add_commands as add_ingest_commands
+    from rag.cli.ingest import add_commands as add_ingest_commands
 
     add_ingest_commands(sub, lambda a: Settings(index_dir=a.index))
     args = parser.parse_args(argv)

@@ -274,7 +274,8 @@ def test_rag_and_ingest_never_import_streamlit():
                     names = [node.module or ""]
                 assert not any(n.split(".")[0] == "streamlit" for n in names), path
     code = (
-        "import sys, rag.cli, rag.chat_cli, rag.components, ingest.cli, ingest.pipeline; "
+        "import sys, rag.cli, rag.cli.chat, rag.service.components, rag.cli.ingest, "
+        "ingest.pipeline; "
         "sys.exit('streamlit' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

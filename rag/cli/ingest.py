@@ -21,12 +21,12 @@ from rag.text import safe_label
 # without loading torch (tests/integration/test_cli_startup.py checks it).
 if TYPE_CHECKING:
     from ingest.pipeline import IngestReport
-    from rag.store import DocumentInfo
+    from rag.store.faiss import DocumentInfo
 
 
 def build_store(settings: Settings) -> Any:
     """The configured index (the embedding model loads only when a command embeds)."""
-    from rag.components import build_store as build
+    from rag.service.components import build_store as build
 
     return build(settings)
 
@@ -286,10 +286,3 @@ def cmd_docs_delete(args: argparse.Namespace, settings: Settings) -> int:
         writer.delete_document(doc_id)
     print(f"deleted document {doc_id[:12]} ({n} chunks)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ingest PATH...``: the same as ``ragchat ingest PATH...``."""
-    from rag.cli import main as ragchat_main
-
-    return ragchat_main(["ingest", *(sys.argv[1:] if argv is None else argv)])

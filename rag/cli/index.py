@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rag.settings import Settings
-from rag.store import FaissStore, IndexStatus, RepairReport
+from rag.store.faiss import FaissStore, IndexStatus, RepairReport
 from rag.text import safe_label
 
 REPAIR_HELP = (
@@ -20,7 +20,7 @@ REPAIR_HELP = (
 
 def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
     """Register ``index status`` and ``index repair`` on a subparsers object."""
-    from ingest.cli import add_index_option
+    from rag.cli.ingest import add_index_option
 
     index = sub.add_parser("index", help="check or repair the index folder")
     index_sub = index.add_subparsers(dest="index_command", required=True)
@@ -35,7 +35,7 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
 
 
 def _store(settings: Settings) -> FaissStore:
-    from rag.components import build_store
+    from rag.service.components import build_store
 
     return build_store(settings)
 

@@ -41,7 +41,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
-    from ingest.cli import add_commands, add_index_option
+    from rag.cli.ingest import add_commands, add_index_option
 
     parser = argparse.ArgumentParser(
         prog="ragchat",
@@ -53,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, _settings)
-    from rag.chat_cli import add_commands as add_chat_commands
+    from rag.cli.chat import add_commands as add_chat_commands
 
     add_chat_commands(sub, _settings, add_index_option, add_mode_option)
-    from rag.eval_cli import add_command as add_eval_command
+    from rag.cli.evaluate import add_command as add_eval_command
 
     add_eval_command(sub, _settings, add_index_option, add_fusion_option)
-    from rag.index_cli import add_commands as add_index_commands
+    from rag.cli.index import add_commands as add_index_commands
 
     add_index_commands(sub, _settings)
 
@@ -114,7 +114,7 @@ def add_fusion_option(p: argparse.ArgumentParser) -> None:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Print the top chunks for a query: our retrieval probe (no relevance threshold)."""
-    from rag.components import build_retriever, build_store
+    from rag.service.components import build_retriever, build_store
 
     if args.k < 1:
         raise RagError("-k must be at least 1")

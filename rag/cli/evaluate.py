@@ -29,7 +29,7 @@ from rag.settings import Settings
 
 if TYPE_CHECKING:  # the chain and the store load at run time only: `ragchat --help` stays fast
     from rag.chain import ChatEngine
-    from rag.store import FaissStore
+    from rag.store.faiss import FaissStore
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -105,7 +105,7 @@ def _search(
     settings: Settings, store: FaissStore, mode: str, depth: int
 ) -> tuple[Callable[[str], list[Retrieved]], dict[str, Any]]:
     """A search function for ``evaluate_retrieval`` and the settings its retriever uses."""
-    from rag.components import build_retriever
+    from rag.service.components import build_retriever
 
     retriever = build_retriever(settings, store, mode=mode, k=depth, unfiltered=True)
 
@@ -151,7 +151,7 @@ def _answer_all(
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate each mode; print a table (or JSON) and optionally write a report."""
-    from rag.components import build_engine, build_store, llm_endpoints
+    from rag.service.components import build_engine, build_store, llm_endpoints
 
     items = load_dataset(args.dataset)
     modes = parse_modes(args.modes, settings.retrieval_mode)

@@ -16,13 +16,13 @@ from langchain_core.retrievers import BaseRetriever
 
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
-from rag.llm import Endpoint, build_llm, endpoints
-from rag.local_llm import LocalLLMServer, bundled_model_path
+from rag.llm.client import Endpoint, build_llm, endpoints
+from rag.llm.local import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.settings import Settings
-from rag.store import FaissStore
+from rag.store.faiss import FaissStore
 
 logger = logging.getLogger(__name__)
 

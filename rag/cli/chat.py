@@ -67,7 +67,7 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
 
 
 def _check_index(settings: Settings) -> Any:
-    from rag.components import build_store
+    from rag.service.components import build_store
 
     store = build_store(settings)
     store.snapshot()  # fails fast, before a model server starts, when there is no index
@@ -121,7 +121,7 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Stream one answer, then its sources (or print one JSON object with --json)."""
-    from rag.components import build_engine, llm_endpoints
+    from rag.service.components import build_engine, llm_endpoints
 
     store = _check_index(settings)
     with llm_endpoints(settings) as endpoints:
@@ -143,8 +143,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """A terminal conversation; /new starts another, /quit or Ctrl-D ends."""
-    from rag.components import build_engine, llm_endpoints
     from rag.memory import ConversationStore
+    from rag.service.components import build_engine, llm_endpoints
 
     store = _check_index(settings)
     memory = ConversationStore(settings.resolved_conversations_path)
@@ -181,7 +181,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_llm_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the bundled model until interrupted (Ctrl-C: "stopped the local model server")."""
-    from rag.components import build_local_server
+    from rag.service.components import build_local_server
 
     server = build_local_server(settings, port=args.port)
     print(f"starting the local model server ({server.model_path.name}) ...", flush=True)

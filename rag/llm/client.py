@@ -59,7 +59,7 @@ ever cancels another.
 
 Recovery. An endpoint with a ``server`` (the bundled model) asks it for its URL before each
 request; a server whose process died is started again there (see
-``rag.local_llm.LocalLLMServer.ensure_running``), so the next question is answered.
+``rag.llm.local.LocalLLMServer.ensure_running``), so the next question is answered.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Store backends. ``faiss``: FAISS vectors with SQLite text and metadata, on one machine."""
