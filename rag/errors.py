@@ -111,6 +111,27 @@ class DocumentNotFoundError(RagError):
         super().__init__(f"no indexed document matches {key!r}")
 
 
+class InvalidInputError(RagError):
+    """A request, a batch file or an argument is malformed; ``field`` names what is at fault.
+
+    ``field`` is a JSON path or column name (``questions[3].question``), or ``line 7`` of an
+    uploaded file.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class JobNotFoundError(RagError):
+    """No job has this id (it never existed, or its records were removed)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r}")
+
+
 class EndpointFault(StrEnum):
     """What went wrong at a model endpoint, in categories that decide retry and fallback."""
 

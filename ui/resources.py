@@ -15,16 +15,13 @@ from typing import Any
 
 import streamlit as st
 
-from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
-from ingest.sandbox import ParseLimits, ParserSandbox
 from rag.chain import ChatEngine
 from rag.errors import RagError
-from rag.llm.client import endpoints
-from rag.llm.local import LocalLLMServer
 from rag.memory import ConversationStore
-from rag.service.components import build_engine, build_store, local_endpoints, start_local_server
-from rag.settings import Settings, load_settings
+from rag.service.components import shared_service
+from rag.service.core import RagService
+from rag.settings import Settings
 from rag.store.faiss import FaissStore
 
 logger = logging.getLogger(__name__)
@@ -147,48 +144,15 @@ class Resources:
         return self.settings.uploads_dir
 
 
-@st.cache_resource(show_spinner=False)
-def _settings() -> Settings:
-    return load_settings()
-
-
-@st.cache_resource(show_spinner=False)
-def _store() -> FaissStore:
-    return build_store(_settings())
-
-
-@st.cache_resource(show_spinner=False)
-def _memory() -> ConversationStore:
-    return ConversationStore(_settings().resolved_conversations_path)
-
-
-@st.cache_resource(show_spinner=False)
-def _local_server() -> LocalLLMServer:
-    # Warmed here, once per server process, so the first question finds the model hot.
-    server = start_local_server(_settings())
-    atexit.register(server.stop)
-    return server
-
-
-@st.cache_resource(show_spinner="Loading the models…")
-def _engine() -> ChatEngine:
-    settings = _settings()
-    store = _store()
-    store.embeddings.embed_query("warm up")
-    if settings.uses_local_llm:
-        # The engine follows the server if it has to be restarted (on a new port).
-        found = local_endpoints(settings, _local_server())
-    else:
-        found = endpoints(settings)
-    return build_engine(settings, store, found, _memory())
+def _service() -> RagService:
+    """The server process's one service, shared with the HTTP API (built on first use)."""
+    return shared_service()
 
 
 def _warm_up() -> None:
     """Start and warm the bundled model and the embedding model (in a background thread)."""
     try:
-        if _settings().uses_local_llm:
-            _local_server()
-        _store().embeddings.embed_query("warm up")
+        _service().warm()
     except RagError as exc:  # the first question shows it again, to the user
         logger.warning("warm-up failed: %s", exc)
 
@@ -198,26 +162,11 @@ def _warm_start() -> threading.Thread:
     """Once per server process, when the app starts: the models warm up behind the page.
 
     The first question then finds them loaded; one asked sooner waits for them under the
-    "Loading the models…" spinner (the cached resources wait for each other).
+    "Loading the models…" spinner (the service's model start-up is shared).
     """
     thread = threading.Thread(target=_warm_up, name="ragchat-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-@st.cache_resource(show_spinner=False)
-def _chunker() -> TokenChunker:
-    settings = _settings()
-    tokenizer = HFTokenizer(settings.embedding_model_path())
-    return TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
-
-
-@st.cache_resource(show_spinner=False)
-def _sandbox() -> ParserSandbox:
-    """One parser worker process for the server: uploads are parsed there, with limits."""
-    sandbox = ParserSandbox(ParseLimits.from_settings(_settings()))
-    atexit.register(sandbox.close)
-    return sandbox
 
 
 @st.cache_resource(show_spinner=False)
@@ -227,28 +176,20 @@ def _ingest_runner() -> IngestRunner:
     return runner
 
 
-def _pipeline(progress: Progress) -> IngestPipeline:
-    store = _store()
-    settings = _settings()
-    return IngestPipeline(
-        store,
-        store.embeddings,
-        _chunker(),
-        batch_size=settings.embedding_batch_size,
-        checkpoint_chunks=settings.checkpoint_chunks,
-        opener=_sandbox().open,
-        progress=progress,
-    )
+def _engine() -> ChatEngine:
+    with st.spinner("Loading the models…"):
+        return _service().engine(conversations=True)
 
 
 def resources() -> Resources:
-    """The real resources, from the environment's settings."""
+    """The real resources: the shared service's parts."""
     _warm_start()
+    service = _service()
     return Resources(
-        settings=_settings(),
-        store=_store(),
-        memory=_memory(),
+        settings=service.settings,
+        store=service.store,
+        memory=service.memory,
         engine=_engine,
-        pipeline=_pipeline,
+        pipeline=service.pipeline,
         ingest_runner=_ingest_runner(),
     )

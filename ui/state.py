@@ -7,16 +7,9 @@ from typing import Any
 
 import streamlit as st
 
+from rag.service.documents import UploadResult
+
 _KEY = "ragchat"
-
-
-@dataclass
-class UploadResult:
-    """What happened to one uploaded file."""
-
-    name: str
-    status: str  # added | updated | unchanged | re-indexed | failed | removed | deleted
-    reason: str = ""
 
 
 @dataclass

@@ -114,35 +114,21 @@ def add_fusion_option(p: argparse.ArgumentParser) -> None:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Print the top chunks for a query: our retrieval probe (no relevance threshold)."""
-    from rag.service.components import build_retriever, build_store
+    from rag.service.components import open_service
 
-    if args.k < 1:
-        raise RagError("-k must be at least 1")
-    store = build_store(settings)
-    store.snapshot()
-    hits = build_retriever(settings, store, k=args.k, unfiltered=True).search(args.query)
-    rows = [
-        {
-            "score": round(score, 4),
-            "relevance": round(doc.metadata["relevance"], 4),
-            "source": doc.metadata["source"],
-            "page": doc.metadata["page"],
-            "chunk_id": doc.metadata["chunk_id"],
-            "text": doc.page_content,
-        }
-        for doc, score in hits
-    ]
+    with open_service(settings, one_shot=True) as service:
+        service.store.snapshot()  # a missing index fails here, before the model loads
+        hits = service.search(args.query, k=args.k)
     if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
         return 0
-    if not rows:
+    if not hits:
         print("no chunks in the index")
-    for n, row in enumerate(rows, 1):
-        page = f" p. {row['page']}" if row["page"] else ""
-        text = safe_label(" ".join(str(row["text"]).split()))
+    for n, hit in enumerate(hits, 1):
+        page = f" p. {hit.page}" if hit.page else ""
+        text = safe_label(" ".join(hit.text.split()))
         print(
-            f"[{n}] relevance {row['relevance']:.2f}  "
-            f"{safe_label(str(row['source']))}{page}  ({row['chunk_id']})"
+            f"[{n}] relevance {hit.relevance:.2f}  {safe_label(hit.source)}{page}  ({hit.chunk_id})"
         )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
@@ -190,7 +176,3 @@ _INTERRUPTED = {
     "docs": "the index is as it was before the command or after it, never in between",
     "index": "the index is as it was before the command or after it, never in between",
 }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import textwrap
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import RagError
@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # ``ragchat --help`` and the commands that only read the index never load them.
 if TYPE_CHECKING:
     from rag.chain import Answer, AnswerStream
+    from rag.service.core import RagService
 
 
 def add_commands(
@@ -66,22 +67,15 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME", help="model name (overrides RAG_LLM_MODEL)")
 
 
-def _check_index(settings: Settings) -> Any:
-    from rag.service.components import build_store
+@contextlib.contextmanager
+def _open(settings: Settings) -> Iterator[RagService]:
+    """The service for a question command: the index checked, the models started."""
+    from rag.service.components import open_service
 
-    store = build_store(settings)
-    store.snapshot()  # fails fast, before a model server starts, when there is no index
-    # The embedding model loads while the local model server starts (both take seconds);
-    # a load that fails here fails again, with its message, at the first question.
-    threading.Thread(target=_warm, args=(store,), name="embedding-warmup", daemon=True).start()
-    return store
-
-
-def _warm(store: Any) -> None:
-    try:
-        store.embeddings.embed_query("warm up")
-    except RagError as exc:  # reported when the question is embedded
-        logger.info("embedding model not loaded ahead: %s", exc)
+    with open_service(settings, one_shot=True) as service:
+        service.store.snapshot()  # fails fast, before a model server starts, with no index
+        service.warm()  # the embedding model loads while the local model server starts
+        yield service
 
 
 def _passage(text: str, width: int = 100, lines: int = 3) -> str:
@@ -121,14 +115,10 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Stream one answer, then its sources (or print one JSON object with --json)."""
-    from rag.service.components import build_engine, llm_endpoints
-
-    store = _check_index(settings)
-    with llm_endpoints(settings) as endpoints:
-        engine = build_engine(settings, store, endpoints)
+    with _open(settings) as service:
         # With --json nothing is shown before the end, so a stream that drops midway
         # falls back to the next endpoint rather than cutting the answer.
-        stream = engine.ask(args.question, buffered=args.json)
+        stream = service.ask(args.question, buffered=args.json)
         if args.json:
             for _ in stream:
                 pass
@@ -143,17 +133,16 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """A terminal conversation; /new starts another, /quit or Ctrl-D ends."""
-    from rag.memory import ConversationStore
-    from rag.service.components import build_engine, llm_endpoints
-
-    store = _check_index(settings)
-    memory = ConversationStore(settings.resolved_conversations_path)
-    conversation = memory.get(args.conversation) if args.conversation else memory.create()
-    with llm_endpoints(settings) as endpoints:
-        engine = build_engine(settings, store, endpoints, memory)
+    with _open(settings) as service:
+        conversation = (
+            service.conversation(args.conversation)
+            if args.conversation
+            else service.create_conversation()
+        )
         print(f"conversation {conversation.id} - /new for a new one, /quit to leave")
-        for turn in memory.history(conversation.id):
-            print(f"{'you' if turn.role == 'user' else 'ragchat'}> {turn.content}")
+        for message in service.messages(conversation.id):
+            if message.content:  # a failed question's answer has none
+                print(f"{'you' if message.role == 'user' else 'ragchat'}> {message.content}")
         while True:
             try:
                 question = input("you> ").strip()
@@ -163,19 +152,18 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             if question in ("/quit", "/exit"):
                 break
             if question == "/new":
-                conversation = memory.create()
+                conversation = service.create_conversation()
                 print(f"conversation {conversation.id}")
                 continue
             if not question:
                 continue
             sys.stdout.write("ragchat> ")
             try:
-                answer = _stream_to_terminal(engine.ask_in(conversation.id, question))
+                answer = _stream_to_terminal(service.ask(question, conversation_id=conversation.id))
             except RagError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 continue
             print_sources(answer)
-    memory.close()
     return 0
 
 

@@ -29,7 +29,7 @@ from rag.settings import Settings
 
 if TYPE_CHECKING:  # the chain and the store load at run time only: `ragchat --help` stays fast
     from rag.chain import ChatEngine
-    from rag.store.faiss import FaissStore
+    from rag.service.core import RagService
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -102,12 +102,10 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
 
 
 def _search(
-    settings: Settings, store: FaissStore, mode: str, depth: int
+    service: RagService, mode: str, depth: int
 ) -> tuple[Callable[[str], list[Retrieved]], dict[str, Any]]:
     """A search function for ``evaluate_retrieval`` and the settings its retriever uses."""
-    from rag.service.components import build_retriever
-
-    retriever = build_retriever(settings, store, mode=mode, k=depth, unfiltered=True)
+    retriever = service.retriever(mode=mode, k=depth, unfiltered=True)
 
     def search(question: str) -> list[Retrieved]:
         return [
@@ -151,31 +149,29 @@ def _answer_all(
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Evaluate each mode; print a table (or JSON) and optionally write a report."""
-    from rag.service.components import build_engine, build_store, llm_endpoints
+    from rag.service.components import open_service
 
     items = load_dataset(args.dataset)
     modes = parse_modes(args.modes, settings.retrieval_mode)
     if args.k is not None and args.k < 1:
         raise RagError("-k must be at least 1")
     cutoffs = [1, 5, 10] + ([args.k] if args.k else [])
-    store = build_store(settings)
-    store.snapshot()
-    store.embeddings.embed_query("warm up")
     show = sys.stderr.isatty() and not args.json
     reports = []
-    for mode in modes:
-        search, config = _search(settings, store, mode, max(DEPTH, args.k or 0))
-        with _progress(show, f"retrieval ({mode})", len(items)) as progress:
-            report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
-                                        progress=progress)  # fmt: skip
-        report.config = config
-        reports.append(report)
-    compare_modes(reports)
-    if args.answers:
-        with llm_endpoints(settings) as endpoints:
+    with open_service(settings, one_shot=True) as service:
+        service.store.snapshot()
+        service.store.embeddings.embed_query("warm up")
+        for mode in modes:
+            search, config = _search(service, mode, max(DEPTH, args.k or 0))
+            with _progress(show, f"retrieval ({mode})", len(items)) as progress:
+                report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
+                                            progress=progress)  # fmt: skip
+            report.config = config
+            reports.append(report)
+        compare_modes(reports)
+        if args.answers:
             for report in reports:
-                mode_settings = settings.model_copy(update={"retrieval_mode": report.mode})
-                engine = build_engine(mode_settings, store, endpoints)
+                engine = service.engine(mode=report.mode)
                 with _progress(show, f"answers ({report.mode})", len(items)) as progress:
                     _answer_all(engine, items, report, progress)
     if args.report:

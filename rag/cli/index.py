@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rag.settings import Settings
-from rag.store.faiss import FaissStore, IndexStatus, RepairReport
+from rag.store.faiss import IndexStatus, RepairReport
 from rag.text import safe_label
 
 REPAIR_HELP = (
@@ -34,21 +34,21 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
     p.set_defaults(func=lambda a: cmd_repair(a, settings_of(a)))
 
 
-def _store(settings: Settings) -> FaissStore:
-    from rag.service.components import build_store
-
-    return build_store(settings)
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the state of the index; a missing or broken index is an error (exit code 2)."""
-    print_status(_store(settings).status(), as_json=args.json)
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        print_status(service.index_status(), as_json=args.json)
     return 0
 
 
 def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
     """Repair the index and say what was done; nothing to recover is an error (exit 2)."""
-    print_repair(_store(settings).repair())
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        print_repair(service.repair_index())
     return 0
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from rag.errors import DocumentNotFoundError
 from rag.settings import Settings
 from rag.text import safe_label
 
@@ -22,13 +21,6 @@ from rag.text import safe_label
 if TYPE_CHECKING:
     from ingest.pipeline import IngestReport
     from rag.store.faiss import DocumentInfo
-
-
-def build_store(settings: Settings) -> Any:
-    """The configured index (the embedding model loads only when a command embeds)."""
-    from rag.service.components import build_store as build
-
-    return build(settings)
 
 
 def add_index_option(parser: argparse.ArgumentParser) -> None:
@@ -156,27 +148,16 @@ class _Bars:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Run an ingestion and print its summary; exit code 1 when any file failed."""
-    from ingest.chunking import HFTokenizer, TokenChunker
-    from ingest.pipeline import IngestPipeline
     from ingest.sandbox import ParseLimits, ParserSandbox
+    from rag.service.components import open_service
 
-    store = build_store(settings)
-    tokenizer = HFTokenizer(settings.embedding_model_path())
-    chunker = TokenChunker(tokenizer, settings.chunk_size, settings.chunk_overlap)
     bars = _Bars(enabled=sys.stderr.isatty() and not args.json)
-    with ParserSandbox(ParseLimits.from_settings(settings)) as sandbox:
-        pipeline = IngestPipeline(
-            store,
-            store.embeddings,
-            chunker,
-            batch_size=settings.embedding_batch_size,
-            checkpoint_chunks=settings.checkpoint_chunks,
-            opener=sandbox.open,
-            progress=bars,
-            release_generation=True,  # nothing else reads through this store
-        )
+    with (
+        ParserSandbox(ParseLimits.from_settings(settings)) as sandbox,
+        open_service(settings, sandbox=sandbox, one_shot=True) as service,
+    ):
         try:
-            report = pipeline.run(args.paths, prune=args.prune)
+            report = service.ingest(args.paths, prune=args.prune, progress=bars)
         finally:
             bars.close()
     print_report(report, as_json=args.json)
@@ -233,8 +214,10 @@ def failure_line(path: str, reason: str, width: int | None = None) -> str:
 
 def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print the indexed documents."""
-    store = build_store(settings)
-    docs = store.documents()
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        docs = service.documents()
     if args.json:
         # "name" is what the web app shows; "titles" are the original names per source.
         rows = [{**d.to_json(), "name": d.name, "titles": d.titles} for d in docs]
@@ -277,12 +260,9 @@ def _named(source: str, title: str) -> str:
 
 def cmd_docs_delete(args: argparse.Namespace, settings: Settings) -> int:
     """Delete one document (by id, id prefix or path) with all its chunks and vectors."""
-    store = build_store(settings)
-    doc_id = store.find_document(args.key)
-    with store.writer() as writer:
-        if not writer.has_document(doc_id):
-            raise DocumentNotFoundError(args.key)
-        n = len(writer.chunk_ids(doc_id))
-        writer.delete_document(doc_id)
-    print(f"deleted document {doc_id[:12]} ({n} chunks)")
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        doc = service.delete_document(args.key)
+    print(f"deleted document {doc.id[:12]} ({doc.chunks} chunks)")
     return 0

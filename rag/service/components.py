@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
@@ -21,8 +22,13 @@ from rag.llm.local import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
+from rag.service.core import Models, RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestPipeline, Progress
+    from ingest.sandbox import ParserSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -189,3 +195,173 @@ def build_engine_over(
     return ChatEngine(
         chain, prompts, endpoints=endpoints_, memory=memory, timeout_s=settings.llm_timeout_s
     )
+
+
+class ConfiguredModels:
+    """The configured endpoints; without one, the bundled model, started at first need.
+
+    The bundled model is started and warmed once, by the first caller (others wait), and
+    stopped by ``close``; its client restarts it if its process dies meanwhile.
+    """
+
+    def __init__(self, settings: Settings, *, warm: bool = True) -> None:
+        self._settings = settings
+        self._warm = warm
+        self._server: LocalLLMServer | None = None
+        self._endpoints: list[Endpoint] | None = None
+        self._lock = threading.Lock()
+
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints to answer through (starts the bundled model the first time)."""
+        with self._lock:
+            if self._endpoints is None:
+                if self._settings.uses_local_llm:
+                    self._server = start_local_server(self._settings, warm=self._warm)
+                    self._endpoints = local_endpoints(self._settings, self._server)
+                else:
+                    self._endpoints = endpoints(self._settings)
+            return self._endpoints
+
+    def check(self) -> str | None:
+        """Why no answer could be had now; None when the first endpoint answers."""
+        import httpx
+
+        if self._settings.uses_local_llm:
+            if self._server is None:
+                return None  # started at the first question
+            url = self._server.base_url
+        else:
+            url = str(self._settings.llm_base_url).rstrip("/")
+        try:
+            response = httpx.get(f"{url}/models", timeout=5.0)
+        except httpx.HTTPError as exc:
+            return f"the model endpoint {url} is unreachable: {type(exc).__name__}"
+        if response.status_code >= 500:
+            return f"the model endpoint {url} answered HTTP {response.status_code}"
+        return None
+
+    def close(self) -> None:
+        """Stop the bundled model if this started it."""
+        with self._lock:
+            if self._server is not None:
+                self._server.stop()
+            self._server = None
+            self._endpoints = None
+
+
+def build_pipeline(
+    settings: Settings,
+    store: FaissStore,
+    progress: Progress,
+    *,
+    sandbox: ParserSandbox | None,
+    release_generation: bool = False,
+) -> IngestPipeline:
+    """An ingestion pipeline into ``store``; files are parsed in ``sandbox`` when given.
+
+    ``release_generation``: nothing else reads through this store (a one-shot command), so
+    the pipeline may let go of the generation it read.
+    """
+    from ingest.chunking import HFTokenizer, TokenChunker
+    from ingest.pipeline import IngestPipeline
+
+    chunker = TokenChunker(
+        HFTokenizer(settings.embedding_model_path()), settings.chunk_size, settings.chunk_overlap
+    )
+    extra: dict[str, Any] = {"opener": sandbox.open} if sandbox is not None else {}
+    return IngestPipeline(
+        store,
+        store.embeddings,
+        chunker,
+        batch_size=settings.embedding_batch_size,
+        checkpoint_chunks=settings.checkpoint_chunks,
+        progress=progress,
+        release_generation=release_generation,
+        **extra,
+    )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    store: FaissStore | None = None,
+    models: Models | None = None,
+    sandbox: ParserSandbox | None = None,
+    one_shot: bool = False,
+) -> RagService:
+    """The service over the configured index, memory and models (nothing started or opened).
+
+    ``one_shot``: a single command uses it (the CLI), so ingestion need not keep the
+    generation it read.
+    """
+    store = store or build_store(settings)
+    models = models or ConfiguredModels(settings)
+
+    def engine(
+        mode: str | None, k: int | None, found: list[Any], memory: ConversationStore | None
+    ) -> ChatEngine:
+        return build_engine_over(settings, build_retriever(settings, store, mode, k), found, memory)
+
+    def pipeline(progress: Progress) -> IngestPipeline:
+        return build_pipeline(
+            settings, store, progress, sandbox=sandbox, release_generation=one_shot
+        )
+
+    return RagService(
+        settings,
+        store,
+        lambda: ConversationStore(settings.resolved_conversations_path),
+        models,
+        engine,
+        pipeline,
+        lambda **kw: build_retriever(settings, store, **kw),
+    )
+
+
+@contextlib.contextmanager
+def open_service(settings: Settings, **kwargs: Any) -> Iterator[RagService]:
+    """``build_service`` for one command: its models and memory are closed at the end."""
+    service = build_service(settings, **kwargs)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+_SHARED: RagService | None = None
+_SHARED_SANDBOX: ParserSandbox | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_service(settings: Settings | None = None) -> RagService:
+    """The one service of this server process, built on first use from the environment.
+
+    The web pages and the HTTP API run in one process and must share it: one bundled model
+    server, one engine cache, one ingestion at a time. (Per-user state never lives here.)
+    """
+    global _SHARED, _SHARED_SANDBOX
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            import atexit
+
+            from ingest.sandbox import ParseLimits, ParserSandbox
+            from rag.settings import load_settings
+
+            settings = settings or load_settings()
+            # Uploads are parsed in one worker process with limits, never in the server.
+            _SHARED_SANDBOX = ParserSandbox(ParseLimits.from_settings(settings))
+            _SHARED = build_service(settings, sandbox=_SHARED_SANDBOX)
+            atexit.register(close_shared_service)
+        return _SHARED
+
+
+def close_shared_service() -> None:
+    """Close the process's shared service; the next ``shared_service()`` builds a new one."""
+    global _SHARED, _SHARED_SANDBOX
+    with _SHARED_LOCK:
+        service, sandbox = _SHARED, _SHARED_SANDBOX
+        _SHARED, _SHARED_SANDBOX = None, None
+    if service is not None:
+        service.close()  # stops the bundled model
+    if sandbox is not None:
+        sandbox.close()

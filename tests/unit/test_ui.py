@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from rag.service.documents import display_name
 from tests.docgen import make_pdf
 from tests.ui_fakes import fake_resources
-from ui.documents import describe, display_name, ingest_uploads
+from ui.documents import describe, ingest_uploads
 from ui.render import guard_stream, highlight_passage, sanitize_answer
 from ui.resources import IngestJob
 
@@ -95,7 +96,10 @@ def real_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     """app.py itself, with fresh shared resources (they outlive an AppTest otherwise)."""
     import streamlit as st
 
+    from rag.service.components import close_shared_service
+
     st.cache_resource.clear()
+    close_shared_service()
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path))
     return AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
 
@@ -396,8 +400,8 @@ def upload_pipeline(res, opener=None, progress=None):
 def test_a_failed_upload_keeps_its_file_while_part_of_it_is_indexed(tmp_path):
     from ingest.loaders import open_stream
     from rag.errors import IngestError
+    from rag.service.documents import index_uploads, prepare_uploads
     from tests.unit.test_pipeline import fail_after
-    from ui.documents import index_uploads, prepare_uploads
 
     res = fake_resources(str(tmp_path))
 
@@ -425,7 +429,7 @@ def test_a_failed_upload_keeps_its_file_while_part_of_it_is_indexed(tmp_path):
 
 
 def test_a_run_error_after_a_checkpoint_reports_what_each_upload_became(tmp_path):
-    from ui.documents import index_uploads, prepare_uploads
+    from rag.service.documents import index_uploads, prepare_uploads
 
     res = fake_resources(str(tmp_path))
     res.store.lock_timeout_s = 0.2
@@ -467,7 +471,7 @@ def test_an_upload_that_cannot_be_saved_is_a_failed_file(tmp_path):
     import resource
     import signal
 
-    from ui.documents import prepare_uploads
+    from rag.service.documents import prepare_uploads
 
     res = fake_resources(str(tmp_path))
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)

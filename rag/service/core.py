@@ -1,0 +1,341 @@
+"""``RagService``: the use cases of ragchat, over collaborators passed in.
+
+The web pages, the HTTP API, the CLI and the job workers all call this object; none of
+them builds a store, a model or a chain. ``rag.service.components.build_service`` builds
+one from settings; tests build one from fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rag.errors import RagError
+from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
+from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.pipeline import IngestPipeline, IngestReport, Progress
+    from rag.chain import AnswerStream, ChatEngine
+    from rag.memory import Conversation, ConversationStore, Message
+    from rag.store.faiss import DocumentInfo, FaissStore
+
+logger = logging.getLogger(__name__)
+
+
+class Models(Protocol):
+    """The language model side: endpoints to answer through, started when first needed."""
+
+    def endpoints(self) -> list[Any]:
+        """The endpoints (``rag.llm.client.Endpoint``); may start the bundled model."""
+        ...
+
+    def check(self) -> str | None:
+        """Why no answer could be had now (unreachable, not started), None when fine."""
+        ...
+
+    def close(self) -> None:
+        """Stop what was started."""
+        ...
+
+
+# Builds the chat engine for a retrieval mode and k (None: the settings' own), answering
+# through the given endpoints and keeping conversations in the given memory.
+EngineFactory = Callable[
+    [str | None, int | None, list[Any], "ConversationStore | None"], "ChatEngine"
+]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One retrieved chunk: where it is, its text, and how close it is to the query."""
+
+    score: float  # the method's own ranking score (a fused z-score in hybrid mode)
+    relevance: float  # cosine similarity mapped to 0..1, comparable across modes
+    source: str
+    title: str
+    page: int | None
+    chunk_id: str
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``ragchat search --json`` and the API return."""
+        return {
+            "score": round(self.score, 4),
+            "relevance": round(self.relevance, 4),
+            "source": self.source,
+            "title": self.title,
+            "page": self.page,
+            "chunk_id": self.chunk_id,
+            "text": self.text,
+        }
+
+
+class RagService:
+    """Ask, search, documents, conversations: one object for every adapter.
+
+    Engines are built once per (mode, k) and shared; the model endpoints are asked for at
+    the first question, so commands that never ask start no model.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: FaissStore,
+        memory: ConversationStore | Callable[[], ConversationStore],
+        models: Models,
+        engine: EngineFactory,
+        pipeline: Callable[[Progress], IngestPipeline],
+        retriever: Callable[..., Any],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._memory = memory if callable(memory) else None
+        self._memory_store = None if callable(memory) else memory
+        self.models = models
+        self._engine_factory = engine
+        self._pipeline = pipeline
+        self._retriever = retriever
+        self._engines: dict[tuple[str | None, int | None, bool], ChatEngine] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the service was built with."""
+        return self._settings
+
+    @property
+    def store(self) -> FaissStore:
+        """The document index."""
+        return self._store
+
+    @property
+    def memory(self) -> ConversationStore:
+        """The conversation store, opened at first use (commands that list documents never do)."""
+        with self._lock:
+            if self._memory_store is None:
+                assert self._memory is not None
+                self._memory_store = self._memory()
+            return self._memory_store
+
+    # Questions ------------------------------------------------------------------------
+
+    def engine(
+        self, mode: str | None = None, k: int | None = None, *, conversations: bool = False
+    ) -> ChatEngine:
+        """The chat engine for a retrieval mode and k (the settings' when None).
+
+        ``conversations``: the engine stores questions in the conversation memory (which
+        is opened then, not before: one-off questions leave no database behind).
+        """
+        key = (mode, k, conversations)
+        with self._lock:
+            found = self._engines.get(key)
+        if found is not None:
+            return found
+        memory = self.memory if conversations else None
+        built = self._engine_factory(mode, k, self.models.endpoints(), memory)
+        with self._lock:
+            return self._engines.setdefault(key, built)
+
+    def ask(
+        self,
+        question: str,
+        *,
+        conversation_id: str | None = None,
+        mode: str | None = None,
+        k: int | None = None,
+        buffered: bool = False,
+    ) -> AnswerStream:
+        """Stream an answer; within a conversation it is stored with its outcome.
+
+        ``buffered``: nothing is shown before the end (JSON, batch runs), so a stream that
+        drops midway falls back to the next endpoint rather than cutting the answer.
+
+        Raises:
+            RagError: the question is empty, or the conversation does not exist.
+        """
+        if not question.strip():
+            raise RagError("the question is empty")
+        if conversation_id is None:
+            return self.engine(mode, k).ask(question.strip(), buffered=buffered)
+        engine = self.engine(mode, k, conversations=True)
+        return engine.ask_in(conversation_id, question, buffered=buffered)
+
+    def retry(
+        self, conversation_id: str, question_id: int, *, buffered: bool = False
+    ) -> AnswerStream:
+        """Answer a stored question again (retry a failure, regenerate an answer)."""
+        engine = self.engine(conversations=True)
+        return engine.retry_in(conversation_id, question_id, buffered=buffered)
+
+    def search(self, query: str, *, k: int = 5, mode: str | None = None) -> list[SearchHit]:
+        """The top ``k`` chunks for a query, whatever their relevance (a retrieval probe).
+
+        Raises:
+            RagError: ``k`` is below 1, or the index cannot be read.
+        """
+        if k < 1:
+            raise RagError("k must be at least 1")
+        retriever = self.retriever(mode=mode, k=k, unfiltered=True)
+        return [
+            SearchHit(
+                score=score,
+                relevance=doc.metadata["relevance"],
+                source=doc.metadata["source"],
+                title=doc.metadata.get("title") or Path(doc.metadata["source"]).name,
+                page=doc.metadata["page"],
+                chunk_id=doc.metadata["chunk_id"],
+                text=doc.page_content,
+            )
+            for doc, score in retriever.search(query)
+        ]
+
+    def retriever(
+        self, *, mode: str | None = None, k: int | None = None, unfiltered: bool = False
+    ) -> Any:
+        """The retriever the settings describe (``rag.retrieval.HybridRetriever``).
+
+        ``unfiltered`` drops the relevance threshold and gap (probes and evaluation rank
+        everything rather than decide whether to abstain).
+        """
+        return self._retriever(mode=mode, k=k, unfiltered=unfiltered)
+
+    # Documents ------------------------------------------------------------------------
+
+    def index_status(self) -> Any:
+        """The index's generation, counts, model and disk use (``IndexStatus``)."""
+        return self._store.status()
+
+    def repair_index(self) -> Any:
+        """Go back to the last intact generation (``RepairReport``)."""
+        return self._store.repair()
+
+    def documents(self) -> list[DocumentInfo]:
+        """Every indexed document (partial ones included, marked so)."""
+        return self._store.documents()
+
+    def document(self, key: str) -> DocumentInfo:
+        """A document by id, unique id prefix or source path.
+
+        Raises:
+            DocumentNotFoundError: nothing, or more than one document, matches.
+        """
+        doc_id = self._store.find_document(key)
+        return next(d for d in self._store.documents() if d.id == doc_id)
+
+    def delete_document(self, key: str) -> DocumentInfo:
+        """Delete a document and its chunks (and its uploaded copy); returns what it was.
+
+        Raises:
+            DocumentNotFoundError: nothing, or more than one document, matches.
+        """
+        from rag.service.documents import delete_documents
+
+        doc = self.document(key)
+        delete_documents(self, [doc])
+        return doc
+
+    def pipeline(self, progress: Progress | None = None) -> IngestPipeline:
+        """An ingestion pipeline into this index, reporting to ``progress``."""
+        return self._pipeline(progress or _no_progress)
+
+    def ingest(
+        self,
+        paths: Sequence[Path],
+        *,
+        prune: bool = False,
+        force: bool = False,
+        titles: Mapping[Path, str] | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Index files and folders (unchanged files are skipped); see ``IngestPipeline.run``."""
+        return self.pipeline(progress).run(paths, prune=prune, force=force, titles=titles)
+
+    def prepare_uploads(self, files: list[tuple[str, bytes]]) -> PreparedUploads:
+        """Check and save uploads (fast); index them with ``index_uploads``."""
+        return prepare_uploads(self, files)
+
+    def index_uploads(
+        self, prepared: PreparedUploads, progress: Progress | None = None
+    ) -> list[UploadResult]:
+        """Index saved uploads (slow); one result per file."""
+        return index_uploads(prepared, self.pipeline(progress))
+
+    def add_uploads(
+        self, files: list[tuple[str, bytes]], progress: Progress | None = None
+    ) -> list[UploadResult]:
+        """Save and index uploads (``(browser name, content)`` pairs); one result per file."""
+        return self.index_uploads(self.prepare_uploads(files), progress)
+
+    # Conversations --------------------------------------------------------------------
+
+    def conversations(self) -> list[Conversation]:
+        """Stored conversations, newest first."""
+        return self.memory.conversations()
+
+    def create_conversation(self, title: str = "") -> Conversation:
+        """A new, empty conversation."""
+        return self.memory.create(title)
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        """One conversation (raises ``ConversationNotFoundError``)."""
+        return self.memory.get(conversation_id)
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        """A conversation's questions and answers, oldest first."""
+        self.memory.get(conversation_id)
+        return self.memory.messages(conversation_id)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation and its messages (raises ``ConversationNotFoundError``)."""
+        self.memory.get(conversation_id)
+        self.memory.delete(conversation_id)
+
+    # Health ---------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, str]:
+        """What stops this service from answering: ``{"index": ..., "model": ...}``.
+
+        Each value is "ok" or the reason; an empty index is ready (questions abstain).
+        """
+        checks: dict[str, str] = {}
+        try:
+            if self._store.exists():
+                self._store.snapshot()
+            checks["index"] = "ok"
+        except RagError as exc:
+            checks["index"] = str(exc)
+        problem = self.models.check()
+        checks["model"] = problem or "ok"
+        return checks
+
+    def warm(self) -> None:
+        """Load the query embedding model and start the language model (before a question)."""
+        thread = threading.Thread(target=self._warm_embeddings, name="embedding-warm-up")
+        thread.start()
+        try:
+            self.models.endpoints()
+        finally:
+            thread.join()
+
+    def _warm_embeddings(self) -> None:
+        try:
+            self._store.embeddings.embed_query("warm up")
+        except RagError as exc:  # reported again, with its message, at the first question
+            logger.info("embedding model not loaded ahead: %s", exc)
+
+    def close(self) -> None:
+        """Stop the models this service started and close its conversation store."""
+        self.models.close()
+        with self._lock:
+            if self._memory_store is not None:
+                self._memory_store.close()
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
