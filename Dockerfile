@@ -40,7 +40,7 @@ VOLUME ["/data"]
 EXPOSE 8501
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["curl", "--fail", "--silent", "http://127.0.0.1:8501/_stcore/health"]
+    CMD ["curl", "--fail", "--silent", "http://127.0.0.1:8501/api/health"]
 
 # The user guide in docs/ is indexed on start (unchanged files are skipped), then the app runs.
 CMD ["sh", "-c", "ragchat ingest /app/docs && exec streamlit run app.py --server.address=0.0.0.0 --server.port=8501"]

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install run test test-unit test-integration lint format bench clean browser fuzz
+.PHONY: install run test test-unit test-integration lint format bench clean browser redis fuzz
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ run: install
 	$(VENV)/bin/ragchat ingest docs
 	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
-test: install browser
+test: install browser redis
 	$(PY) -m pytest
 
 # The browser tests drive Debian's Chromium (Playwright cannot download browsers here).
@@ -32,10 +32,16 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 		else echo "install Chromium first: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+# The Redis-mode job tests start Debian's redis-server on a loopback port.
+redis:
+	@test -x /usr/bin/redis-server || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+		else echo "install Redis first: sudo apt-get install redis-server" >&2; exit 1; fi; }
+
 test-unit: install
 	$(PY) -m pytest tests/unit
 
-test-integration: install browser
+test-integration: install browser redis
 	$(PY) -m pytest tests/integration
 
 # A long fuzzing run of the loaders (CI runs 25 examples per property).

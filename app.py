@@ -1,15 +1,63 @@
-"""ragchat web app: `streamlit run app.py` (or `make run`)."""
+"""ragchat: the web pages and the HTTP API in one server, `streamlit run app.py` (`make run`).
+
+Streamlit reads this file in two roles. `streamlit run` finds the `st.App` assigned to `app`
+below and serves it with uvicorn, importing this file as the module `app`: that builds the
+server, with the FastAPI app mounted under `/api` and a lifespan that starts the shared
+service and the job workers. The App then runs this same file as the page script of every
+browser session, as `__main__`: that renders the pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import streamlit as st
 
 from rag.errors import RagError
-from ui.app import run
-from ui.resources import resources
 
-st.set_page_config(page_title="ragchat", page_icon=":material/forum:", layout="wide")
-try:
-    shared = resources()
-except RagError as exc:  # a bad setting or an unreadable index: say so, keep serving
-    st.error(str(exc))
-    st.stop()
-run(shared)
+logger = logging.getLogger("ragchat.app")
+
+if __name__ == "__main__":  # a browser session: the pages
+    from ui.app import run
+    from ui.resources import resources
+
+    st.set_page_config(page_title="ragchat", page_icon=":material/forum:", layout="wide")
+    try:
+        shared = resources()
+    except RagError as exc:  # a bad setting or an unreadable index: say so, keep serving
+        st.error(str(exc))
+        st.stop()
+    run(shared)
+else:  # the server: imported by uvicorn (through `streamlit run`)
+    from rag.api.app import create_api, mount
+    from rag.service.components import close_shared_service, shared_jobs, shared_service
+    from rag.service.core import RagService
+
+    def _warm(service: RagService) -> None:
+        try:
+            service.warm()
+        except RagError as exc:  # reported again, with its message, at the first question
+            logger.warning("the model could not be started ahead: %s", exc)
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        """Start the shared service (warmed in the background) and the job workers."""
+        try:
+            service = shared_service()
+            shared_jobs()  # its worker threads answer queued batches from now on
+        except RagError as exc:  # the pages and the API report it per request
+            logger.warning("ragchat cannot start its service: %s", exc)
+            yield
+            return
+        threading.Thread(target=_warm, args=(service,), name="warm-up", daemon=True).start()
+        try:
+            yield
+        finally:
+            close_shared_service()
+
+    api = create_api(shared_service, shared_jobs)
+    app = st.App(__file__, lifespan=lifespan, routes=[mount(api)])

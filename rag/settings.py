@@ -66,6 +66,30 @@ class Settings(BaseSettings):
     upload_max_mb: int = Field(
         default=50, ge=1, le=2000, description="Largest file the web app accepts, in MB."
     )
+    api_allow_remote: bool = Field(
+        default=False,
+        description=(
+            "Let the HTTP API (/api) answer clients on other machines. There are no user "
+            "accounts yet: anyone who can reach the port can read and delete documents."
+        ),
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description=(
+            "Job queue: unset keeps it in SQLite under DATA_DIR, answered by worker threads "
+            "of the app; redis://host:port/db shares it with `ragchat worker` processes on "
+            "any machine."
+        ),
+    )
+    queue_workers: int = Field(
+        default=4, ge=1, le=64, description="Worker threads answering queued jobs per process."
+    )
+    batch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Questions of one batch run sent to the model at once, when it does not say.",
+    )
     lock_timeout_s: float = Field(
         default=600.0,
         ge=0,
@@ -265,6 +289,13 @@ class Settings(BaseSettings):
         if key is not None and not all(33 <= ord(c) < 127 for c in key.get_secret_value()):
             raise ValueError("an API key may hold only printable ASCII, without spaces")
         return key
+
+    @field_validator("queue_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("a queue URL starts with redis://, rediss:// or unix://")
+        return url or None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -16,6 +16,7 @@ from rag.memory import ConversationStore
 from rag.prompts import load_prompts
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
+from tests.api_fakes import FakeJobs
 from tests.fakes import CountingEmbeddings, RecordingRetriever, WordTokenizer, doc
 from ui.resources import Resources
 
@@ -70,4 +71,5 @@ def fake_resources(folder: str, mode: str = "ok") -> Resources:
         chunker = TokenChunker(WordTokenizer(window=64), size=40, overlap=5)
         return IngestPipeline(store, embeddings, chunker, batch_size=8, progress=progress)
 
-    return Resources(settings, store, memory, get_engine, pipeline)
+    jobs = FakeJobs()
+    return Resources(settings, store, memory, get_engine, pipeline, jobs=lambda: jobs)

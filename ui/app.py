@@ -1,10 +1,10 @@
-"""Page setup: navigation over the chat and documents pages."""
+"""Page setup: navigation over the chat, documents and batch pages."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui import chat, documents
+from ui import batch, chat, documents
 from ui.resources import Resources
 
 
@@ -24,4 +24,11 @@ def run(res: Resources, *, default: str = "chat") -> None:
         url_path="chat",
         default=default == "chat",
     )
-    st.navigation([chat_page, docs_page]).run()
+    batch_page = st.Page(
+        lambda: batch.page(res),
+        title="Batch",
+        icon=":material/checklist:",
+        url_path="batch",
+        default=default == "batch",
+    )
+    st.navigation([chat_page, docs_page, batch_page]).run()

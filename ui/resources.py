@@ -19,7 +19,7 @@ from ingest.pipeline import IngestPipeline, Progress
 from rag.chain import ChatEngine
 from rag.errors import RagError
 from rag.memory import ConversationStore
-from rag.service.components import shared_service
+from rag.service.components import shared_jobs, shared_service
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
@@ -137,6 +137,8 @@ class Resources:
     engine: Callable[[], ChatEngine]
     pipeline: Callable[[Progress], IngestPipeline]
     ingest_runner: IngestRunner = field(default_factory=IngestRunner)
+    # The server's job service (rag.service.jobs.JobService); None where there is none.
+    jobs: Callable[[], Any] | None = None
 
     @property
     def uploads_dir(self) -> Path:
@@ -192,4 +194,5 @@ def resources() -> Resources:
         engine=_engine,
         pipeline=service.pipeline,
         ingest_runner=_ingest_runner(),
+        jobs=shared_jobs,
     )

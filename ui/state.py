@@ -25,6 +25,8 @@ class SessionState:
     ingest_job: str | None = None  # the background ingestion this session is waiting for
     job_label: str = ""  # what that ingestion does, e.g. "Re-indexing manual.pdf"
     delete_pending: list[str] = field(default_factory=list)  # ids awaiting "Yes, delete"
+    batch_job: str | None = None  # the batch run the Batch page shows
+    batch_nonce: int = 0
 
 
 def session() -> SessionState:

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.cli.index import add_commands as add_index_commands
 
     add_index_commands(sub, _settings)
+    from rag.cli.batch import add_commands as add_batch_commands
+
+    add_batch_commands(sub, _settings, add_index_option)
 
     p = sub.add_parser(
         "search",

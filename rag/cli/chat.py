@@ -33,6 +33,12 @@ def add_commands(
     p = sub.add_parser("ask", help="answer one question from the documents")
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object when done")
+    p.add_argument(
+        "--compare",
+        metavar="A,B",
+        help="answer with each of these models, side by side (names on the configured "
+        "endpoint, or NAME@URL for another OpenAI-compatible endpoint)",
+    )
     _add_llm_options(p)
     add_mode_option(p)
     add_index_option(p)
@@ -116,6 +122,8 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Stream one answer, then its sources (or print one JSON object with --json)."""
     with _open(settings) as service:
+        if args.compare:
+            return _compare(service, args)
         # With --json nothing is shown before the end, so a stream that drops midway
         # falls back to the next endpoint rather than cutting the answer.
         stream = service.ask(args.question, buffered=args.json)
@@ -129,6 +137,32 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         answer = _stream_to_terminal(stream)
         print_sources(answer)
     return 0
+
+
+def _compare(service: RagService, args: argparse.Namespace) -> int:
+    """``ask --compare``: every model's answer (or error), one after the other."""
+    answers = service.compare(args.question, args.compare)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    model: a.to_json() if not isinstance(a, RagError) else {"error": str(a)}
+                    for model, a in answers.items()
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        for model, a in answers.items():
+            print(f"== {model}")
+            if isinstance(a, RagError):
+                print(f"error: {a}")
+                continue
+            print(a.text)
+            print_sources(a)
+            print()
+    return 1 if any(isinstance(a, RagError) for a in answers.values()) else 0
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,6 +29,7 @@ from rag.store.faiss import FaissStore
 if TYPE_CHECKING:
     from ingest.pipeline import IngestPipeline, Progress
     from ingest.sandbox import ParserSandbox
+    from rag.service.jobs import JobService
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +331,7 @@ def open_service(settings: Settings, **kwargs: Any) -> Iterator[RagService]:
 
 _SHARED: RagService | None = None
 _SHARED_SANDBOX: ParserSandbox | None = None
+_SHARED_JOBS: JobService | None = None
 _SHARED_LOCK = threading.Lock()
 
 
@@ -355,12 +357,26 @@ def shared_service(settings: Settings | None = None) -> RagService:
         return _SHARED
 
 
+def shared_jobs() -> JobService:
+    """The job service of this server process (its worker threads started on first use)."""
+    global _SHARED_JOBS
+    service = shared_service()
+    with _SHARED_LOCK:
+        if _SHARED_JOBS is None:
+            from rag.service.jobs import build_job_service
+
+            _SHARED_JOBS = build_job_service(service.settings, service)
+        return _SHARED_JOBS
+
+
 def close_shared_service() -> None:
     """Close the process's shared service; the next ``shared_service()`` builds a new one."""
-    global _SHARED, _SHARED_SANDBOX
+    global _SHARED, _SHARED_SANDBOX, _SHARED_JOBS
     with _SHARED_LOCK:
-        service, sandbox = _SHARED, _SHARED_SANDBOX
-        _SHARED, _SHARED_SANDBOX = None, None
+        service, sandbox, jobs = _SHARED, _SHARED_SANDBOX, _SHARED_JOBS
+        _SHARED, _SHARED_SANDBOX, _SHARED_JOBS = None, None, None
+    if jobs is not None:
+        jobs.close()  # its workers finish their current question first
     if service is not None:
         service.close()  # stops the bundled model
     if sandbox is not None:

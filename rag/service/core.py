@@ -20,7 +20,8 @@ from rag.settings import Settings
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestPipeline, IngestReport, Progress
-    from rag.chain import AnswerStream, ChatEngine
+    from rag.chain import Answer, AnswerStream, ChatEngine
+    from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Message
     from rag.store.faiss import DocumentInfo, FaissStore
 
@@ -147,11 +148,15 @@ class RagService:
         question: str,
         *,
         conversation_id: str | None = None,
+        history: Sequence[Turn] = (),
         mode: str | None = None,
         k: int | None = None,
         buffered: bool = False,
     ) -> AnswerStream:
         """Stream an answer; within a conversation it is stored with its outcome.
+
+        ``history``: earlier turns a caller keeps itself (OpenAI-style clients send the
+        whole conversation each time); not with ``conversation_id``, whose turns are stored.
 
         ``buffered``: nothing is shown before the end (JSON, batch runs), so a stream that
         drops midway falls back to the next endpoint rather than cutting the answer.
@@ -162,9 +167,26 @@ class RagService:
         if not question.strip():
             raise RagError("the question is empty")
         if conversation_id is None:
-            return self.engine(mode, k).ask(question.strip(), buffered=buffered)
+            return self.engine(mode, k).ask(question.strip(), history, buffered=buffered)
+        if history:
+            raise RagError("give either a conversation id or the history, not both")
         engine = self.engine(mode, k, conversations=True)
         return engine.ask_in(conversation_id, question, buffered=buffered)
+
+    def compare(self, question: str, models: str | list[str]) -> dict[str, Answer | RagError]:
+        """One question answered by several models at once: each answer, or its error.
+
+        ``models``: ``"A,B"`` (names on the configured endpoint; ``NAME@URL`` for another
+        endpoint). Answers come in the order given.
+
+        Raises:
+            RagError: fewer than two distinct models, or an empty question.
+        """
+        from rag.jobs.answering import model_engines, parse_models, side_by_side
+
+        if not question.strip():
+            raise RagError("the question is empty")
+        return side_by_side(question.strip(), parse_models(models), model_engines(self))
 
     def retry(
         self, conversation_id: str, question_id: int, *, buffered: bool = False

@@ -485,6 +485,11 @@ class StoreView:
             return []
         query = np.asarray([vector], dtype="float32")
         faiss.normalize_L2(query)
+        # One query searches on one thread: questions run in parallel threads (batch runs,
+        # several users), and OpenMP threads on top of them only contend. Measured for one
+        # query over 12k / 200k vectors: 2.1 / 30.6 ms on 2 threads, 0.8 / 17.3 ms on one.
+        # (The setting belongs to the calling thread.)
+        faiss.omp_set_num_threads(1)
         scores, ids = index.search(query, min(k, index.ntotal))
         hits = [
             (int(i), min(1.0, max(-1.0, float(s))))

@@ -514,3 +514,19 @@ def test_finished_jobs_nobody_collects_are_dropped_after_an_hour():
         assert runner.collect(second) == "second"
     finally:
         runner.shutdown()
+
+
+def test_batch_page_runs_a_file_and_offers_the_answers(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, page="batch")
+    assert not at.exception
+    assert at.title[0].value == "Batch questions"
+    jobs = fake_resources(str(tmp_path), "ok").jobs()  # type: ignore[misc]  # the page's
+    info = jobs.submit_batch_file("q.csv", b"When do backups run?\nWhat is max_connections?\n")
+    # The page follows the session's job; here the test picks it as a user would.
+    at.session_state["ragchat"].batch_job = info.id
+    for _ in range(5):  # each look advances the fake job a step, as a running job does
+        at.run()
+        assert not at.exception
+    assert any("2 of 2 questions answered" in s.value for s in at.success)
+    assert len(at.get("download_button")) == 2  # JSON Lines and CSV
+    assert any("Finished, 2 of 2" in b.label for b in at.button)  # listed in recent runs

@@ -1,0 +1,67 @@
+"""Conversations: create, list, read (with messages) and delete."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from rag.api.deps import ServiceDep
+from rag.api.schemas import (
+    ConversationDetail,
+    ConversationModel,
+    ConversationsResponse,
+    CreateConversationRequest,
+)
+from rag.memory import Message
+
+router = APIRouter(tags=["conversations"])
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    data = asdict(message)
+    data.pop("feedback", None)
+    return data
+
+
+@router.get(
+    "/v1/conversations", response_model=ConversationsResponse, summary="Stored conversations"
+)
+def list_conversations(service: ServiceDep) -> dict[str, Any]:
+    """Stored conversations, newest first."""
+    return {"conversations": [asdict(c) for c in service.conversations()]}
+
+
+@router.post(
+    "/v1/conversations",
+    response_model=ConversationModel,
+    status_code=status.HTTP_201_CREATED,
+    summary="Start a conversation",
+)
+def create_conversation(service: ServiceDep, body: CreateConversationRequest | None = None) -> Any:
+    """A new, empty conversation: pass its ``id`` as ``conversation_id`` to ``/v1/ask``."""
+    return asdict(service.create_conversation(body.title if body else ""))
+
+
+@router.get(
+    "/v1/conversations/{conversation_id}",
+    response_model=ConversationDetail,
+    summary="A conversation and its messages",
+)
+def read_conversation(conversation_id: str, service: ServiceDep) -> dict[str, Any]:
+    """The conversation's header and its questions and answers, oldest first."""
+    conversation = service.conversation(conversation_id)
+    messages = service.messages(conversation_id)
+    return {**asdict(conversation), "messages": [_message_json(m) for m in messages]}
+
+
+@router.delete(
+    "/v1/conversations/{conversation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a conversation",
+)
+def delete_conversation(conversation_id: str, service: ServiceDep) -> Response:
+    """Delete a conversation and its messages."""
+    service.delete_conversation(conversation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,177 @@
+"""One JSON error shape for every failure: ``{"error": {"type", "message", "field"?}}``.
+
+``RagError`` subclasses map to 4xx/5xx by what they mean; FastAPI's validation errors are
+reshaped to name the field; anything unexpected is logged with its traceback and answered
+with a bare 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.errors import (
+    ConfigError,
+    DocumentNotFoundError,
+    EndpointFault,
+    IndexLockedError,
+    IndexNotFoundError,
+    IngestError,
+    InvalidInputError,
+    JobNotFoundError,
+    ParseLimitError,
+    ProviderError,
+    RagError,
+    UnsupportedFileError,
+)
+from rag.memory import ConversationNotFoundError, MessageNotFoundError
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; see the server log"
+
+
+class ApiError(Exception):
+    """An error the API answers itself (no service error behind it)."""
+
+    def __init__(self, status: int, type_: str, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.field = field
+        super().__init__(message)
+
+
+def error_body(type_: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON error body every route answers with."""
+    error: dict[str, Any] = {"type": type_, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def error_response(status: int, type_: str, message: str, field: str | None = None) -> JSONResponse:
+    """A JSON error response."""
+    return JSONResponse(error_body(type_, message, field), status_code=status)
+
+
+def describe(exc: RagError) -> tuple[int, str, str | None]:
+    """The HTTP status, error type and field of a ragchat error."""
+    if isinstance(exc, InvalidInputError):
+        return 422, "invalid_input", exc.field
+    if isinstance(exc, DocumentNotFoundError | ConversationNotFoundError | MessageNotFoundError):
+        return 404, "not_found", None
+    if isinstance(exc, JobNotFoundError):
+        return 404, "not_found", None
+    if isinstance(exc, ProviderError):
+        if exc.fault == EndpointFault.TIMEOUT:
+            return 504, "model_timeout", None
+        return 502, "model_error", None
+    if isinstance(exc, IndexLockedError):
+        return 503, "index_busy", None
+    if isinstance(exc, IndexNotFoundError):
+        return 503, "index_missing", None
+    if isinstance(exc, UnsupportedFileError):
+        return 415, "unsupported_file", None
+    if isinstance(exc, ParseLimitError):
+        return 413, "too_large", None
+    if isinstance(exc, IngestError):
+        return 422, "ingest_error", None
+    if isinstance(exc, ConfigError):
+        return 500, "config_error", exc.setting
+    return 500, "error", None
+
+
+def rag_error_json(exc: RagError) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body for a ragchat error (also used inside event streams)."""
+    status, type_, field = describe(exc)
+    if status >= 500:
+        logger.warning("request failed (%s): %s", type_, exc)
+    message = exc.reason if isinstance(exc, InvalidInputError) else str(exc)
+    return status, error_body(type_, message, field)
+
+
+def location(loc: Sequence[int | str]) -> str:
+    """``("body", "questions", 3, "question")`` as ``questions[3].question``."""
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header", "form", "file"}:
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def validation_error(errors: Sequence[Any]) -> JSONResponse:
+    """A 422 naming the first faulty field (all of them listed under ``details``)."""
+    items: list[dict[str, Any]] = [dict(e) for e in errors]
+    first: dict[str, Any] = items[0] if items else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        message = f"malformed JSON: {first.get('ctx', {}).get('error', 'cannot be parsed')}"
+        return error_response(400, "malformed_json", message, "body")
+    field = location(first.get("loc", ()))
+    body = error_body("invalid_input", f"{field}: {first.get('msg', 'invalid')}", field)
+    body["error"]["details"] = [
+        {"field": location(e.get("loc", ())), "message": e.get("msg", "")} for e in items
+    ]
+    return JSONResponse(body, status_code=422)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_error(exc.errors())
+
+
+async def _on_rag_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagError)
+    status, body = rag_error_json(exc)
+    return JSONResponse(body, status_code=status)
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.type, exc.message, exc.field)
+
+
+_HTTP_TYPES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}"
+    return JSONResponse(
+        error_body(type_, message), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", INTERNAL_MESSAGE)
+
+
+def install_error_handlers(api: FastAPI) -> None:
+    """Answer every failure of ``api`` with the JSON error body."""
+    api.add_exception_handler(RequestValidationError, _on_validation)
+    api.add_exception_handler(RagError, _on_rag_error)
+    api.add_exception_handler(ApiError, _on_api_error)
+    api.add_exception_handler(StarletteHTTPException, _on_http_error)
+    api.add_exception_handler(Exception, _on_unexpected)

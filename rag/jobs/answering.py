@@ -1,0 +1,181 @@
+"""Answering one batch question into a result row; one question against several models.
+
+Comparing models (``--compare A,B``, the job option ``compare``) needs an endpoint per
+model name. A name alone means the configured endpoint (``RAG_LLM_BASE_URL``) asked for
+that model, which is how Ollama, vLLM, LiteLLM and OpenAI-compatible gateways serve many
+models; ``NAME@URL`` names another endpoint. A compared model gets no fallback: an answer
+labelled with a model must come from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from rag.errors import RagError
+from rag.evaluation import DEPTH
+
+if TYPE_CHECKING:
+    from rag.chain import Answer, ChatEngine
+    from rag.service.core import RagService
+
+logger = logging.getLogger(__name__)
+
+# Builds (once per name) the engine that answers through one compared model.
+EngineFor = Callable[[str], "ChatEngine"]
+
+
+def parse_models(value: str | list[str] | None) -> list[str]:
+    """``"A,B"`` or ``["A", "B"]`` as a list of distinct model names (empty when None).
+
+    Raises:
+        RagError: fewer than two models, or an empty name.
+    """
+    if value is None:
+        return []
+    names = value.split(",") if isinstance(value, str) else list(value)
+    models = list(dict.fromkeys(n.strip() for n in names))
+    if any(not m for m in models) or len(models) < 2:
+        raise RagError("compare needs at least two distinct model names, e.g. A,B")
+    return models
+
+
+def model_engines(service: RagService) -> EngineFor:
+    """Engines per compared model over the service's index (built at first use)."""
+    from rag.service.components import build_engine_over, build_retriever
+
+    cache: dict[str, ChatEngine] = {}
+    lock = threading.Lock()
+
+    def engine_for(spec: str) -> ChatEngine:
+        with lock:
+            if spec in cache:
+                return cache[spec]
+            model, _, url = spec.partition("@")
+            update: dict[str, Any] = {"llm_model": model}
+            if url:
+                update["llm_base_url"] = url
+            settings = service.settings.model_copy(update=update)
+            first = service.models.endpoints()[0]
+            endpoint = dataclasses.replace(
+                first, model=model, base_url=url or first.base_url, name=spec
+            )
+            retriever = build_retriever(settings, service.store)
+            cache[spec] = build_engine_over(settings, retriever, [endpoint])
+            return cache[spec]
+
+    return engine_for
+
+
+def finish(stream: Any) -> Answer:
+    """Read a buffered stream to its end; its answer."""
+    for _ in stream:
+        pass
+    if stream.result is None:
+        raise RagError("the answer ended early")
+    result: Answer = stream.result
+    return result
+
+
+def _answer_json(answer: Answer) -> dict[str, Any]:
+    data = answer.to_json()
+    return {
+        "answer": data["answer"],
+        "citations": data["citations"],
+        "abstained": data["abstained"],
+        "model": data["model"],
+        "prompt_version": data["prompt_version"],
+        "timings": data["timings"],
+        "error": None,
+    }
+
+
+def _failed(exc: RagError) -> dict[str, Any]:
+    return {
+        "answer": None,
+        "citations": [],
+        "abstained": False,
+        "model": None,
+        "prompt_version": None,
+        "timings": {},
+        "error": str(exc),
+    }
+
+
+def answer_row(
+    service: RagService,
+    index: int,
+    item: dict[str, Any],
+    *,
+    compare: list[str] | None = None,
+    engine_for: EngineFor | None = None,
+) -> dict[str, Any]:
+    """The result row of one question; a failed answer is a row with its ``error``.
+
+    With ``compare`` the question goes to every model (in parallel) and the row carries
+    ``answers`` by model; its top-level fields are the first model's. A labelled item
+    (``sources``) also keeps what the ``ragchat eval`` metrics need under ``_eval``.
+    """
+    question = item["question"]
+    answers: dict[str, dict[str, Any]] = {}
+    raw: Answer | None = None
+    if compare:
+        if engine_for is None:
+            raise ValueError("compare needs engine_for")
+        results = side_by_side(question, compare, engine_for)
+        for model, got in results.items():
+            answers[model] = _answer_json(got) if not isinstance(got, RagError) else _failed(got)
+        first = results[compare[0]]
+        raw = None if isinstance(first, RagError) else first
+        main = answers[compare[0]]
+    else:
+        try:
+            raw = finish(service.ask(question, buffered=True))
+            main = _answer_json(raw)
+        except RagError as exc:
+            logger.info("question %d failed: %s", index, exc)
+            main = _failed(exc)
+    row: dict[str, Any] = {"index": index, "question": question, **main}
+    if compare:
+        row["answers"] = answers
+    if item.get("sources"):
+        row["_eval"] = _eval_data(service, question, raw)
+    return row
+
+
+def side_by_side(
+    question: str, models: list[str], engine_for: EngineFor
+) -> dict[str, Answer | RagError]:
+    """One question answered by every model at once; each answer, or its error."""
+
+    def one(model: str) -> Answer | RagError:
+        try:
+            return finish(engine_for(model).ask(question, buffered=True))
+        except RagError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare") as pool:
+        return dict(zip(models, pool.map(one, models), strict=True))
+
+
+def _eval_data(service: RagService, question: str, answer: Answer | None) -> dict[str, Any]:
+    """What ``rag.evaluation`` scores: the ranking, and the answer's citations and times."""
+    try:
+        ranked = [[h.source, h.page, h.title] for h in service.search(question, k=DEPTH)]
+    except RagError as exc:
+        return {"error": f"search: {exc}"}
+    data: dict[str, Any] = {"ranked": ranked}
+    if answer is not None:
+        data["answer"] = {
+            "citations": [
+                [c.source.source, c.source.page, c.source.title] for c in answer.citations
+            ],
+            "abstained": answer.abstained,
+            "total_ms": answer.timings.get("total_ms", 0.0),
+            "first_token_ms": answer.timings.get("first_token_ms", 0.0),
+        }
+    return data

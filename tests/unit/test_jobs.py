@@ -1,0 +1,362 @@
+"""Batch jobs on the embedded SQLite queue with in-process worker threads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from huey import SqliteHuey
+
+from rag.errors import InvalidInputError, JobNotFoundError
+from rag.jobs.queue import JobQueue
+from rag.jobs.store import Claim, SqliteJobStore
+from rag.service.jobs import JobService, JobState
+from tests.unit.test_jobs_support import Model, fake_service, job_service, wait
+
+ROW_KEYS = {"index", "question", "answer", "citations", "abstained", "model", "prompt_version",
+            "timings", "error"}  # fmt: skip
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model()
+
+
+def test_batch_answers_every_question_once_in_input_order(tmp_path: Path, model: Model) -> None:
+    model.delay_s = 0.02  # answers finish out of order across the 4 threads
+    jobs = job_service(tmp_path, model)
+    try:
+        questions = [{"question": f"when do backups run {i}?"} for i in range(12)]
+        info = jobs.submit_batch(questions, concurrency=4)
+        assert info.kind == "batch" and info.total == 12
+        assert info.state in (JobState.QUEUED, JobState.RUNNING)
+        done = wait(jobs, info.id)
+        rows = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert done.state is JobState.DONE and done.done == 12 and done.errors == []
+    assert [r["question"] for r in rows] == [q["question"] for q in questions]
+    assert [r["index"] for r in rows] == list(range(12))
+    assert set(rows[0]) == ROW_KEYS
+    assert rows[0]["answer"] == "Backups run nightly [1]."
+    assert rows[0]["citations"][0]["source"] == "/docs/ops.md"
+    assert rows[0]["model"] == "fake-model" and rows[0]["error"] is None
+    assert set(model.asked.values()) == {1} and len(model.asked) == 12
+    assert done.started_at and done.finished_at and done.timings["run_s"] >= 0
+    assert done.timings["per_question_ms_p50"] > 0
+    assert done.to_json()["state"] == "done"
+
+
+def test_bad_rows_are_reported_by_line_and_the_rest_run(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        questions = [{"question": "first?"}, {"question": ""}, {"nope": 1}, "text",
+                     {"question": "second?", "pages": [0]}, {"question": "third?"}]  # fmt: skip
+        info = jobs.submit_batch(questions)  # type: ignore[arg-type]
+        done = wait(jobs, info.id)
+        rows = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert done.total == 2 and done.state is JobState.DONE
+    assert [(e["line"], e["field"]) for e in done.errors] == [
+        (2, "question"), (3, "question"), (4, "row"), (5, "pages")
+    ]  # fmt: skip
+    # Indices are input positions, so a row can be matched to its input line.
+    assert [(r["index"], r["question"]) for r in rows] == [(0, "first?"), (5, "third?")]
+
+
+def test_a_batch_with_no_usable_row_is_refused(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        with pytest.raises(InvalidInputError) as caught:
+            jobs.submit_batch([{"question": " "}, {}])
+        assert caught.value.field == "questions" and "line 1" in caught.value.reason
+        with pytest.raises(InvalidInputError) as caught:
+            jobs.submit_batch("what?")  # type: ignore[arg-type]
+        assert caught.value.field == "questions"
+        with pytest.raises(InvalidInputError) as caught:
+            jobs.submit_batch([{"question": "a"}], concurrency=0)
+        assert caught.value.field == "concurrency"
+        with pytest.raises(InvalidInputError) as caught:
+            jobs.submit_batch([{"question": "a"}], compare=["only-one"])
+        assert caught.value.field == "compare"
+        assert jobs.list() == []
+    finally:
+        jobs.close()
+
+
+def test_batch_files_jsonl_and_csv(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        jsonl = b'{"question": "one?"}\n\nnot json\n{"question": "two?", "sources": ["ops.pdf"]}\n'
+        a = jobs.submit_batch_file("q.jsonl", jsonl)
+        csv = (b"question,sources,pages,reference_answer\n"
+               b"when?,ops.pdf;other.pdf,3,at two\n"
+               b"bad pages,ops.pdf,x,\n"
+               b",,,\n"
+               b"\"with, comma?\",,,\n")  # fmt: skip
+        b = jobs.submit_batch_file("Q.CSV", csv)
+        info_a = wait(jobs, a.id)
+        rows_a = jobs.results(a.id)
+        info_b = wait(jobs, b.id)
+        rows_b = jobs.results(b.id)
+    finally:
+        jobs.close()
+    assert [r["question"] for r in rows_a] == ["one?", "two?"]
+    (error,) = info_a.errors
+    assert (error["line"], error["field"]) == (3, "line") and error["error"].startswith("not JSON")
+    assert [r["question"] for r in rows_b] == ["when?", "with, comma?"]
+    assert info_b.errors == [{"line": 3, "field": "pages",
+                              "error": "must be numbers separated by ';'"}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("q.txt", b"question\nhi", "use a .jsonl"),
+        ("q.csv", b"\xff\xfe\x00bad", "not UTF-8"),
+        ("q.csv", b"text,sources\nhi,a.pdf\n", 'no "question" column'),
+        ("q.json", b"[{]", "not valid JSON"),
+        ("q.json", b'{"question": "a"', "line 1: line not JSON"),
+    ],
+)
+def test_unreadable_batch_files_name_the_file(
+    tmp_path: Path, model: Model, name: str, data: bytes, reason: str
+) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        with pytest.raises(InvalidInputError) as caught:
+            jobs.submit_batch_file(name, data)
+    finally:
+        jobs.close()
+    assert caught.value.field == "file" and reason in caught.value.reason
+
+
+def test_concurrency_bounds_the_questions_in_flight(tmp_path: Path, model: Model) -> None:
+    model.delay_s = 0.05
+    jobs = job_service(tmp_path, model, workers=6)
+    try:
+        info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(10)], concurrency=2)
+        assert wait(jobs, info.id).state is JobState.DONE
+    finally:
+        jobs.close()
+    assert model.max_in_flight == 2
+    assert sum(model.asked.values()) == 10
+
+
+def test_a_question_whose_task_runs_twice_is_asked_once(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        info = jobs.submit_batch([{"question": "a?"}, {"question": "twice?"}, {"question": "c?"}])
+        jobs.queue.answer_task.call_local(info.id, 1)
+        jobs.queue.answer_task.call_local(info.id, 1)  # the job is still running
+        first = jobs.results(info.id)
+        jobs.queue.enqueue_questions(info.id, [1, 1])  # and the queue delivers it again
+        jobs.queue.start(3, recover=False)
+        wait(jobs, info.id)
+        rows = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert model.asked == {"a?": 1, "twice?": 1, "c?": 1}
+    assert rows[1] == first[0] and len(rows) == 3
+
+
+def test_failed_answers_are_rows_with_their_error(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        info = jobs.submit_batch([{"question": "ok?"}, {"question": "FAIL now"}])
+        done = wait(jobs, info.id)
+        rows = jobs.results(info.id)
+        all_failed = wait(jobs, jobs.submit_batch([{"question": "FAIL too"}]).id)
+    finally:
+        jobs.close()
+    assert done.state is JobState.DONE and done.done == 2
+    assert rows[1]["answer"] is None and "the model crashed" in rows[1]["error"]
+    assert done.errors == [{"index": 1, "error": rows[1]["error"]}]
+    assert all_failed.state is JobState.FAILED
+
+
+def test_cancel_stops_unstarted_questions(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(5)])
+        cancelled = jobs.cancel(info.id)
+        jobs.queue.start(2)
+        time.sleep(0.4)
+        again = jobs.cancel(info.id)
+        rows = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at
+    assert again.state is JobState.CANCELLED
+    assert rows == [] and not model.asked
+
+
+def test_cancelling_a_finished_job_changes_nothing(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        done = wait(jobs, jobs.submit_batch([{"question": "a?"}]).id)
+        assert jobs.cancel(done.id).state is JobState.DONE
+        with pytest.raises(JobNotFoundError):
+            jobs.get("nope")
+        with pytest.raises(JobNotFoundError):
+            jobs.results("nope")
+        with pytest.raises(JobNotFoundError):
+            jobs.cancel("nope")
+    finally:
+        jobs.close()
+
+
+def test_jobs_are_listed_newest_first(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        first = jobs.submit_batch([{"question": "a?"}])
+        time.sleep(0.005)
+        second = jobs.submit_batch([{"question": "b?"}])
+        assert [j.id for j in jobs.list()] == [second.id, first.id]
+        assert all(j.state is JobState.QUEUED for j in jobs.list())
+    finally:
+        jobs.close()
+
+
+def test_a_restarted_worker_finishes_a_job_without_asking_twice(
+    tmp_path: Path, model: Model
+) -> None:
+    """A worker died: its popped tasks are gone, its claim lingers; a new one takes over."""
+    jobs = job_service(tmp_path, model, workers=0)
+    info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(6)], concurrency=3)
+    store = jobs.store
+    # The dead worker had answered questions 0 and 1, was answering 2, and had popped
+    # every task from the queue.
+    for index in (0, 1):
+        jobs.queue.answer_task.call_local(info.id, index)
+    assert store.claim(info.id, 2, "dead-worker", 0.5, 3) is Claim.OK
+    jobs.queue.huey.flush()
+    assert jobs.queue.huey.pending_count() == 0
+    jobs.close()
+    assert model.asked == {"q0?": 1, "q1?": 1}
+
+    restarted = job_service(tmp_path, model, workers=3, claim_ttl_s=5.0)
+    try:
+        done = wait(restarted, info.id)
+        rows = restarted.results(info.id)
+    finally:
+        restarted.close()
+    assert done.state is JobState.DONE
+    assert [r["index"] for r in rows] == list(range(6))
+    assert model.asked == {f"q{i}?": 1 for i in range(6)}
+
+
+def test_the_watchdog_requeues_tasks_lost_while_running(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        info = jobs.submit_batch([{"question": "lost?"}, {"question": "also lost?"}])
+        jobs.queue.huey.flush()  # a worker took them and died
+        assert jobs.queue.watch() == []  # seen once: maybe between two steps
+        assert jobs.queue.watch() == [info.id]  # seen twice: lost
+        assert jobs.queue.huey.pending_count() == 2
+        jobs.queue.start(2, recover=False)
+        assert wait(jobs, info.id).state is JobState.DONE
+    finally:
+        jobs.close()
+    assert model.asked == {"lost?": 1, "also lost?": 1}
+
+
+def test_resume_queues_only_the_missing_questions(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        info = jobs.submit_batch([{"question": "a?"}, {"question": "b?"}, {"question": "c?"}])
+        jobs.queue.answer_task.call_local(info.id, 1)
+        jobs.queue.huey.flush()
+        assert jobs.get(info.id).state is JobState.RUNNING
+        assert jobs.queue.resume(info.id) == [0, 2]
+        jobs.queue.start(2, recover=False)
+        assert wait(jobs, info.id).done == 3
+    finally:
+        jobs.close()
+    assert model.asked == {"a?": 1, "b?": 1, "c?": 1}
+
+
+def test_labelled_rows_give_the_eval_metrics(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        info = jobs.submit_batch(
+            [
+                {"question": "when do backups run?", "sources": ["ops.pdf"], "pages": [3]},
+                {"question": "who?", "sources": ["missing.pdf"], "reference_answer": "x"},
+                {"question": "unlabelled?"},
+            ]
+        )
+        done = wait(jobs, info.id)
+        rows = jobs.results(info.id)
+        plain = wait(jobs, jobs.submit_batch([{"question": "no labels"}]).id)
+    finally:
+        jobs.close()
+    metrics = done.metrics
+    assert metrics is not None and metrics["labelled"] == 2
+    assert metrics["hit@1"] == 0.5 and metrics["page_accuracy@1"] == 1.0
+    assert metrics["abstention_rate"] == 0.0 and "citation_validity" in metrics
+    assert metrics["latency_p50_ms"] > 0
+    assert all("_eval" not in r for r in rows)
+    assert plain.metrics is None
+
+
+def test_compare_answers_each_question_with_every_model(tmp_path: Path, model: Model) -> None:
+    a, b = Model(name="model-a"), Model(name="model-b")
+    jobs = job_service(tmp_path, model, models={"a": a, "b": b})
+    try:
+        info = jobs.submit_batch([{"question": "which?"}], compare=["a", "b"])
+        assert info.options == {"concurrency": 4, "compare": ["a", "b"]}
+        wait(jobs, info.id)
+        (row,) = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert set(row["answers"]) == {"a", "b"}
+    assert row["answers"]["b"]["model"] == "model-b" and row["model"] == "model-a"
+    assert a.asked == {"which?": 1} and b.asked == {"which?": 1} and not model.asked
+
+
+def test_an_ingestion_job_indexes_uploads_with_progress(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        info = jobs.submit_ingest(
+            [
+                ("notes.md", b"# Notes\n\nThe lighthouse lens is polished monthly.\n"),
+                ("fake.pdf", b"this is no pdf"),
+            ]
+        )
+        assert info.kind == "ingest" and info.total == 2
+        done = wait(jobs, info.id)
+        rows = jobs.results(info.id)
+        unchanged = jobs.submit_ingest([("again.md", b"# Notes\n\nThe lighthouse lens is "
+                                        b"polished monthly.\n")])  # fmt: skip
+        with pytest.raises(InvalidInputError):
+            jobs.submit_ingest([])
+    finally:
+        jobs.close()
+    assert done.state is JobState.DONE and done.done == 2
+    assert [r["status"] for r in rows] == ["added", "failed"]
+    assert done.errors and done.errors[0]["name"] == "fake.pdf"
+    assert unchanged.state is JobState.DONE
+    assert jobs.results(unchanged.id)[0]["status"] == "unchanged"
+
+
+def test_job_records_survive_a_new_process(tmp_path: Path, model: Model) -> None:
+    jobs = job_service(tmp_path, model)
+    info = jobs.submit_batch([{"question": "kept?"}])
+    wait(jobs, info.id)
+    jobs.close()
+    other = JobService(
+        JobQueue(
+            SqliteHuey("ragchat", filename=str(tmp_path / "queue.db"), results=False),
+            SqliteJobStore(tmp_path / "jobs.db"),
+            lambda: fake_service(tmp_path, model),
+        )
+    )
+    try:
+        assert other.get(info.id).state is JobState.DONE
+        assert json.loads(json.dumps(other.results(info.id)))[0]["question"] == "kept?"
+    finally:
+        other.close()
