@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from huey import SqliteHuey
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import ProviderError
+from rag.jobs.queue import JobQueue
+from rag.jobs.store import SqliteJobStore
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
+from rag.service.components import build_retriever
+from rag.service.core import RagService
+from rag.service.jobs import JobService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
-from tests.api_fakes import FakeJobs
 from tests.fakes import CountingEmbeddings, RecordingRetriever, WordTokenizer, doc
 from ui.resources import Resources
 
@@ -36,8 +42,21 @@ def add(store: FaissStore, doc_id: str, source: str, texts: list[str], pages: in
         )  # fmt: skip
 
 
+class FakeModels:
+    """No endpoints to start: the fake engine answers."""
+
+    def endpoints(self) -> list[Any]:
+        return []
+
+    def check(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 @cache
-def fake_resources(folder: str, mode: str = "ok") -> Resources:
+def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
     root = Path(folder)
     settings = Settings(data_dir=root)
     embeddings = CountingEmbeddings(size=32)
@@ -71,5 +90,39 @@ def fake_resources(folder: str, mode: str = "ok") -> Resources:
         chunker = TokenChunker(WordTokenizer(window=64), size=40, overlap=5)
         return IngestPipeline(store, embeddings, chunker, batch_size=8, progress=progress)
 
-    jobs = FakeJobs()
-    return Resources(settings, store, memory, get_engine, pipeline, jobs=lambda: jobs)
+    service = RagService(
+        settings,
+        store,
+        memory,
+        FakeModels(),
+        lambda *_: engine,
+        pipeline,
+        lambda **kw: build_retriever(settings, store, **kw),
+    )
+    queue = JobQueue(
+        SqliteHuey("ragchat", filename=str(root / "queue.db"), results=False),
+        SqliteJobStore(root / "jobs.db"),
+        lambda: service,
+        claim_ttl_s=5.0,
+        retry_wait_s=0.01,
+    )
+    jobs = JobService(queue, service)
+    started: list[bool] = []
+
+    def get_jobs() -> JobService:
+        if not started:  # worker threads only for the tests that submit jobs
+            started.append(True)
+            queue.start(2)
+        return jobs
+
+    return Resources(settings, store, memory, get_engine, jobs=get_jobs), service
+
+
+def fake_resources(folder: str, mode: str = "ok") -> Resources:
+    """The web app's resources over fakes in ``folder`` (the same objects on every call)."""
+    return _fakes(folder, mode)[0]
+
+
+def fake_pipeline(folder: str, progress: Progress | None = None) -> IngestPipeline:
+    """An ingestion pipeline into the fake resources' index in ``folder``."""
+    return _fakes(folder, "ok")[1].pipeline(progress)

@@ -1,33 +1,25 @@
 """The documents page: upload, see what is indexed, delete and re-index.
 
-Uploads and re-indexing run in the server's one background ingestion thread
-(``Resources.ingest_runner``); the page shows their progress with a fragment that polls the
-job every second and shows the per-file results when it ends. So the page never waits for
-a slow parse or for another ingestion to publish, and other users keep reading and asking.
+Uploads and re-indexing are ingestion jobs on the server's job queue (``JobService``), with
+ids, progress and results kept in the queue's store: the page follows its job with a
+fragment that polls it every second and shows the per-file results when it ends. So the
+page never waits for a slow parse or for another ingestion to publish, other users keep
+reading and asking, and closing the tab or restarting the server loses nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from ingest.pipeline import IngestPipeline
 from rag.errors import RagError
-from rag.service.documents import (
-    UploadResult,
-    delete_documents,
-    index_uploads,
-    prepare_uploads,
-    reindex,
-    summary,
-)
+from rag.service.documents import UploadResult, delete_documents, display_name, summary
 from rag.store.faiss import DocumentInfo
 from rag.text import safe_label
-from ui.resources import IngestJob, Resources
+from ui.resources import Resources
 from ui.state import SessionState, session
 
 logger = logging.getLogger(__name__)
@@ -69,50 +61,57 @@ def _upload(res: Resources, state: SessionState) -> None:
         key=f"uploader-{state.uploader_nonce}",
     )
     if files and st.button("Add to index", type="primary", icon=":material/upload:"):
-        prepared = prepare_uploads(res, [(f.name, f.getvalue()) for f in files])
+        uploads = [(f.name, f.getvalue()) for f in files]
         state.uploader_nonce += 1  # clears the uploader
-        if prepared.saved:
-            state.upload_results = []
-            state.job_label = _job_label("Adding", list(prepared.saved.values()))
-            state.ingest_job = start_job(res, lambda p: index_uploads(prepared, p))
-        else:
-            state.upload_results = list(prepared.results.values())
+        label = _job_label("Adding", [display_name(name) for name, _ in uploads])
+        _start(res, state, label, lambda jobs: jobs.submit_ingest(uploads))
         st.rerun()
 
 
-def start_job(res: Resources, work: Callable[[IngestPipeline], list[UploadResult]]) -> str:
-    """Run ``work`` in the background ingestion thread; returns the job's id.
+def _start(res: Resources, state: SessionState, label: str, submit: Callable[[Any], Any]) -> None:
+    """Submit an ingestion job; the page follows it by its id (it survives the tab)."""
+    try:
+        info = submit(_jobs(res))
+    except RagError as exc:
+        state.upload_results = [UploadResult("(ingestion)", "failed", safe_label(str(exc)))]
+        return
+    state.upload_results = []
+    state.delete_pending = []
+    state.job_label = label
+    state.ingest_job = info.id
 
-    The pipeline is built here, in the page's thread (shared resources are created there),
-    and reports its progress to the job.
-    """
-    job = IngestJob()
-    pipeline = res.pipeline(job.progress)
-    return res.ingest_runner.submit(job, lambda: work(pipeline))
+
+def _jobs(res: Resources) -> Any:
+    if res.jobs is None:
+        raise RagError("this server has no job queue to index uploads with")
+    return res.jobs()
 
 
 @st.fragment(run_every=1.0)
 def _progress(res: Resources) -> None:
     """The running job's progress, polled each second; its results once it ends."""
     state = session()
-    job = res.ingest_runner.get(state.ingest_job) if state.ingest_job else None
-    if job is None:  # collected already, or the server restarted
+    try:
+        info = _jobs(res).get(state.ingest_job).to_json() if state.ingest_job else None
+    except RagError as exc:  # forgotten (a new data folder) or the queue is unreadable
+        logger.warning("cannot follow ingestion job %s: %s", state.ingest_job, exc)
+        info = None
+    if info is None:
         state.ingest_job = None
         st.rerun()
         return
-    if job.done():
+    if info["state"] in ("done", "failed", "cancelled"):
         state.ingest_job = None
         state.job_label = ""
-        try:
-            state.upload_results = res.ingest_runner.collect(job.id)
-        except Exception as exc:
-            # The background thread's boundary: index_uploads turns RagError into results,
-            # so this is a bug; show it with its type rather than lose it.
-            logger.exception("background ingestion failed")
-            state.upload_results = [UploadResult("(ingestion)", "failed", _error_text(exc))]
+        rows = _jobs(res).results(info["id"])
+        state.upload_results = [UploadResult(**row) for row in rows]
+        failures = [e["error"] for e in info["errors"] if "index" not in e]
+        state.upload_results += [
+            UploadResult("(ingestion)", "failed", safe_label(str(f))) for f in failures
+        ]
         st.rerun()
         return
-    value, text = describe(job)
+    value, text = describe(info)
     if state.job_label:
         st.caption(state.job_label)
     st.progress(value, text=text)
@@ -130,31 +129,27 @@ def _error_text(exc: BaseException) -> str:
     return safe_label(f"{type(exc).__name__}: {exc}")
 
 
-def describe(job: IngestJob) -> tuple[float, str]:
-    """The progress bar's value and label for a job."""
-    if not job.started():
+def describe(job: dict[str, Any]) -> tuple[float, str]:
+    """The progress bar's value and label for an ingestion job (``JobInfo.to_json()``)."""
+    if job["state"] == "queued":
         return 0.0, "Waiting for the ingestion ahead of this one to finish…"
-    wait = job.stage("wait")
-    files_done, files_total = job.stage("parse") or (0, 0)
+    stages = job.get("stages") or {}
+    wait = stages.get("wait")
+    files_done, files_total = stages.get("parse") or (0, job.get("total") or 0)
     value = min(0.95, files_done / files_total) if files_total else 0.0
     if wait is not None:
         return value, f"Waiting for another ingestion to publish… {wait[0]} s"
     parts = [f"File {min(files_done + 1, max(files_total, 1))} of {max(files_total, 1)}"]
-    read = job.stage("read")
+    read = stages.get("read")
     if read is not None and read[0]:
         parts.append(f"{read[0]:,} characters read")
-    embed = job.stage("embed")
+    embed = stages.get("embed")
     if embed is not None:
         parts.append(f"{embed[0]:,} passage{'' if embed[0] == 1 else 's'} embedded")
-    published = job.stage("publish")
+    published = stages.get("publish")
     if published is not None and published[0]:
         parts.append(f"{published[0]:,} saved")
     return min(0.95, value), " · ".join(parts)  # full only once the results are in
-
-
-def ingest_uploads(res: Resources, files: list[tuple[str, bytes]]) -> list[UploadResult]:
-    """Store uploads under generated names, check their type by content, and index them."""
-    return index_uploads(prepare_uploads(res, files), res.pipeline(lambda *_: None))
 
 
 def _results(state: SessionState) -> None:
@@ -201,25 +196,10 @@ def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, bus
         state.delete_pending = list(chosen)  # asks first, below
     if right.button("Re-index", icon=":material/refresh:", disabled=busy or not chosen):
         selected = [d for d in docs if d.id in chosen]
-        titles = {Path(p): _title(d, p) for d in selected for p in d.sources if Path(p).is_file()}
-        if not titles:
-            st.error("The files of the selected documents are gone; delete them instead.")
-            return
-        paths = list(titles)
-        state.upload_results = []
-        state.delete_pending = []
-        state.job_label = _job_label("Re-indexing", list(titles.values()))
-        state.ingest_job = start_job(res, lambda p: reindex(p, paths, titles))
+        label = _job_label("Re-indexing", [safe_label(d.name) for d in selected])
+        _start(res, state, label, lambda jobs: jobs.submit_reindex([d.id for d in selected]))
         st.rerun()
     _confirm_delete(res, state, docs)
-
-
-def _title(doc: DocumentInfo, source: str) -> str:
-    """The name a document has under one of its files: the upload's original name."""
-    for path, title in zip(doc.sources, doc.titles, strict=False):
-        if path == source and title:
-            return safe_label(title)
-    return safe_label(doc.name)
 
 
 def _confirm_delete(res: Resources, state: SessionState, docs: list[DocumentInfo]) -> None:

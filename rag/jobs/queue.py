@@ -316,8 +316,8 @@ class JobQueue:
         self.store.mark(record.id, "finished_at", now_iso())
 
     def _ingest_uploads(self, job_id: str) -> None:
-        """Index a job's saved uploads; one row per file (the pipeline skips unchanged ones)."""
-        from rag.service.documents import PreparedUploads, UploadResult
+        """Index a job's saved uploads (or re-index its files); one row per file."""
+        from rag.service.documents import PreparedUploads, UploadResult, reindex
 
         if self.store.row_count(job_id):
             return
@@ -332,17 +332,28 @@ class JobQueue:
         try:
             self.store.mark(job_id, "started_at", now_iso())
             payload = self.store.item(job_id, 0)
-            prepared = PreparedUploads(
-                results={r["name"]: UploadResult(**r) for r in payload["results"]},
-                saved={Path(p): name for p, name in payload["saved"]},
-            )
+            stages: dict[str, list[int]] = {}
 
             def progress(stage: str, done: int, total: int) -> None:
+                stages[stage] = [done, total]
+                if stage != "wait":
+                    stages.pop("wait", None)  # the wait is over once anything else moves
+                fields: dict[str, Any] = {"stages": dict(stages)}
                 if stage == "parse" and total:
-                    self.store.update(job_id, progress=done)
+                    fields["progress"] = done
+                self.store.update(job_id, **fields)
 
+            service = self._service()
             try:
-                results = self._service().index_uploads(prepared, progress)
+                if "reindex" in payload:
+                    names = {Path(p): name for p, name in payload["reindex"]}
+                    results = reindex(service.pipeline(progress), list(names), names)
+                else:
+                    prepared = PreparedUploads(
+                        results={r["name"]: UploadResult(**r) for r in payload["results"]},
+                        saved={Path(p): name for p, name in payload["saved"]},
+                    )
+                    results = service.index_uploads(prepared, progress)
             except RagError as exc:
                 self.store.update(job_id, failure=str(exc))
                 results = []

@@ -58,6 +58,9 @@ class JobRecord:
     metrics: dict[str, Any] | None = None
     progress: int = 0  # files done (ingest jobs; batch progress is the row count)
     failure: str | None = None  # why the whole job failed (ingest jobs)
+    # The ingestion pipeline's latest (done, total) per stage: parse, read, embed, publish,
+    # and wait (seconds waited for another ingestion's lock); ingest jobs only.
+    stages: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Every field, for storing."""
@@ -74,6 +77,7 @@ class JobRecord:
             "metrics": self.metrics,
             "progress": self.progress,
             "failure": self.failure,
+            "stages": self.stages,
         }
 
     @classmethod

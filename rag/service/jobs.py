@@ -9,11 +9,13 @@ of the app or of any worker.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import InvalidInputError, RagError
@@ -22,6 +24,7 @@ from rag.jobs.answering import parse_models
 from rag.jobs.inputs import ParsedRows, check_rows, parse_file
 from rag.jobs.queue import JobQueue, build_huey, build_job_store, queue_url
 from rag.jobs.store import JobRecord, now_iso
+from rag.text import safe_label
 
 if TYPE_CHECKING:
     from rag.service.core import RagService
@@ -58,6 +61,9 @@ class JobInfo:
     timings: dict[str, float]
     options: dict[str, Any]
     metrics: dict[str, Any] | None
+    # Ingest jobs: the pipeline's latest [done, total] per stage (parse, read, embed,
+    # publish; wait: seconds waited for another ingestion).
+    stages: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Exactly the fields above, the state as its string."""
@@ -74,6 +80,7 @@ class JobInfo:
             "timings": self.timings,
             "options": self.options,
             "metrics": self.metrics,
+            "stages": self.stages,
         }
 
 
@@ -222,6 +229,42 @@ class JobService:
             self.store.mark(record.id, "finished_at", at)
         return self.get(record.id)
 
+    def submit_reindex(self, doc_ids: builtins.list[str]) -> JobInfo:
+        """Read and embed documents again (after changing the chunking, say), as a job.
+
+        Each document's files keep their display names; one result row per file.
+
+        Raises:
+            InvalidInputError: no document id given, or none of their files is left.
+            DocumentNotFoundError: an id matches no indexed document.
+            RagError: this job service has no ``RagService``.
+        """
+        if not doc_ids:
+            raise InvalidInputError("documents", "no document to re-index")
+        if self._service is None:
+            raise RagError("this process cannot re-index (no service)")
+        files: dict[str, str] = {}
+        for key in doc_ids:
+            doc = self._service.document(key)
+            titles = [*doc.titles, *[""] * (len(doc.sources) - len(doc.titles))]
+            for source, title in zip(doc.sources, titles, strict=False):
+                if Path(source).is_file():
+                    files[source] = safe_label(title or doc.name)
+        if not files:
+            raise InvalidInputError(
+                "documents", "the files of these documents are gone; delete them instead"
+            )
+        record = JobRecord(
+            id=uuid.uuid4().hex,
+            kind="ingest",
+            created_at=now_iso(),
+            total=len(files),
+            options={"reindex": len(doc_ids)},
+        )
+        self.store.create(record, {0: {"reindex": [[p, n] for p, n in files.items()]}})
+        self.queue.enqueue_ingest(record.id)
+        return self.get(record.id)
+
     # Reading --------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobInfo:
@@ -282,6 +325,7 @@ class JobService:
             timings=self._timings(record, rows),
             options=record.options,
             metrics=record.metrics,
+            stages=record.stages,
         )
 
     @staticmethod

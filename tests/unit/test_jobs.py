@@ -343,6 +343,30 @@ def test_an_ingestion_job_indexes_uploads_with_progress(tmp_path: Path, model: M
     assert jobs.results(unchanged.id)[0]["status"] == "unchanged"
 
 
+def test_a_reindex_job_reads_documents_again_under_their_names(
+    tmp_path: Path, model: Model
+) -> None:
+    jobs = job_service(tmp_path, model)
+    try:
+        added = wait(jobs, jobs.submit_ingest([("Pump Manual.md", b"# Pump\n\nOil it.\n")]).id)
+        assert added.state is JobState.DONE
+        service = jobs._service
+        assert service is not None
+        (doc,) = [d for d in service.documents() if d.name == "Pump Manual.md"]
+        again = wait(jobs, jobs.submit_reindex([doc.id]).id)
+        assert again.state is JobState.DONE and again.stages["parse"] == [1, 1]
+        assert jobs.results(again.id) == [
+            {"name": "Pump Manual.md", "status": "re-indexed", "reason": ""}
+        ]
+        Path(doc.sources[0]).unlink()  # its uploaded copy is gone
+        with pytest.raises(InvalidInputError, match="gone; delete them instead"):
+            jobs.submit_reindex([doc.id])
+        with pytest.raises(InvalidInputError):
+            jobs.submit_reindex([])
+    finally:
+        jobs.close()
+
+
 def test_job_records_survive_a_new_process(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
     info = jobs.submit_batch([{"question": "kept?"}])

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from rag.service.documents import display_name
 from tests.docgen import make_pdf
-from tests.ui_fakes import fake_resources
-from ui.documents import describe, ingest_uploads
+from tests.ui_fakes import fake_pipeline, fake_resources
+from ui.documents import describe
 from ui.render import guard_stream, highlight_passage, sanitize_answer
-from ui.resources import IngestJob
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -215,7 +213,7 @@ def test_reindex_keeps_the_original_name_and_says_reindexed(tmp_path, monkeypatc
 def test_uploads_get_generated_names_and_are_typed_by_content(tmp_path, monkeypatch):
     res = fake_resources(str(tmp_path))
     pdf = make_pdf(tmp_path / "src.pdf", ["Lighthouse keepers log the wind."]).read_bytes()
-    results = ingest_uploads(
+    results = ingest_now(
         res,
         [
             ("../../etc/guide.pdf", pdf),
@@ -235,14 +233,14 @@ def test_uploads_get_generated_names_and_are_typed_by_content(tmp_path, monkeypa
     assert {Path(n).suffix for n in stored} == {".pdf", ".md"}
     names = {d.name for d in res.store.documents()}
     assert {"guide.pdf", "manual.md"} <= names
-    again = ingest_uploads(res, [("copy.pdf", pdf)])
+    again = ingest_now(res, [("copy.pdf", pdf)])
     assert again[0].status == "unchanged" and "guide.pdf" in again[0].reason
 
 
 def test_upload_over_the_size_limit_is_refused(tmp_path):
     res = fake_resources(str(tmp_path))
     res.settings.upload_max_mb = 1
-    (result,) = ingest_uploads(res, [("big.txt", b"x" * (2 * 1024 * 1024))])
+    (result,) = ingest_now(res, [("big.txt", b"x" * (2 * 1024 * 1024))])
     assert result.status == "failed" and "2.0 MB is larger than 1 MB" in result.reason
 
 
@@ -289,7 +287,7 @@ def test_reindex_reembeds_a_document_and_reports_it(tmp_path, monkeypatch):
     res = fake_resources(str(tmp_path))
     doc = tmp_path / "pump.md"
     doc.write_text("# Pump\n\nThe pump needs oil every spring.")
-    res.pipeline(lambda *_: None).run([doc])
+    fake_pipeline(str(tmp_path)).run([doc])
     pump = next(d for d in res.store.documents() if d.name == "pump.md")
     before = {c.id for c in res.store.all_chunks() if c.doc_id == pump.id}
     at = app(tmp_path, monkeypatch, page="documents")
@@ -324,7 +322,7 @@ def test_page_stays_responsive_while_another_ingestion_publishes(tmp_path, monke
     res = fake_resources(str(tmp_path))
     doc = tmp_path / "pump.md"
     doc.write_text("# Pump\n\nThe pump needs oil every spring.")
-    res.pipeline(lambda *_: None).run([doc])
+    fake_pipeline(str(tmp_path)).run([doc])
     pump = next(d for d in res.store.documents() if d.name == "pump.md")
     at = app(tmp_path, monkeypatch, page="documents")
     at.multiselect[0].select(pump.id).run()
@@ -361,19 +359,17 @@ def test_page_stays_responsive_while_another_ingestion_publishes(tmp_path, monke
 
 
 def test_progress_of_a_background_job_names_file_characters_and_passages():
-    job = IngestJob()
+    job: dict = {"state": "queued", "total": 2, "stages": {}}
     assert describe(job)[1].startswith("Waiting for the ingestion ahead")
-    job.future = Future()
-    job.future.set_running_or_notify_cancel()
-    job.progress("parse", 0, 2)
-    job.progress("read", 1_250_000, 0)
-    job.progress("embed", 4096, 5000)
+    job["state"] = "running"
+    job["stages"] = {"parse": [0, 2], "read": [1_250_000, 0], "embed": [4096, 5000]}
     value, text = describe(job)
     assert text == "File 1 of 2 · 1,250,000 characters read · 4,096 passages embedded"
     assert value == 0.0
-    job.progress("wait", 12, 600)
+    job["stages"]["wait"] = [12, 600]
     assert describe(job)[1] == "Waiting for another ingestion to publish… 12 s"
-    job.progress("parse", 1, 2)  # anything moving ends the wait
+    del job["stages"]["wait"]  # the job store drops the wait once anything else moves
+    job["stages"]["parse"] = [1, 2]
     assert describe(job)[1].startswith("File 2 of 2")
 
 
@@ -382,6 +378,13 @@ def test_progress_of_a_background_job_names_file_characters_and_passages():
 
 def guide_text(n: int = 400) -> bytes:
     return "\n\n".join(f"# Part {i}\n\nSection {i} of the guide." for i in range(n)).encode()
+
+
+def ingest_now(res, files):
+    """Save and index uploads in this thread (what an ingestion job does)."""
+    from rag.service.documents import index_uploads, prepare_uploads
+
+    return index_uploads(prepare_uploads(res, files), upload_pipeline(res))
 
 
 def upload_pipeline(res, opener=None, progress=None):
@@ -494,39 +497,20 @@ def test_an_upload_that_cannot_be_saved_is_a_failed_file(tmp_path):
     assert result.status == "failed" and "cannot save the upload" in result.reason
 
 
-def test_finished_jobs_nobody_collects_are_dropped_after_an_hour():
-    from ui.resources import IngestRunner
-
-    now = [1000.0]
-    runner = IngestRunner(clock=lambda: now[0])
-    try:
-        first = runner.submit(IngestJob(), lambda: "first")
-        job = runner.get(first)
-        assert job is not None and job.future is not None
-        job.future.result(5)
-        now[0] += 3599
-        second = runner.submit(IngestJob(), lambda: "second")
-        assert runner.get(first) is not None  # not an hour yet
-        now[0] += 2
-        assert runner.get(first) is None
-        job = runner.get(second)
-        assert job is not None and job.future is not None and job.future.result(5) == "second"
-        assert runner.collect(second) == "second"
-    finally:
-        runner.shutdown()
-
-
 def test_batch_page_runs_a_file_and_offers_the_answers(tmp_path, monkeypatch):
     at = app(tmp_path, monkeypatch, page="batch")
     assert not at.exception
     assert at.title[0].value == "Batch questions"
-    jobs = fake_resources(str(tmp_path), "ok").jobs()  # type: ignore[misc]  # the page's
-    info = jobs.submit_batch_file("q.csv", b"When do backups run?\nWhat is max_connections?\n")
+    jobs = fake_resources(str(tmp_path)).jobs()  # type: ignore[misc]  # the page's
+    lines = b'{"question": "When do backups run?"}\n{"question": "What is max_connections?"}\n'
+    info = jobs.submit_batch_file("q.jsonl", lines)
     # The page follows the session's job; here the test picks it as a user would.
     at.session_state["ragchat"].batch_job = info.id
-    for _ in range(5):  # each look advances the fake job a step, as a running job does
-        at.run()
+    deadline = time.monotonic() + 20
+    while not any("2 of 2 questions answered" in s.value for s in at.success):
+        assert time.monotonic() < deadline, [e.value for e in at.error]
+        time.sleep(0.2)
+        at.run()  # as the page's polling fragment does
         assert not at.exception
-    assert any("2 of 2 questions answered" in s.value for s in at.success)
     assert len(at.get("download_button")) == 2  # JSON Lines and CSV
     assert any("Finished, 2 of 2" in b.label for b in at.button)  # listed in recent runs
