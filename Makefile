@@ -69,6 +69,11 @@ bench: install
 	$(PY) bench/hostile.py
 	$(PY) bench/large_files.py
 	RAG_LLM_TIMEOUT_S=5 $(PY) bench/endpoint_faults.py
+	$(PY) bench/embeddings.py
+	$(PY) bench/cold_start.py
+	$(PY) -m bench.batch
+	$(PY) bench/concurrent_local.py
+	$(PY) bench/first_answer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
