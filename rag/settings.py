@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     upload_max_mb: int = Field(
         default=50, ge=1, le=2000, description="Largest file the web app accepts, in MB."
     )
+    llm_max_concurrent: int | None = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description=(
+            "Requests one process sends an OpenAI-compatible endpoint at once (batch runs, "
+            "comparisons and people asking together); more wait in line, first come first "
+            "served. Unset: no limit. The bundled model always takes one at a time."
+        ),
+    )
     api_allow_remote: bool = Field(
         default=False,
         description=(

@@ -191,15 +191,14 @@ class FakeJobs:
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> FakeJob:
-        good = [q for q in questions if isinstance(q.get("question"), str) and q["question"]]
+        from rag.jobs.inputs import check_rows
+
+        parsed = check_rows(questions)  # the job service's own checks
+        good = list(parsed.rows.values())
         if not good:
             raise InvalidInputError("questions", "no row has a question")
         job = self._new("batch", len(good), concurrency=concurrency, compare=compare)
-        job.errors = [
-            {"line": i + 1, "field": "question", "error": "missing"}
-            for i, q in enumerate(questions)
-            if q not in good
-        ]
+        job.errors = parsed.errors
         job.rows = [
             {"index": i, "question": q["question"], "answer": f"answer {i} [1]",
              "citations": [{"n": 1, "source": "manual.pdf", "page": 4}], "abstained": False,
@@ -217,12 +216,12 @@ class FakeJobs:
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> FakeJob:
-        if not name.endswith((".jsonl", ".csv")):
-            raise InvalidInputError("file", "name it .jsonl or .csv")
+        from rag.jobs.inputs import parse_file
+
+        parsed = parse_file(name, data)  # the job service's own parsing
         self.batch_files.append((name, data, concurrency))
-        lines = [line for line in data.decode().splitlines() if line.strip()]
         return self.submit_batch(
-            [{"question": line} for line in lines], concurrency=concurrency, compare=compare
+            list(parsed.rows.values()), concurrency=concurrency, compare=compare
         )
 
     def submit_ingest(self, files: list[tuple[str, bytes]]) -> FakeJob:

@@ -72,7 +72,7 @@ def _submit(jobs: Any, res: Resources, state: Any) -> None:
         "Questions answered at once",
         min_value=1,
         max_value=64,
-        value=int(getattr(res.settings, "batch_concurrency", 4)),
+        value=res.settings.batch_concurrency,
         help="More is faster when the model endpoint can serve several questions at once.",
     )
     if upload is not None and st.button("Run", type="primary", icon=":material/play_arrow:"):

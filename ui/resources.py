@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 import streamlit as st
 
 from rag.chain import ChatEngine
-from rag.errors import RagError
 from rag.memory import ConversationStore
 from rag.service.components import shared_jobs, shared_service
 from rag.service.core import RagService
@@ -45,34 +43,16 @@ def _service() -> RagService:
     return shared_service()
 
 
-def _warm_up() -> None:
-    """Start and warm the bundled model and the embedding model (in a background thread)."""
-    try:
-        _service().warm()
-    except RagError as exc:  # the first question shows it again, to the user
-        logger.warning("warm-up failed: %s", exc)
-
-
-@st.cache_resource(show_spinner=False)
-def _warm_start() -> threading.Thread:
-    """Once per server process, when the app starts: the models warm up behind the page.
-
-    The first question then finds them loaded; one asked sooner waits for them under the
-    "Loading the models…" spinner (the service's model start-up is shared).
-    """
-    thread = threading.Thread(target=_warm_up, name="ragchat-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 def _engine() -> ChatEngine:
     with st.spinner("Loading the models…"):
         return _service().engine(conversations=True)
 
 
 def resources() -> Resources:
-    """The real resources: the shared service's parts."""
-    _warm_start()
+    """The real resources: the shared service's parts.
+
+    The server's lifespan (``app.py``) has started warming the models already.
+    """
     service = _service()
     return Resources(
         settings=service.settings,

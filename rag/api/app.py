@@ -139,7 +139,7 @@ def create_api(
         api.include_router(module.router)
 
     def allow_remote() -> bool:
-        return bool(getattr(get_service().settings, "api_allow_remote", False))
+        return get_service().settings.api_allow_remote
 
     def upload_limit() -> int:
         return get_service().settings.upload_max_mb

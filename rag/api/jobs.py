@@ -73,9 +73,26 @@ async def _submit_json(request: Request, jobs: Jobs) -> dict[str, Any]:
     except ValidationError as exc:
         raise _json_fields(exc) from exc
     job = await run_in_threadpool(
-        jobs.submit_batch, body.questions, concurrency=body.concurrency, compare=body.compare
+        jobs.submit_batch,
+        body.questions,
+        concurrency=body.concurrency,
+        compare=_named_models(body.compare),
     )
     return job.to_json()
+
+
+def _named_models(compare: list[str] | None) -> list[str] | None:
+    """Models to compare, by name on the configured endpoint only.
+
+    ``NAME@URL`` would make this server send requests wherever a client says; the command
+    line (``ragchat batch --compare``), run by whoever runs ragchat, accepts it.
+    """
+    for n, model in enumerate(compare or []):
+        if "@" in model:
+            raise InvalidInputError(
+                f"compare[{n}]", "the API compares models of the configured endpoint by name"
+            )
+    return compare
 
 
 def _form_text(form: FormData, name: str) -> str | None:
@@ -121,7 +138,11 @@ async def _submit_form(request: Request, jobs: Jobs, limit_mb: int) -> dict[str,
             [m.strip() for m in compare_text.split(",") if m.strip()] if compare_text else None
         )
         job = await run_in_threadpool(
-            jobs.submit_batch_file, name, data, concurrency=_concurrency(form), compare=compare
+            jobs.submit_batch_file,
+            name,
+            data,
+            concurrency=_concurrency(form),
+            compare=_named_models(compare),
         )
         return job.to_json()
 

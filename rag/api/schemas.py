@@ -196,7 +196,7 @@ class BatchJobRequest(_Strict):
     """A batch of questions to answer as a job."""
 
     kind: Literal["batch"]
-    questions: list[dict[str, Any]] = Field(
+    questions: list[Any] = Field(
         min_length=1,
         description=(
             'Rows `{"question": ..., "sources"?: [...], "pages"?: [...], '

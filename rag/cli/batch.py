@@ -195,7 +195,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             "RAG_QUEUE_URL is not set: without Redis, ragchat batch and the web app run "
             "their own workers"
         )
-    workers = args.workers or int(getattr(settings, "queue_workers", 4))
+    workers = args.workers or settings.queue_workers
     if workers < 1:
         raise RagError("--workers must be at least 1")
     with open_service(settings) as service:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag.errors import RagError
 from rag.evaluation import DEPTH
+from rag.llm.client import Endpoint
 
 if TYPE_CHECKING:
     from rag.chain import Answer, ChatEngine
@@ -60,10 +61,18 @@ def model_engines(service: RagService) -> EngineFor:
             if url:
                 update["llm_base_url"] = url
             settings = service.settings.model_copy(update=update)
-            first = service.models.endpoints()[0]
-            endpoint = dataclasses.replace(
-                first, model=model, base_url=url or first.base_url, name=spec
-            )
+            if url:
+                # Another endpoint: nothing of the configured one goes there (its key
+                # would be sent to that URL; a bundled server would answer instead).
+                endpoint = Endpoint(
+                    base_url=url,
+                    model=model,
+                    name=spec,
+                    max_concurrent=service.settings.llm_max_concurrent,
+                )
+            else:
+                first = service.models.endpoints()[0]
+                endpoint = dataclasses.replace(first, model=model, name=spec)
             retriever = build_retriever(settings, service.store)
             cache[spec] = build_engine_over(settings, retriever, [endpoint])
             return cache[spec]
@@ -94,7 +103,7 @@ def _answer_json(answer: Answer) -> dict[str, Any]:
     }
 
 
-def _failed(exc: RagError) -> dict[str, Any]:
+def _failed(exc: RagError | str) -> dict[str, Any]:
     return {
         "answer": None,
         "citations": [],
@@ -104,6 +113,11 @@ def _failed(exc: RagError) -> dict[str, Any]:
         "timings": {},
         "error": str(exc),
     }
+
+
+def failed_row(index: int, item: dict[str, Any], error: RagError | str) -> dict[str, Any]:
+    """The result row of a question that got no answer, saying why."""
+    return {"index": index, "question": item.get("question"), **_failed(error)}
 
 
 def answer_row(

@@ -35,7 +35,7 @@ from huey.consumer import Consumer
 from huey.exceptions import RetryTask
 
 from rag.errors import JobNotFoundError, RagError
-from rag.jobs.answering import EngineFor, answer_row, model_engines
+from rag.jobs.answering import EngineFor, answer_row, failed_row, model_engines
 from rag.jobs.metrics import batch_metrics
 from rag.jobs.store import Claim, JobRecord, JobStore, SqliteJobStore, now_iso
 
@@ -50,7 +50,7 @@ QUEUE_NAME = "ragchat"
 
 def queue_url(settings: Settings) -> str | None:
     """``RAG_QUEUE_URL`` (a ``redis://`` URL), or None for the embedded SQLite queue."""
-    url: str | None = getattr(settings, "queue_url", None)
+    url: str | None = settings.queue_url
     return url or None
 
 
@@ -220,8 +220,11 @@ class JobQueue:
                 if time.monotonic() - last_watch >= self.claim_ttl_s:
                     last_watch = time.monotonic()
                     self.watch()
-            except (RagError, OSError) as exc:
-                logger.warning("cannot refresh job claims: %s", exc)
+            except Exception:
+                # The keeper must outlive any store error (a Redis error is no OSError):
+                # a dead keeper lets claims lapse while their questions are being
+                # answered, and another worker asks them again. Logged with its traceback.
+                logger.exception("cannot refresh job claims; trying again")
 
     def watch(self) -> list[str]:
         """Re-enqueue jobs whose tasks were lost; the ids of those jobs.
@@ -282,11 +285,13 @@ class JobQueue:
                 self.store.mark(job_id, "started_at", now_iso())
             item = self.store.item(job_id, index)
             compare = record.options.get("compare") or None
-            service = self._service()
             try:
+                service = self._service()
                 row = answer_row(
                     service, index, item, compare=compare, engine_for=self._engines(service)
                 )
+            except RagError as exc:  # no service (a bad setting): this question fails
+                row = failed_row(index, item, exc)
             except Exception as exc:
                 # A bug, not a model failure: the row says so, and the worker logs it.
                 self.store.put_row(job_id, index, _internal_error(index, item, exc))
@@ -298,7 +303,7 @@ class JobQueue:
             self.store.put_row(job_id, index, row)
         finally:
             self._release(job_id, index)
-        self._finish_if_complete(record)
+            self._finish_if_complete(record)  # also after a bug wrote its error row
 
     def _engines(self, service: RagService) -> EngineFor:
         with self._lock:
@@ -343,8 +348,8 @@ class JobQueue:
                     fields["progress"] = done
                 self.store.update(job_id, **fields)
 
-            service = self._service()
             try:
+                service = self._service()
                 if "reindex" in payload:
                     names = {Path(p): name for p, name in payload["reindex"]}
                     results = reindex(service.pipeline(progress), list(names), names)
@@ -357,6 +362,14 @@ class JobQueue:
             except RagError as exc:
                 self.store.update(job_id, failure=str(exc))
                 results = []
+            except Exception as exc:
+                # A bug: the job fails (rather than staying "running" and being run again
+                # by the watchdog), and the worker logs it.
+                self.store.update(
+                    job_id, failure=f"internal error ({type(exc).__name__}); see the worker's log"
+                )
+                self.store.mark(job_id, "finished_at", now_iso())
+                raise
             for n, result in enumerate(results):
                 self.store.put_row(job_id, n, result.to_json())
             self.store.update(job_id, progress=record.total)
@@ -366,14 +379,4 @@ class JobQueue:
 
 
 def _internal_error(index: int, item: dict[str, Any], exc: Exception) -> dict[str, Any]:
-    return {
-        "index": index,
-        "question": item.get("question"),
-        "answer": None,
-        "citations": [],
-        "abstained": False,
-        "model": None,
-        "prompt_version": None,
-        "timings": {},
-        "error": f"internal error ({type(exc).__name__}); see the worker's log",
-    }
+    return failed_row(index, item, f"internal error ({type(exc).__name__}); see the worker's log")

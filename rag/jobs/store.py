@@ -190,7 +190,9 @@ class SqliteJobStore:
         self.path = path
         self._timeout_s = timeout_s
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # Each thread has its own connection; those of threads that ended are closed when
+        # the next one opens (page reruns and the API's pool run on short-lived threads).
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +210,13 @@ class SqliteJobStore:
             conn.execute("pragma synchronous=normal")
             self._local.conn = conn
             with self._lock:
-                self._connections.append(conn)
+                alive = []
+                for thread, other in self._connections:
+                    if thread.is_alive():
+                        alive.append((thread, other))
+                    else:
+                        other.close()
+                self._connections = [*alive, (threading.current_thread(), conn)]
         return conn
 
     @contextmanager
@@ -393,7 +401,7 @@ class SqliteJobStore:
     def close(self) -> None:
         """Close every thread's connection."""
         with self._lock:
-            for conn in self._connections:
+            for _, conn in self._connections:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()

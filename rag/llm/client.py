@@ -189,8 +189,16 @@ def endpoints(
     settings: Settings, local_url: str | None = None, local_server: LocalServer | None = None
 ) -> list[Endpoint]:
     """The configured endpoint (or the local server's) and the optional fallback."""
+    limit = settings.llm_max_concurrent
     if settings.llm_base_url:
-        found = [Endpoint(settings.llm_base_url, settings.llm_model, settings.llm_api_key)]
+        found = [
+            Endpoint(
+                settings.llm_base_url,
+                settings.llm_model,
+                settings.llm_api_key,
+                max_concurrent=limit,
+            )
+        ]
     elif local_url:
         found = [local_endpoint(settings, local_url, local_server)]
     else:
@@ -201,6 +209,7 @@ def endpoints(
                 settings.llm_fallback_base_url,
                 settings.llm_fallback_model or settings.llm_model,
                 settings.llm_fallback_api_key,
+                max_concurrent=limit,
             )
         )
     return found

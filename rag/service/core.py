@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import RagError
+from rag.errors import InvalidInputError, RagError
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.settings import Settings
 
@@ -165,11 +165,13 @@ class RagService:
             RagError: the question is empty, or the conversation does not exist.
         """
         if not question.strip():
-            raise RagError("the question is empty")
+            raise InvalidInputError("question", "the question is empty")
         if conversation_id is None:
             return self.engine(mode, k).ask(question.strip(), history, buffered=buffered)
         if history:
-            raise RagError("give either a conversation id or the history, not both")
+            raise InvalidInputError(
+                "history", "give either a conversation id or the history, not both"
+            )
         engine = self.engine(mode, k, conversations=True)
         return engine.ask_in(conversation_id, question, buffered=buffered)
 
@@ -185,7 +187,7 @@ class RagService:
         from rag.jobs.answering import model_engines, parse_models, side_by_side
 
         if not question.strip():
-            raise RagError("the question is empty")
+            raise InvalidInputError("question", "the question is empty")
         return side_by_side(question.strip(), parse_models(models), model_engines(self))
 
     def retry(
@@ -202,7 +204,7 @@ class RagService:
             RagError: ``k`` is below 1, or the index cannot be read.
         """
         if k < 1:
-            raise RagError("k must be at least 1")
+            raise InvalidInputError("k", "must be at least 1")
         retriever = self.retriever(mode=mode, k=k, unfiltered=True)
         return [
             SearchHit(

@@ -101,7 +101,7 @@ def prepare_uploads(res: Library, files: list[tuple[str, bytes]]) -> PreparedUpl
         known = {}
     limit = res.settings.upload_max_mb * 1024 * 1024
     for browser_name, data in files:
-        name = display_name(browser_name)
+        name = _unique(display_name(browser_name), results)
         if len(data) > limit:
             results[name] = UploadResult(name, "failed", _too_large(len(data), limit))
             continue
@@ -131,6 +131,21 @@ def prepare_uploads(res: Library, files: list[tuple[str, bytes]]) -> PreparedUpl
         saved[path] = name
         results[name] = UploadResult(name, "added")
     return prepared
+
+
+def _unique(name: str, taken: dict[str, UploadResult]) -> str:
+    """``name``, or ``report (2).pdf`` when another upload of this batch has that name.
+
+    Results are keyed by name; two files called ``report.pdf`` (from two folders) must
+    each keep their own outcome.
+    """
+    if name not in taken:
+        return name
+    path = Path(name)
+    n = 2
+    while f"{path.stem} ({n}){path.suffix}" in taken:
+        n += 1
+    return f"{path.stem} ({n}){path.suffix}"
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -382,7 +382,7 @@ def build_job_service(
     from rag.service.components import shared_service
 
     if workers is None:
-        workers = 0 if queue_url(settings) else int(getattr(settings, "queue_workers", 4))
+        workers = 0 if queue_url(settings) else settings.queue_workers
     queue = JobQueue(
         build_huey(settings),
         build_job_store(settings),
@@ -391,6 +391,4 @@ def build_job_service(
     )
     if workers:
         queue.start(workers)
-    return JobService(
-        queue, service, default_concurrency=int(getattr(settings, "batch_concurrency", 4))
-    )
+    return JobService(queue, service, default_concurrency=settings.batch_concurrency)

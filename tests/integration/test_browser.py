@@ -41,10 +41,10 @@ def ask(page: Page, question: str, answers_before: int) -> None:
         page.screenshot(path=str(ARTIFACTS / f"after-question-{answers_before + 1}.png"))
 
 
-def test_the_bundled_model_starts_when_the_page_opens(
+def test_the_bundled_model_starts_with_the_server(
     browser: Browser, app: tuple[ServedApp, Path]
 ) -> None:
-    """Before any question: the app's first page load starts and warms the local model."""
+    """Before any question: the server starts and warms the local model as it starts."""
     url, _ = app
     page = browser.new_page()
     page.goto(url)

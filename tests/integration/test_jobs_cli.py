@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from rag.jobs.store import SqliteJobStore
 from tests.faultserver import Fault, FaultServer
 from tests.integration.test_jobs_redis import _question
 
@@ -110,3 +112,45 @@ def test_ask_compare_answers_with_each_model_side_by_side(env: dict[str, str]) -
         env=env, capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert one.returncode == 2 and "at least two distinct model names" in one.stderr
+
+
+def test_a_killed_batch_resumes_without_asking_answered_questions_again(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The embedded (SQLite) queue: kill -9 ``ragchat batch`` midway, then --resume."""
+    import signal
+
+    questions = tmp_path / "many.jsonl"
+    asked = [f"What does the Stop button do, case {i}?" for i in range(16)]
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+    out = tmp_path / "answers.jsonl"
+    with FaultServer(default=Fault("slow_stream", interval=0.15, tokens=4)) as stub:
+        run_env = {**env, "RAG_LLM_BASE_URL": stub.base_url, "RAG_MIN_RELEVANCE": "0"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rag.cli", "batch", str(questions), "-o", str(out),
+             "--concurrency", "2"],
+            env=run_env, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        job = proc.stderr.readline().split()[1].rstrip(":")  # "job ID: 16 batch items"
+        deadline = time.monotonic() + 60
+        while stub.requests < 6:  # a few answered, two in flight
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = Counter(_question(b) for b in stub.bodies)
+        store = SqliteJobStore(Path(env["RAG_DATA_DIR"]) / "jobs.db")
+        stored = {row["question"] for row in store.rows(job).values()}  # answered at the kill
+        store.close()
+        resumed = _batch(run_env, "--resume", job, "-o", str(out))
+        after = Counter(_question(b) for b in stub.bodies)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["question"] for r in rows] == asked  # every question once, in order
+    assert all(r["answer"] and not r["error"] for r in rows)
+    assert stored and len(stored) < len(asked)  # killed midway
+    assert all(after[q] == before[q] == 1 for q in stored)  # answered ones never asked again
+    # Only questions without a stored answer at the kill (in flight then) are asked twice.
+    assert {q for q in after if after[q] > 1} <= set(asked) - stored
+    assert set(after) == set(asked)

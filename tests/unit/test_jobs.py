@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -384,3 +386,94 @@ def test_job_records_survive_a_new_process(tmp_path: Path, model: Model) -> None
         assert json.loads(json.dumps(other.results(info.id)))[0]["question"] == "kept?"
     finally:
         other.close()
+
+
+def test_the_store_closes_connections_of_threads_that_ended(tmp_path: Path) -> None:
+    """Page reruns and the API's pool read jobs from short-lived threads."""
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    try:
+        for _ in range(50):
+            reader = threading.Thread(target=store.records)
+            reader.start()
+            reader.join()
+        store.records()  # this thread opens one more, closing the ended threads' ones
+        assert len(store._connections) <= 2
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            reader = threading.Thread(target=store.records)
+            reader.start()
+            reader.join()
+        assert len(os.listdir("/proc/self/fd")) <= fds + 6
+    finally:
+        store.close()
+
+
+def test_the_claim_keeper_outlives_a_store_error(
+    tmp_path: Path, model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = job_service(tmp_path, model, claim_ttl_s=0.3)
+    calls: list[int] = []
+    refresh = jobs.store.refresh
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the connection to the store dropped")  # not an OSError
+        return refresh(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jobs.store, "refresh", flaky)
+    try:
+        deadline = time.monotonic() + 5
+        while len(calls) < 3:
+            assert time.monotonic() < deadline, "the keeper stopped after the error"
+            time.sleep(0.05)
+    finally:
+        jobs.close()
+
+
+def test_a_job_whose_service_cannot_be_built_fails_with_its_reason(tmp_path: Path) -> None:
+    from rag.errors import ConfigError
+
+    def no_service() -> object:
+        raise ConfigError("RAG_CHUNK_SIZE", "must be at least 16")
+
+    queue = JobQueue(
+        SqliteHuey("ragchat", filename=str(tmp_path / "queue.db"), results=False),
+        SqliteJobStore(tmp_path / "jobs.db"),
+        no_service,  # type: ignore[arg-type]
+        claim_ttl_s=5.0,
+        retry_wait_s=0.01,
+    )
+    queue.start(2)
+    jobs = JobService(queue)
+    try:
+        info = wait(jobs, jobs.submit_batch([{"question": "a?"}, {"question": "b?"}]).id)
+        rows = jobs.results(info.id)
+    finally:
+        jobs.close()
+    assert info.state is JobState.FAILED and info.finished_at is not None
+    assert [r["question"] for r in rows] == ["a?", "b?"]
+    assert all("RAG_CHUNK_SIZE" in r["error"] for r in rows)
+
+
+def test_compare_with_another_url_sends_it_nothing_of_the_configured_endpoint(
+    tmp_path: Path, model: Model
+) -> None:
+    from pydantic import SecretStr
+
+    from rag.jobs.answering import model_engines
+    from rag.llm.client import Endpoint
+
+    service = fake_service(tmp_path, model)
+    configured = Endpoint("http://configured/v1", "main", api_key=SecretStr("sk-secret"))
+    service.models.endpoints = lambda: [configured]  # type: ignore[method-assign]
+    engines = model_engines(service)
+    (outside,) = engines("other@http://elsewhere/v1").endpoints
+    assert (outside.base_url, outside.model, outside.api_key) == (
+        "http://elsewhere/v1", "other", None,
+    )  # fmt: skip
+    assert outside.server is None
+    (same,) = engines("small").endpoints
+    assert (same.base_url, same.model, same.api_key) == (
+        "http://configured/v1", "small", configured.api_key,
+    )  # fmt: skip

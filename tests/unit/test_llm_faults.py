@@ -320,6 +320,34 @@ def test_two_questions_at_once_both_complete_and_the_bundled_model_gets_one_at_a
     assert server.max_in_flight == most_at_once
 
 
+def test_an_endpoint_gets_at_most_its_limit_of_requests_at_once() -> None:
+    """RAG_LLM_MAX_CONCURRENT bounds one endpoint for the whole process (batches, people)."""
+    slow = Fault("slow_stream", interval=0.03, tokens=6)
+    with FaultServer(default=slow) as server:
+        settings = Settings(
+            llm_model="m", llm_timeout_s=30, llm_max_retries=0, llm_max_concurrent=2,
+            llm_base_url=server.base_url,
+        )  # fmt: skip
+        engines = [
+            build_engine_over(settings, retriever(), endpoints(settings), None) for _ in range(2)
+        ]
+        answers: list[Answer | None] = [None] * 6
+
+        def one(n: int) -> None:
+            stream = engines[n % 2].ask(QUESTION)  # two engines: one limit per endpoint
+            for _ in stream:
+                pass
+            answers[n] = stream.result
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert all(a is not None and a.text for a in answers), answers
+    assert server.requests == 6 and server.max_in_flight == 2
+
+
 def test_an_api_key_that_cannot_be_sent_is_a_setting_error_not_a_traceback(monkeypatch):
     from rag.errors import ConfigError
     from rag.settings import load_settings

@@ -129,7 +129,7 @@ def test_search_returns_chunks_with_relevance_and_titles(tmp_path):
     assert set(hits[0].to_json()) == {
         "score", "relevance", "source", "title", "page", "chunk_id", "text",
     }  # fmt: skip
-    with pytest.raises(RagError, match="k must be at least 1"):
+    with pytest.raises(RagError, match="k: must be at least 1"):
         service.search("x", k=0)
 
 
@@ -169,3 +169,14 @@ def test_close_stops_the_models_and_the_memory(tmp_path):
     assert models.closed
     with pytest.raises(Exception, match="closed"):
         service.memory.get(conversation.id)
+
+
+def test_two_uploads_with_one_name_each_keep_their_outcome(tmp_path):
+    service, _ = service_in(tmp_path)
+    results = service.add_uploads(
+        [("a/report.md", b"# Report\n\nThe first report."), ("b/report.md", b"# R\n\nSecond.")]
+    )
+    assert [(r.name, r.status) for r in results] == [
+        ("report.md", "added"), ("report (2).md", "added"),
+    ]  # fmt: skip
+    assert {"report.md", "report (2).md"} <= {d.name for d in service.documents()}
