@@ -448,10 +448,15 @@ def test_a_job_whose_service_cannot_be_built_fails_with_its_reason(tmp_path: Pat
     jobs = JobService(queue)
     try:
         info = wait(jobs, jobs.submit_batch([{"question": "a?"}, {"question": "b?"}]).id)
+        deadline = time.monotonic() + 5
+        while info.finished_at is None:  # marked just after the last row is stored
+            assert time.monotonic() < deadline, "the job was never marked finished"
+            time.sleep(0.02)
+            info = jobs.get(info.id)
         rows = jobs.results(info.id)
     finally:
         jobs.close()
-    assert info.state is JobState.FAILED and info.finished_at is not None
+    assert info.state is JobState.FAILED
     assert [r["question"] for r in rows] == ["a?", "b?"]
     assert all("RAG_CHUNK_SIZE" in r["error"] for r in rows)
 

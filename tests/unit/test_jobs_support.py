@@ -182,7 +182,8 @@ def wait(jobs: JobService, job_id: str, timeout: float = 10.0) -> JobInfo:
     deadline = time.monotonic() + timeout
     while True:
         info = jobs.get(job_id)
-        if info.state in FINAL:
+        # A batch reads as done once its last row is stored; finished_at follows at once.
+        if info.state in FINAL and info.finished_at is not None:
             return info
         if time.monotonic() > deadline:
             raise AssertionError(f"job still {info.state} after {timeout}s: {info}")
