@@ -506,9 +506,12 @@ _DOCX_XML_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,  # lxml's XMLSyntaxError is one, and so are zipfile's header errors
     KeyError,
-    NotImplementedError,  # zipfile: an unsupported compression method
     RuntimeError,  # zipfile: an encrypted entry
 )
+
+
+# Word writes stored and deflated parts only.
+_DOCX_COMPRESSION = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 
 
 def _check_archive(path: Path, zf: zipfile.ZipFile, limits: ParseLimits) -> None:
@@ -529,6 +532,13 @@ def _check_archive(path: Path, zf: zipfile.ZipFile, limits: ParseLimits) -> None
             f"{limits.docx_max_unzipped_mb:,} MB",
         )
     for info in infos:
+        if info.compress_type not in _DOCX_COMPRESSION:
+            # zipfile cannot read it (it would raise NotImplementedError mid-parse).
+            raise IngestError(
+                path,
+                f"corrupt DOCX: part {info.filename} uses compression method "
+                f"{info.compress_type}, which Word files do not use",
+            )
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _RATIO_MIN_BYTES and ratio > limits.docx_max_ratio:
             raise ParseLimitError(

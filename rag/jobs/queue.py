@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -33,6 +34,7 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 from huey.exceptions import RetryTask
+from redis.exceptions import RedisError
 
 from rag.errors import JobNotFoundError, RagError
 from rag.jobs.answering import EngineFor, answer_row, failed_row, model_engines
@@ -46,6 +48,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "ragchat"
+
+# What a job store raises when its database is unreachable or busy: the SQLite store, the
+# Redis store (redis-py's errors are not OSErrors), and our own wrapping.
+_STORE_ERRORS: tuple[type[BaseException], ...] = (
+    RagError,
+    OSError,
+    sqlite3.Error,
+    RedisError,
+)
 
 
 def queue_url(settings: Settings) -> str | None:
@@ -220,11 +231,16 @@ class JobQueue:
                 if time.monotonic() - last_watch >= self.claim_ttl_s:
                     last_watch = time.monotonic()
                     self.watch()
-            except Exception:
-                # The keeper must outlive any store error (a Redis error is no OSError):
+            except _STORE_ERRORS as exc:
+                # The keeper must outlive a store outage (a Redis error is no OSError):
                 # a dead keeper lets claims lapse while their questions are being
-                # answered, and another worker asks them again. Logged with its traceback.
-                logger.exception("cannot refresh job claims; trying again")
+                # answered, and another worker asks them again.
+                logger.warning(
+                    "cannot refresh job claims (%s: %s); trying again in %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    interval,
+                )
 
     def watch(self) -> list[str]:
         """Re-enqueue jobs whose tasks were lost; the ids of those jobs.

@@ -21,7 +21,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 
 from rag.errors import JobNotFoundError, RagError
-from rag.jobs.store import Claim, JobRecord
+from rag.jobs.store import Claim, JobRecord, RecordChanges
 
 # KEYS[1] claims hash; ARGV: index, owner, now, expires, limit.
 _CLAIM = """
@@ -65,7 +65,7 @@ return 0
 """
 
 
-class RedisJobStore:
+class RedisJobStore(RecordChanges):
     """``rag.jobs.store.JobStore`` in Redis (see the module docstring for the keys)."""
 
     def __init__(self, url: str, *, prefix: str = "ragchat") -> None:
@@ -140,37 +140,6 @@ class RedisJobStore:
                 except WatchError:
                     continue  # changed meanwhile: read it again
                 return outcome
-
-    def update(self, job_id: str, **fields: Any) -> None:
-        """Set record fields (``progress``, ``metrics``, ``failure``, ...)."""
-
-        def change(record: JobRecord) -> None:
-            for name, value in fields.items():
-                setattr(record, name, value)
-
-        self._modify(job_id, change)
-
-    def mark(self, job_id: str, name: str, at: str) -> bool:
-        """Set ``started_at``/``finished_at`` unless already set; True when this set it."""
-
-        def change(record: JobRecord) -> bool:
-            if getattr(record, name) is not None:
-                return False
-            setattr(record, name, at)
-            return True
-
-        return bool(self._modify(job_id, change))
-
-    def cancel(self, job_id: str, at: str) -> bool:
-        """Cancel an unfinished job (sets ``finished_at``); True when this cancelled it."""
-
-        def change(record: JobRecord) -> bool:
-            if record.cancelled or record.finished_at is not None:
-                return False
-            record.cancelled, record.finished_at = True, at
-            return True
-
-        return bool(self._modify(job_id, change))
 
     def put_row(self, job_id: str, index: int, row: dict[str, Any]) -> bool:
         """Write a question's row unless it has one; True when this wrote it."""

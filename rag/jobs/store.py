@@ -18,7 +18,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -179,7 +180,50 @@ create table if not exists claims (
 """
 
 
-class SqliteJobStore:
+class RecordChanges(ABC):
+    """``update``, ``mark`` and ``cancel`` for a store, over its atomic ``_modify``.
+
+    ``_modify(job_id, change)`` reads a job's record, applies ``change`` and writes it back
+    without losing a concurrent update (a transaction in SQLite, WATCH in Redis).
+    """
+
+    @abstractmethod
+    def _modify(self, job_id: str, change: Callable[[JobRecord], Any]) -> Any:
+        """Apply ``change`` to the job's record atomically; what ``change`` returned."""
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set record fields (``progress``, ``metrics``, ``failure``, ...)."""
+
+        def change(record: JobRecord) -> None:
+            for name, value in fields.items():
+                setattr(record, name, value)
+
+        self._modify(job_id, change)
+
+    def mark(self, job_id: str, name: str, at: str) -> bool:
+        """Set ``started_at``/``finished_at`` unless already set; True when this set it."""
+
+        def change(record: JobRecord) -> bool:
+            if getattr(record, name) is not None:
+                return False
+            setattr(record, name, at)
+            return True
+
+        return bool(self._modify(job_id, change))
+
+    def cancel(self, job_id: str, at: str) -> bool:
+        """Cancel an unfinished job (sets ``finished_at``); True when this cancelled it."""
+
+        def change(record: JobRecord) -> bool:
+            if record.cancelled or record.finished_at is not None:
+                return False
+            record.cancelled, record.finished_at = True, at
+            return True
+
+        return bool(self._modify(job_id, change))
+
+
+class SqliteJobStore(RecordChanges):
     """The job store in one SQLite file (WAL; one connection per thread).
 
     Records are JSON in one column; updates read-modify-write them inside an immediate
@@ -286,37 +330,6 @@ class SqliteJobStore:
                     (json.dumps(record.to_json()), job_id),
                 )
             return outcome
-
-    def update(self, job_id: str, **fields: Any) -> None:
-        """Set record fields (``progress``, ``metrics``, ``failure``, ...)."""
-
-        def change(record: JobRecord) -> None:
-            for name, value in fields.items():
-                setattr(record, name, value)
-
-        self._modify(job_id, change)
-
-    def mark(self, job_id: str, name: str, at: str) -> bool:
-        """Set ``started_at``/``finished_at`` unless already set; True when this set it."""
-
-        def change(record: JobRecord) -> bool:
-            if getattr(record, name) is not None:
-                return False
-            setattr(record, name, at)
-            return True
-
-        return bool(self._modify(job_id, change))
-
-    def cancel(self, job_id: str, at: str) -> bool:
-        """Cancel an unfinished job (sets ``finished_at``); True when this cancelled it."""
-
-        def change(record: JobRecord) -> bool:
-            if record.cancelled or record.finished_at is not None:
-                return False
-            record.cancelled, record.finished_at = True, at
-            return True
-
-        return bool(self._modify(job_id, change))
 
     def put_row(self, job_id: str, index: int, row: dict[str, Any]) -> bool:
         """Write a question's row unless it has one; True when this wrote it."""

@@ -411,6 +411,8 @@ def test_the_store_closes_connections_of_threads_that_ended(tmp_path: Path) -> N
 def test_the_claim_keeper_outlives_a_store_error(
     tmp_path: Path, model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     jobs = job_service(tmp_path, model, claim_ttl_s=0.3)
     calls: list[int] = []
     refresh = jobs.store.refresh
@@ -418,7 +420,7 @@ def test_the_claim_keeper_outlives_a_store_error(
     def flaky(*args: object, **kwargs: object) -> object:
         calls.append(1)
         if len(calls) == 1:
-            raise RuntimeError("the connection to the store dropped")  # not an OSError
+            raise RedisConnectionError("the connection to the store dropped")  # no OSError
         return refresh(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(jobs.store, "refresh", flaky)

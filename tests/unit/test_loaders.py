@@ -273,3 +273,13 @@ def test_html_title_heads_blocks_before_the_first_heading(tmp_path: Path):
         ("Guide & notes", "Lead."),
         ("Step <one>", "Step <one>\nDo this."),
     ]
+
+
+def test_a_docx_part_with_a_compression_word_never_uses_is_named(tmp_path: Path) -> None:
+    good = make_docx(tmp_path / "good.docx", [("Pump", "Oil it in spring.")])
+    odd = tmp_path / "odd.docx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(odd, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_LZMA)
+    with pytest.raises(IngestError, match="compression method 14"):
+        load(odd)
