@@ -34,8 +34,19 @@ if __name__ == "__main__":  # a browser session: the pages
     run(shared)
 else:  # the server: imported by uvicorn (through `streamlit run`)
     from rag.api.app import create_api, mount
-    from rag.service.components import close_shared_service, shared_jobs, shared_service
+    from rag.service.components import (
+        close_shared_service,
+        redact_logs,
+        shared_jobs,
+        shared_service,
+    )
     from rag.service.core import RagService
+
+    # ragchat's own log lines (rag.*, ingest.*) go to stderr, with personal data redacted.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "pypdf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact_logs()
 
     def _warm(service: RagService) -> None:
         try:

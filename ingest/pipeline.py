@@ -40,6 +40,7 @@ from ingest.files import FoundFile, iter_files, os_reason
 from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
 from rag.store.faiss import DocumentInfo, FaissStore, IndexWriter, NewChunk
+from rag.store.scan import ChunkScan
 from rag.text import safe_label
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ class _ChunkItem:
     seq: int
     chunk: Chunk
     vector: np.ndarray | None = None
+    scan: ChunkScan | None = None  # injected instructions and personal data found in it
 
 
 @dataclass(eq=False)
@@ -509,6 +511,7 @@ class _Run:
         items.sort(key=lambda i: len(i.chunk.text))
         started = time.perf_counter()
         size = self.p.batch_size
+        scanner = self.store.scanner
         for start in range(0, len(items), size):
             batch = items[start : start + size]
             vectors = np.asarray(
@@ -516,6 +519,9 @@ class _Run:
             )
             for item, vector in zip(batch, vectors, strict=True):
                 item.vector = vector
+                # Scanned here, outside the writer's lock (the writer scans what comes unscanned).
+                if scanner is not None:
+                    item.scan = scanner(item.chunk.text)
             self.embedded += len(batch)
             logger.debug("embedded batch of %d chunks", len(batch))
             self.p.progress("embed", self.embedded, self.cut)
@@ -607,7 +613,7 @@ class _Run:
                 kind=doc.kind,
                 pages=doc.pages,
                 source=doc.key,
-                chunks=[_new(i.chunk) for i in chunk_items],
+                chunks=[_new(i) for i in chunk_items],
                 vectors=_matrix(chunk_items),
                 title=doc.title,
                 complete=complete,
@@ -623,7 +629,7 @@ class _Run:
             new = chunk_items[skip:]
             w.append_chunks(
                 doc.doc_id,
-                [_new(i.chunk) for i in new],
+                [_new(i) for i in new],
                 _matrix(new, w.dimension),
                 complete=complete,
             )
@@ -709,8 +715,9 @@ def _drop_stale_partials(w: IndexWriter, key: str, keep: str) -> None:
             w.delete_document(doc_id)
 
 
-def _new(chunk: Chunk) -> NewChunk:
-    return NewChunk(chunk.text, chunk.page, chunk.heading, chunk.offset)
+def _new(item: _ChunkItem) -> NewChunk:
+    chunk = item.chunk
+    return NewChunk(chunk.text, chunk.page, chunk.heading, chunk.offset, scan=item.scan)
 
 
 def _matrix(items: list[_ChunkItem], dimension: int | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -33,9 +33,17 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from rag.citations import Citation, CitationStream, Source, format_sources, verify
+from rag.citations import Citation, CitationStream, Source, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
-from rag.errors import AnswerCutError, ProviderError, RagError
+from rag.errors import (
+    AnswerCutError,
+    ContentRefusedError,
+    PiiBlockedError,
+    ProviderError,
+    RagError,
+)
+from rag.guard.model import MASKER_KEY, PiiGuard
+from rag.guard.spotlight import Fence
 from rag.llm.client import (
     BUFFERED_KEY,
     DEADLINE_KEY,
@@ -46,10 +54,13 @@ from rag.llm.client import (
     StatusCallback,
     provider_error,
 )
-from rag.memory import ANSWERED, CUT, FAILED, STOPPED, ConversationStore
+from rag.memory import ANSWERED, CUT, FAILED, REFUSED, STOPPED, ConversationStore
 from rag.prompts import Prompts
 from rag.settings import Settings
 from rag.text import content_words
+
+if TYPE_CHECKING:
+    from rag.guard.moderation import Moderator
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +70,7 @@ ABSTAIN_TEXT = (
 )
 CONDENSE_MAX_TOKENS = 96
 # Small models sometimes go on to write the next prompt themselves; stop them there.
-ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] "]
+ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] ", "\n<<<"]
 
 
 @dataclass(frozen=True)
@@ -69,11 +80,17 @@ class ChainConfig:
     window: int = 4096
     answer_tokens: int = 384
     count: TokenCounter = approx_tokens
+    # How passages are fenced in the prompt (spotlighting); frozen, so one default is safe.
+    fence: Fence = Fence("off")  # noqa: RUF009
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChainConfig:
-        """The budget the settings give."""
-        return cls(window=settings.llm_context_window, answer_tokens=settings.llm_max_answer_tokens)
+        """The budget and the fencing the settings give."""
+        return cls(
+            window=settings.llm_context_window,
+            answer_tokens=settings.llm_max_answer_tokens,
+            fence=Fence(settings.spotlight),
+        )
 
 
 def _format_history(turns: Sequence[Turn]) -> str:
@@ -124,8 +141,17 @@ def build_chain(
     condense_prompt = prompts.condense.chat_template()
     answer_prompt = prompts.answer.chat_template(with_history=True)
     count = config.count
+    fence = config.fence
+    # A data mark between words costs about a token a word more than the space it replaces.
+    source_count: TokenCounter = (
+        (lambda text: count(text) + len(text.split())) if fence.mode == "datamark" else count
+    )
     condense_overhead = count(prompts.condense.system + prompts.condense.user)
     answer_overhead = count(prompts.answer.system + prompts.answer.user)
+    per_source = 12  # the label line of a source
+    if fence.mode != "off":  # the note on fencing, and each source's two fence lines
+        answer_overhead += 48
+        per_source += 20
 
     def condense_inputs(x: dict[str, Any]) -> dict[str, Any]:
         room = config.window - CONDENSE_MAX_TOKENS - condense_overhead - count(x["question"])
@@ -169,6 +195,8 @@ def build_chain(
             answer_tokens=config.answer_tokens,
             overhead=answer_overhead,
             count=count,
+            source_count=source_count,
+            per_source=per_source,
         )
 
     def answer_inputs(x: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +204,7 @@ def build_chain(
         sources = numbered(fitted)
         question = x["question"] if fitted.history or not x["history"] else x["standalone"]
         return {
-            "sources": format_sources(sources),
+            "sources": fence.format(sources),
             "question": question,
             "chat_history": _as_messages(fitted.history),
         }
@@ -292,6 +320,14 @@ class ChatEngine:
 
     ``timeout_s`` bounds each question at the model endpoint(s), from the moment it is
     asked: the model gets the deadline through the runnable config (``DEADLINE_KEY``).
+
+    Guardrails, each optional: ``fence`` is the chain's spotlighting (data marks the model
+    copies are cleaned from the answer); ``pii`` is the guard around the chain's model (a
+    fresh placeholder map per question; ``block`` refuses a question holding personal data
+    before any work); ``moderator`` checks the question before any work and the whole
+    answer before any of it is shown, so answers arrive in one piece while it is set. A
+    refusal is a ``ContentRefusedError`` or ``PiiBlockedError``; in a conversation it is
+    stored with the outcome ``refused``.
     """
 
     def __init__(
@@ -304,9 +340,15 @@ class ChatEngine:
         memory: ConversationStore | None = None,
         count: TokenCounter = approx_tokens,
         timeout_s: float | None = None,
+        fence: Fence | None = None,
+        pii: PiiGuard | None = None,
+        moderator: Moderator | None = None,
     ) -> None:
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        self.fence = fence or Fence("off")
+        self.pii = pii
+        self.moderator = moderator
         self.chain = chain
         self.prompts = prompts
         self.endpoints = list(endpoints)
@@ -391,6 +433,9 @@ class ChatEngine:
                 conversation_id, question_id, text, {"stopped": True}, outcome=STOPPED
             )
             raise
+        except (ContentRefusedError, PiiBlockedError) as exc:
+            self.memory.answer(conversation_id, question_id, "", outcome=REFUSED, error=str(exc))
+            raise
         except Exception as exc:
             self.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=str(exc))
             raise
@@ -417,9 +462,15 @@ class ChatEngine:
         pieces = 0
         cut: str | None = None
         answered_by = _AnsweredBy()
+        self._check("question", question)
+        if self.pii is not None:
+            self.pii.check_question(question)
         configurable: dict[str, Any] = {BUFFERED_KEY: buffered, STATUS_KEY: stream.report}
+        if self.pii is not None and self.pii.mode == "mask":
+            configurable[MASKER_KEY] = self.pii.new_masker()
         if self.timeout_s is not None:
             configurable[DEADLINE_KEY] = time.monotonic() + self.timeout_s
+        held: list[str] | None = [] if self.moderator is not None else None
         config: RunnableConfig = {"callbacks": [answered_by], "configurable": configurable}
         with get_usage_metadata_callback() as usage:
             try:
@@ -428,14 +479,16 @@ class ChatEngine:
                     state.update({k: v for k, v in chunk.items() if k != "answer"})
                     if "fitted" in chunk:
                         cites = CitationStream(numbered(chunk["fitted"]))
-                    piece = str(chunk.get("answer") or "")
+                    piece = self.fence.clean(str(chunk.get("answer") or ""))
                     if not piece or cites is None:
                         continue
                     if first_token is None:
                         first_token = time.perf_counter()
                     pieces += 1
                     shown = cites.feed(piece)
-                    if shown:
+                    if shown and held is not None:
+                        held.append(shown)
+                    elif shown:
                         yield shown
             except AnswerCutError as exc:
                 if cites is None or not pieces:
@@ -449,8 +502,14 @@ class ChatEngine:
             if cites is None:
                 raise RagError("the chain produced no sources step")
             tail = cites.finish()
-            if tail:
+            if tail and held is not None:
+                held.append(tail)
+            elif tail:
                 yield tail
+        if held is not None:
+            self._check("answer", "".join(held))
+            if held:
+                yield "".join(held)
         end = time.perf_counter()
         fitted: Fitted = state["fitted"]
         abstained = not fitted.documents
@@ -463,7 +522,7 @@ class ChatEngine:
             text=text,
             citations=citations,
             sources=cites.sources,
-            prompt_version=self.prompts.answer.label,
+            prompt_version=self.prompts.answer.label + self.fence.label,
             model=answered_by.model or self.model_name,
             timings={
                 "retrieval_ms": state["retrieved"]["ms"],
@@ -475,6 +534,19 @@ class ChatEngine:
             cut=cut or (None if abstained else answered_by.stopped),
         )
         stream.result = answer
+
+    def _check(self, stage: str, text: str) -> None:
+        """Refuse a question or an answer the moderator flags.
+
+        Raises:
+            ContentRefusedError: naming the stage, the moderator and its categories.
+        """
+        if self.moderator is None or not text.strip():
+            return
+        verdict = self.moderator.check(text)
+        if verdict.flagged:
+            logger.info("%s refused by %s: %s", stage, verdict.by, ", ".join(verdict.categories))
+            raise ContentRefusedError(stage, verdict.by, list(verdict.categories))
 
     def _tokens(
         self, usage: dict[str, Any], fitted: Fitted, question: str, text: str, pieces: int

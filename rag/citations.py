@@ -38,6 +38,7 @@ class Source:
     heading: str | None = None
     relevance: float | None = None
     title: str | None = None
+    flags: tuple[str, ...] = ()  # injection rules that fired on it at ingestion
 
     @classmethod
     def from_document(cls, n: int, doc: Document) -> Source:
@@ -52,6 +53,7 @@ class Source:
             heading=meta.get("heading"),
             relevance=meta.get("relevance"),
             title=meta.get("title"),
+            flags=tuple(meta.get("flags") or ()),
         )
 
     @property
@@ -95,12 +97,8 @@ class Citation:
             "text": self.source.text,
             "support": round(self.support, 2),
             "inferred": self.inferred,
+            "flags": list(self.source.flags),
         }
-
-
-def format_sources(sources: list[Source]) -> str:
-    """The sources block of the answer prompt."""
-    return "\n\n".join(f"[{s.n}] {s.label()}\n{s.text}" for s in sources)
 
 
 @dataclass

@@ -70,6 +70,7 @@ def fit_context(
     overhead: int,
     count: TokenCounter = approx_tokens,
     per_source: int = 12,
+    source_count: TokenCounter | None = None,
 ) -> Fitted:
     """Choose what fits in ``window`` tokens.
 
@@ -82,7 +83,9 @@ def fit_context(
         overhead: tokens of the prompt template itself.
         count: counts tokens of a text.
         per_source: tokens of each source's label line.
+        source_count: counts tokens of a source as the prompt shows it (default ``count``).
     """
+    source_count = source_count or count
     budget = window - answer_tokens - overhead - count(question)
     used = window - budget
     if budget <= 0:
@@ -91,13 +94,13 @@ def fit_context(
     chosen: list[Document] = []
 
     def add(doc: Document, room: int) -> int:
-        text = cut_at_sentence(doc.page_content, room - per_source, count)
+        text = cut_at_sentence(doc.page_content, room - per_source, source_count)
         if not text:
             return 0
         if text != doc.page_content:
             doc = Document(page_content=text, metadata={**doc.metadata, "trimmed": True}, id=doc.id)
         chosen.append(doc)
-        return count(text) + per_source
+        return source_count(text) + per_source
 
     if documents:
         budget -= add(documents[0], budget)

@@ -224,3 +224,35 @@ class AnswerCutError(ProviderError):
         self.tokens = tokens
         failure = EndpointFailure(provider, fault, reason)
         super().__init__(provider, None, reason, fault=fault, failures=[failure])
+
+
+class PiiBlockedError(RagError):
+    """``RAG_PII=block``: the text for a remote model holds personal data, so none was sent.
+
+    ``kinds`` names the kinds found (EMAIL_ADDRESS, ...), never the values; ``where`` says
+    which part of the prompt held them (the question, the conversation, the passages).
+    """
+
+    def __init__(self, kinds: Sequence[str], where: Sequence[str] = ()) -> None:
+        self.kinds = sorted(set(kinds))
+        self.where = list(where)
+        place = f" in {' and '.join(self.where)}" if self.where else ""
+        super().__init__(
+            f"refused: personal data ({', '.join(self.kinds)}){place} would go to a remote "
+            "model endpoint, and RAG_PII=block sends none; ask without it, or set RAG_PII=mask"
+        )
+
+
+class ContentRefusedError(RagError):
+    """A question or an answer was refused by content moderation.
+
+    ``stage`` is "question" or "answer"; ``by`` names the moderator (the blocklist or the
+    endpoint); ``categories`` are the categories it flagged (never the text).
+    """
+
+    def __init__(self, stage: str, by: str, categories: Sequence[str]) -> None:
+        self.stage = stage
+        self.by = by
+        self.categories = list(categories)
+        what = f" ({', '.join(self.categories)})" if self.categories else ""
+        super().__init__(f"refused: the {stage} was flagged by {by}{what}")

@@ -49,7 +49,9 @@ _ADDED_COLUMNS = {
     ],
 }
 ANSWERED, CUT, STOPPED, FAILED = "answered", "cut", "stopped", "failed"
-OUTCOMES = (ANSWERED, CUT, STOPPED, FAILED)
+# A guardrail refused the question or its answer (content moderation, RAG_PII=block).
+REFUSED = "refused"
+OUTCOMES = (ANSWERED, CUT, STOPPED, FAILED, REFUSED)
 TITLE_CHARS = 60
 _COLUMNS = "id, role, content, created_at, meta, feedback, outcome, error, reply_to"
 

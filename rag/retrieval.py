@@ -295,6 +295,10 @@ class HybridRetriever(BaseRetriever):
         ),
     )
     reranker: Any = Field(default=None, description="A Reranker, or None.")
+    quarantine: bool = Field(
+        default=False,
+        description="Leave out chunks flagged at ingestion for instruction-like text.",
+    )
 
     def describe(self) -> dict[str, Any]:
         """The settings that shape this retriever's rankings (for reports)."""
@@ -319,6 +323,12 @@ class HybridRetriever(BaseRetriever):
         return location(
             record.doc_id, record.page, record.heading, record.offset, self.location_span
         )
+
+    def _admitted(self, hits: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
+        """The hits a question may use: flagged chunks are left out under quarantine."""
+        if not self.quarantine:
+            return hits
+        return [(record, score) for record, score in hits if not record.flags]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
@@ -345,13 +355,13 @@ class HybridRetriever(BaseRetriever):
         ranked: list[list[tuple[int, float]]] = []
         weights: list[float] = []
         if self.mode in (Mode.VECTOR, Mode.HYBRID):
-            hits = view.search_chunks_by_vector(query_vector, depth)
+            hits = self._admitted(view.search_chunks_by_vector(query_vector, depth))
             records.update({r.id: r for r, _ in hits})
             cosine.update({r.id: s for r, s in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.vector_weight)
         if self.mode in (Mode.KEYWORD, Mode.HYBRID):
-            hits = view.keyword_search(query, depth)
+            hits = self._admitted(view.keyword_search(query, depth))
             records.update({r.id: r for r, _ in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.keyword_weight)

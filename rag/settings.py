@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 
@@ -288,11 +289,95 @@ class Settings(BaseSettings):
         default=384, ge=16, description="Most tokens generated for one answer."
     )
     llm_temperature: float = Field(default=0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    # -- guardrails -------------------------------------------------------------------
+    pii: Literal["off", "mask", "block"] = Field(
+        default="mask",
+        description=(
+            "Personal data (emails, phone numbers, IBANs, card numbers, national ids, IP "
+            "addresses, names) in text sent to a model endpoint that is not on this machine: "
+            "'mask' replaces each value with a placeholder the model sees and the answer "
+            "restores, 'block' refuses the question, 'off' sends it as it is. The bundled "
+            "model and endpoints on 127.0.0.1/localhost are local and see the text as is."
+        ),
+    )
+    pii_endpoints: Literal["remote", "all"] = Field(
+        default="remote",
+        description=(
+            "Which model endpoints RAG_PII guards: 'remote' (any not on this machine) or "
+            "'all' (also local ones, e.g. a proxy on localhost that logs prompts)."
+        ),
+    )
+    spotlight: Literal["off", "delimit", "datamark"] = Field(
+        default="datamark",
+        description=(
+            "How passages are fenced in the prompt so that instructions inside documents are "
+            "read as data: 'delimit' (each passage between markers no document can forge), "
+            "'datamark' (also a mark between the words of each passage), 'off'."
+        ),
+    )
+    quarantine: bool = Field(
+        default=False,
+        description=(
+            'Keep chunks flagged at ingestion for instruction-like text ("ignore previous '
+            'instructions", chat-template headers, invisible characters, encoded blobs) '
+            "out of every answer and search."
+        ),
+    )
+    link_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hosts (example.com, also its subdomains) or URL prefixes whose links and images "
+            "may render in answers, besides URLs found in the answer's own sources; every "
+            "other link is shown as plain text. Comma-separated or a JSON list."
+        ),
+    )
+    moderation_url: str | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible endpoint whose /moderations route checks every question and "
+            "answer; a flagged one is refused. Unset: no endpoint check."
+        ),
+    )
+    moderation_model: str | None = Field(
+        default=None, description="Model name sent to the moderation endpoint."
+    )
+    moderation_api_key: SecretStr | None = Field(
+        default=None, description="API key of the moderation endpoint."
+    )
+    moderation_blocklist: Path | None = Field(
+        default=None,
+        description=(
+            "File of blocked terms, one a line (re: for a regular expression, # comments); "
+            "a question or answer containing one is refused."
+        ),
+    )
+
     local_llm_threads: int | None = Field(
         default=None, ge=1, description="CPU threads of the bundled local model (default: all)."
     )
 
-    @field_validator("llm_api_key", "llm_fallback_api_key")
+    @field_validator("link_allowlist", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON list: {exc}") from exc
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("link_allowlist")
+    @classmethod
+    def _allowlist_urls(cls, entries: list[str]) -> list[str]:
+        from rag.guard.output import LinkPolicy
+
+        LinkPolicy.for_answer(entries)  # a ValueError names the entry at fault
+        return entries
+
+    @field_validator("llm_api_key", "llm_fallback_api_key", "moderation_api_key")
     @classmethod
     def _header_safe(cls, key: SecretStr | None) -> SecretStr | None:
         # Keys travel in an HTTP header: anything but printable ASCII cannot be sent.

@@ -202,7 +202,7 @@ class FakeJobs:
         job.rows = [
             {"index": i, "question": q["question"], "answer": f"answer {i} [1]",
              "citations": [{"n": 1, "source": "manual.pdf", "page": 4}], "abstained": False,
-             "model": "fake-model", "prompt_version": "answer@v2", "timings": {"total_ms": 1.0},
+             "model": "fake-model", "prompt_version": "answer@v3", "timings": {"total_ms": 1.0},
              "error": None}
             for i, q in enumerate(good)
         ]  # fmt: skip

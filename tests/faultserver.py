@@ -10,6 +10,7 @@ completion requests received. ``refused_url()`` gives an endpoint nobody listens
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -27,7 +28,8 @@ class Fault:
 
     kind: ok, hang, slow_headers, status, slow_stream, drop, malformed_sse,
     truncated_json, invalid_json, json_body, truncated_json_body, empty, error_event, loop
-    (the same sentence over and over, ``tokens`` words, ignoring any cap).
+    (the same sentence over and over, ``tokens`` words, ignoring any cap), echo (repeats
+    every ``<KIND_n>`` placeholder of the request, each split over two pieces).
     """
 
     kind: str = "ok"
@@ -80,12 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
             owner.in_flight += 1
             owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
         try:
-            self._answer(fault)
+            self._answer(fault, request)
         finally:
             with owner._lock:
                 owner.in_flight -= 1
 
-    def _answer(self, fault: Fault) -> None:
+    def _answer(self, fault: Fault, request: dict[str, Any]) -> None:
         stop = self.server.owner.stopping
         if fault.kind == "hang":
             stop.wait()
@@ -108,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = body[: len(body) // 2]
             self._send(200, body)
             return
-        self._stream(fault, stop)
+        self._stream(fault, stop, request)
 
     def _completion(self, fault: Fault, text: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -140,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             chunk["model"] = fault.model
         return f"data: {json.dumps(chunk)}\n\n".encode()
 
-    def _stream(self, fault: Fault, stop: threading.Event) -> None:
+    def _stream(self, fault: Fault, stop: threading.Event, request: dict[str, Any]) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
@@ -155,6 +157,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "loop":
             words = "The lens is polished with rouge every month. ".split(" ")[:-1]
             pieces = [f"{words[i % len(words)]} " for i in range(fault.tokens)]
+        if fault.kind == "echo":
+            prompt = json.dumps(request.get("messages", []))
+            found = dict.fromkeys(re.findall(r"<[A-Z_]+_\d+>", prompt))
+            pieces = ["Found:"]
+            for placeholder in found:  # one per clause, as a model lists values
+                pieces += [" ", placeholder[:5], placeholder[5:] + ";"]
+            pieces.append(" [1].")
         if fault.kind in ("drop", "malformed_sse", "truncated_json", "invalid_json", "error_event"):
             pieces = (ANSWER * 10)[: fault.after]
         for piece in pieces:

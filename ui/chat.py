@@ -23,8 +23,17 @@ from streamlit.navigation.page import StreamlitPage
 
 from rag.chain import AnswerStream, ChatEngine
 from rag.errors import RagError
+from rag.guard.output import LinkPolicy
 from rag.llm.client import ModelStatus
-from rag.memory import CUT, FAILED, STOPPED, ConversationNotFoundError, Exchange, Message
+from rag.memory import (
+    CUT,
+    FAILED,
+    REFUSED,
+    STOPPED,
+    ConversationNotFoundError,
+    Exchange,
+    Message,
+)
 from ui.render import answer_details, citation_card, escape_markdown, guard_stream, sanitize_answer
 from ui.resources import Resources
 from ui.source import show_source
@@ -128,7 +137,11 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
         state.in_flight = feed
         try:
             with slot.container():
-                st.write_stream(guard_stream(feed.pieces(lambda note: _tick(status, note))))
+                view = st.empty()
+                # The sources are not known while the answer streams: the allow-list only.
+                live = LinkPolicy.for_answer(res.settings.link_allowlist)
+                for markdown in guard_stream(feed.pieces(lambda note: _tick(status, note)), live):
+                    view.markdown(markdown)
         except RagError as exc:  # stored as failed by the engine; the rerun shows it
             logger.info("answer failed: %s", exc)
         finally:
@@ -235,6 +248,10 @@ def _show_answer(res: Resources, state: SessionState, exchange: Exchange, *, las
     question_id = exchange.question.id
     answer = exchange.answer
     with st.chat_message("assistant"):
+        if answer is not None and answer.outcome == REFUSED:
+            # A guardrail's refusal is an answer in its own right, not a failure to retry.
+            st.warning(escape_markdown(str(answer.error or "refused")), icon=":material/block:")
+            return
         if answer is None or answer.outcome == FAILED:
             if answer is None:
                 st.warning(
@@ -246,7 +263,7 @@ def _show_answer(res: Resources, state: SessionState, exchange: Exchange, *, las
             _action(state, "Retry", f"retry-{question_id}", question_id, ":material/refresh:")
             return
         if answer.content:
-            st.markdown(sanitize_answer(answer.content))
+            st.markdown(sanitize_answer(answer.content, link_policy(res, answer.meta)))
         if answer.outcome == STOPPED:
             st.info(
                 "You stopped this answer; what had arrived is kept."
@@ -255,6 +272,16 @@ def _show_answer(res: Resources, state: SessionState, exchange: Exchange, *, las
                 icon=":material/stop_circle:",
             )
         _footer(res, state, answer, question_id, last=last)
+
+
+def link_policy(res: Resources, meta: dict[str, Any] | None) -> LinkPolicy:
+    """Where an answer's links may point: the allow-list and the passages it cites."""
+    cites = (meta or {}).get("citations") or []
+    return LinkPolicy.for_answer(
+        res.settings.link_allowlist,
+        [str(c.get("text", "")) for c in cites],
+        [str(c.get("source", "")) for c in cites],
+    )
 
 
 def _action(state: SessionState, label: str, key: str, question_id: int, icon: str) -> None:

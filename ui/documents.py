@@ -19,6 +19,7 @@ from rag.errors import RagError
 from rag.service.documents import UploadResult, delete_documents, display_name, summary
 from rag.store.faiss import DocumentInfo
 from rag.text import safe_label
+from ui.render import escape_markdown
 from ui.resources import Resources
 from ui.state import SessionState, session
 
@@ -181,13 +182,37 @@ def _rows(docs: list[DocumentInfo]) -> list[dict[str, Any]]:
             else f"partial: {d.chunks:,} (re-index to finish)",
             "added": d.ingested_at.replace("T", " ").replace("+00:00", " UTC"),
             "also as": ", ".join(safe_label(t) for t in d.titles[1:]),
+            "personal data": _pii_cell(d),
+            "flagged chunks": "" if d.pii is None else str(d.flagged or ""),
         }
         for d in docs
     ]
 
 
+def _pii_cell(d: DocumentInfo) -> str:
+    if d.pii is None:
+        return "not scanned"
+    return ", ".join(f"{kind} ({n})" for kind, n in sorted(d.pii.items()))
+
+
 def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, busy: bool) -> None:
     st.subheader(f"Indexed ({len(docs)})")
+    flagged = [d for d in docs if d.flagged]
+    if flagged:
+        named = ", ".join(safe_label(d.name) for d in flagged[:5]) + (
+            ", …" if len(flagged) > 5 else ""
+        )
+        kept = (
+            "they are kept out of answers and searches (RAG_QUARANTINE)."
+            if res.settings.quarantine
+            else "RAG_QUARANTINE=true keeps them out of answers and searches."
+        )
+        st.warning(
+            f"{len(flagged)} document{'' if len(flagged) == 1 else 's'} hold instruction-like "
+            f"text that may try to steer the model ({escape_markdown(named)}). Citations of "
+            f"such passages are marked; {kept}",
+            icon=":material/gpp_maybe:",
+        )
     st.dataframe(_rows(docs), hide_index=True, use_container_width=True)
     names = {d.id: f"{safe_label(d.name)} ({d.id[:8]})" for d in docs}
     chosen = st.multiselect("Select documents", options=list(names), format_func=lambda i: names[i])

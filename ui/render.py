@@ -9,6 +9,8 @@ from typing import Any
 
 import streamlit as st
 
+from rag.guard.injection import describe
+from rag.guard.output import NO_LINKS, LinkPolicy, safe_markdown, safe_stream
 from rag.text import content_words, split_sentences
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^&])")
@@ -47,27 +49,26 @@ def _keep_layout(markdown: str) -> str:
     )
 
 
-def sanitize_answer(text: str) -> str:
-    """Model output as markdown, minus what could fetch or misrender.
+def sanitize_answer(text: str, policy: LinkPolicy | None = None) -> str:
+    """Model output as markdown, minus what could fetch, link away or misrender.
 
-    Images (``![alt](url)``) are neutralised so the browser never fetches a URL the model
-    wrote, and ``$`` is escaped so prices are not typeset as math. HTML is escaped by
-    Streamlit itself (ragchat never passes ``unsafe_allow_html``).
+    Links and images render only where ``policy`` allows (None: nowhere); every other URL
+    is shown as text in inline code, so the browser never fetches or opens a URL the model
+    wrote. HTML entities show literally and ``$`` is escaped so prices are not typeset as
+    math. HTML is escaped by Streamlit itself (ragchat never passes ``unsafe_allow_html``).
+    See ``rag.guard.output.safe_markdown``.
     """
-    return text.replace("![", "!\\[").replace("$", "\\$")
+    return safe_markdown(text, policy or NO_LINKS)
 
 
-def guard_stream(pieces: Iterable[str]) -> Iterator[str]:
-    """``sanitize_answer`` applied while streaming, even when "!" and "[" arrive apart."""
-    held = ""
-    for piece in pieces:
-        text, held = held + piece, ""
-        if text.endswith("!"):
-            text, held = text[:-1], "!"
-        if text:
-            yield sanitize_answer(text)
-    if held:
-        yield held
+def guard_stream(pieces: Iterable[str], policy: LinkPolicy | None = None) -> Iterator[str]:
+    """``sanitize_answer`` of the whole answer so far, once per streamed piece.
+
+    Each value replaces the previous one on screen (``placeholder.markdown(value)``, not
+    ``st.write_stream``, which would append them): a link or an image split over pieces is
+    judged on the text that has arrived, and judged again when the rest arrives.
+    """
+    return safe_stream(pieces, policy or NO_LINKS)
 
 
 def cited_claims(answer: str, n: int) -> list[str]:
@@ -122,6 +123,12 @@ def citation_card(
         st.markdown(f"**[{citation['n']}]** {escape_markdown(name)}{where}")
         if citation.get("inferred"):
             st.caption("The model did not cite this; ragchat matched it to the answer.")
+        if citation.get("flags"):
+            st.warning(
+                f"{escape_markdown(describe(citation['flags']))} "
+                "This passage may try to steer the answer.",
+                icon=":material/gpp_maybe:",
+            )
         claims = cited_claims(answer, int(citation["n"]))
         preview = text if len(text) <= 400 else text[:400].rsplit(" ", 1)[0] + " …"
         st.markdown(passage_markdown(preview, claims))

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import (
     ConfigError,
+    ContentRefusedError,
     DocumentNotFoundError,
     EndpointFault,
     IndexLockedError,
@@ -26,6 +27,7 @@ from rag.errors import (
     InvalidInputError,
     JobNotFoundError,
     ParseLimitError,
+    PiiBlockedError,
     ProviderError,
     RagError,
     UnsupportedFileError,
@@ -69,6 +71,11 @@ def describe(exc: RagError) -> tuple[int, str, str | None]:
         return 404, "not_found", None
     if isinstance(exc, JobNotFoundError):
         return 404, "not_found", None
+    # Refusals by a guardrail: the request is understood, and will not be answered.
+    if isinstance(exc, ContentRefusedError):
+        return 422, "content_refused", exc.stage
+    if isinstance(exc, PiiBlockedError):
+        return 422, "pii_blocked", None
     if isinstance(exc, ProviderError):
         if exc.fault == EndpointFault.TIMEOUT:
             return 504, "model_timeout", None

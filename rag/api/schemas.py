@@ -52,6 +52,10 @@ class Citation(BaseModel):
     text: str
     support: float
     inferred: bool
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Injection rules that fired on the passage at ingestion (empty: none).",
+    )
 
 
 class AskResponse(BaseModel):
@@ -90,6 +94,10 @@ class SearchHitModel(BaseModel):
     page: int | None
     chunk_id: str
     text: str
+    flags: list[str] = Field(
+        default_factory=list,
+        description="Injection rules that fired on the chunk at ingestion (empty: none).",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -109,6 +117,13 @@ class DocumentModel(BaseModel):
     chunks: int
     ingested_at: str
     complete: bool
+    pii: dict[str, int] | None = Field(
+        default=None,
+        description="Kinds of personal data found, with counts; null: not scanned.",
+    )
+    flagged_chunks: int = Field(
+        default=0, description="Chunks flagged at ingestion for instruction-like text."
+    )
 
 
 class DocumentsResponse(BaseModel):

@@ -130,8 +130,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     for n, hit in enumerate(hits, 1):
         page = f" p. {hit.page}" if hit.page else ""
         text = safe_label(" ".join(hit.text.split()))
+        flagged = f"  flagged: {', '.join(hit.flags)}" if hit.flags else ""
         print(
-            f"[{n}] relevance {hit.relevance:.2f}  {safe_label(hit.source)}{page}  ({hit.chunk_id})"
+            f"[{n}] relevance {hit.relevance:.2f}  {safe_label(hit.source)}{page}  "
+            f"({hit.chunk_id}){flagged}"
         )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
@@ -144,6 +146,9 @@ def _configure_logging(verbosity: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if verbosity < 2:
         logging.getLogger("pypdf").setLevel(logging.ERROR)
+    from rag.service.components import redact_logs
+
+    redact_logs()  # no personal data in logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag.errors import RagError
 from rag.settings import Settings
+from rag.text import safe_label, safe_text
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +99,20 @@ def print_sources(answer: Answer) -> None:
     for c in answer.citations:
         page = f", page {c.source.page}" if c.source.page is not None else ""
         matched = "  (matched by ragchat: the model cited nothing)" if c.inferred else ""
-        print(f"  [{c.n}] {c.source.source}{page}{matched}")
-        print(textwrap.fill(_passage(c.source.text), width=104, subsequent_indent="    "))
+        flagged = ""
+        if c.source.flags:
+            flagged = f"  (flagged at ingestion: {', '.join(c.source.flags)})"
+        print(f"  [{c.n}] {safe_label(c.source.source)}{page}{matched}{flagged}")
+        passage = safe_text(_passage(c.source.text))
+        print(textwrap.fill(passage, width=104, subsequent_indent="    "))
 
 
 def _stream_to_terminal(stream: AnswerStream) -> Answer:
     try:
         for piece in stream:
-            sys.stdout.write(piece)
+            # Model output may hold terminal escapes (colours, hyperlinks, cursor moves):
+            # they are printed as visible text, never acted on.
+            sys.stdout.write(safe_text(piece))
             sys.stdout.flush()
     except RagError:
         sys.stdout.write("\n")
@@ -159,7 +166,7 @@ def _compare(service: RagService, args: argparse.Namespace) -> int:
             if isinstance(a, RagError):
                 print(f"error: {a}")
                 continue
-            print(a.text)
+            print(safe_text(a.text))
             print_sources(a)
             print()
     return 1 if any(isinstance(a, RagError) for a in answers.values()) else 0
@@ -176,7 +183,8 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         print(f"conversation {conversation.id} - /new for a new one, /quit to leave")
         for message in service.messages(conversation.id):
             if message.content:  # a failed question's answer has none
-                print(f"{'you' if message.role == 'user' else 'ragchat'}> {message.content}")
+                who = "you" if message.role == "user" else "ragchat"
+                print(f"{who}> {safe_text(message.content)}")
         while True:
             try:
                 question = input("you> ").strip()

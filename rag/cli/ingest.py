@@ -228,6 +228,9 @@ def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for d in docs:
         print(document_line(d))
+        note = d.guard_note()  # what the ingestion scan found, on a line of its own
+        if note:
+            print(f"    {note}")
     return 0
 
 

@@ -13,10 +13,16 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable
 
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
+from rag.guard.model import LazyDetector, PiiGuard, is_local_url
+from rag.guard.moderation import build_moderator
+from rag.guard.pii import PiiDetector, RedactingFilter
+from rag.guard.scan import ChunkScanner
 from rag.llm.client import Endpoint, build_llm, endpoints
 from rag.llm.local import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
@@ -81,6 +87,7 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Fai
         model_id=settings.embedding_model,
         dimension=embedding_dimension(model_path),
         lock_timeout_s=settings.lock_timeout_s,
+        scanner=ChunkScanner(shared_detector()),
     )
 
 
@@ -169,6 +176,7 @@ def build_retriever(
         mmr_lambda=settings.mmr_lambda,
         max_chunks_per_page=settings.max_chunks_per_page,
         reranker=reranker,
+        quarantine=settings.quarantine,
     )
 
 
@@ -188,14 +196,62 @@ def build_engine_over(
     endpoints_: list[Endpoint],
     memory: ConversationStore | None = None,
 ) -> ChatEngine:
-    """The chat engine over any retriever: the resilient model, the chain, the time limit."""
+    """The chat engine over any retriever: the resilient model, the chain, the guardrails."""
     prompts = load_prompts(settings.prompts_dir)
-    chain = build_chain(
-        build_llm(endpoints_, settings), retriever, prompts, ChainConfig.from_settings(settings)
-    )
+    config = ChainConfig.from_settings(settings)
+    llm: Runnable[LanguageModelInput, Any] = build_llm(endpoints_, settings)
+    pii = pii_guard(settings, endpoints_, llm)
+    chain = build_chain(pii or llm, retriever, prompts, config)
     return ChatEngine(
-        chain, prompts, endpoints=endpoints_, memory=memory, timeout_s=settings.llm_timeout_s
+        chain,
+        prompts,
+        endpoints=endpoints_,
+        memory=memory,
+        timeout_s=settings.llm_timeout_s,
+        fence=config.fence,
+        pii=pii,
+        moderator=build_moderator(settings),
     )
+
+
+def pii_guard(
+    settings: Settings, endpoints_: list[Endpoint], llm: Runnable[LanguageModelInput, Any]
+) -> PiiGuard | None:
+    """The PII guard around ``llm`` when RAG_PII asks for one and an endpoint is remote.
+
+    The bundled model and endpoints on this machine see the text as it is (unless
+    RAG_PII_ENDPOINTS=all); so does every endpoint with RAG_PII=off. One guarded endpoint
+    (the fallback too) guards them all.
+    """
+    guarded = [
+        e.label
+        for e in endpoints_
+        if settings.pii_endpoints == "all" or (e.server is None and not is_local_url(e.base_url))
+    ]
+    if settings.pii == "off" or not guarded:
+        return None
+    how = "masked" if settings.pii == "mask" else "blocked"
+    logger.info("personal data is %s for %s", how, ", ".join(guarded))
+    return PiiGuard(llm, shared_detector(), settings.pii)
+
+
+_DETECTOR = LazyDetector(PiiDetector)
+
+
+def shared_detector() -> LazyDetector:
+    """The process's PII detector, built on first use (its recognisers are read-only)."""
+    return _DETECTOR
+
+
+def redact_logs() -> None:
+    """Redact personal data from every record the root logger's handlers write.
+
+    Called by entry points once they have configured logging; the detector is built at
+    the first record written, not before.
+    """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter(shared_detector().get))
 
 
 class ConfiguredModels:

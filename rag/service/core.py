@@ -62,6 +62,7 @@ class SearchHit:
     page: int | None
     chunk_id: str
     text: str
+    flags: tuple[str, ...] = ()  # injection rules that fired on the chunk at ingestion
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat search --json`` and the API return."""
@@ -73,6 +74,7 @@ class SearchHit:
             "page": self.page,
             "chunk_id": self.chunk_id,
             "text": self.text,
+            "flags": list(self.flags),
         }
 
 
@@ -215,6 +217,7 @@ class RagService:
                 page=doc.metadata["page"],
                 chunk_id=doc.metadata["chunk_id"],
                 text=doc.page_content,
+                flags=tuple(doc.metadata.get("flags") or ()),
             )
             for doc, score in retriever.search(query)
         ]

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ from rag.errors import (
     IndexNotFoundError,
     IndexUnwritableError,
 )
+from rag.store import scan
+from rag.store.scan import ChunkScan
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +211,7 @@ class ChunkRecord:
     offset: int
     source: str
     title: str | None = None
+    flags: tuple[str, ...] = ()  # injection rules that fired on it at ingestion
 
     @property
     def name(self) -> str:
@@ -226,6 +229,8 @@ class ChunkRecord:
             "heading": self.heading,
             "offset": self.offset,
         }
+        if self.flags:
+            metadata["flags"] = list(self.flags)
         if score is not None:
             metadata["score"] = score
         return Document(page_content=self.text, metadata=metadata, id=self.chunk_id)
@@ -245,6 +250,9 @@ class DocumentInfo:
     # False while only the first ``chunks`` of it are stored (an ingestion was interrupted,
     # or its file failed part way); the next ingestion of the file completes it.
     complete: bool = True
+    # Kinds of personal data found with their counts; None: the index was not scanned.
+    pii: dict[str, int] | None = None
+    flagged: int = 0  # chunks with instruction-like text (see rag.guard.injection)
 
     @property
     def name(self) -> str:
@@ -252,6 +260,19 @@ class DocumentInfo:
         if self.titles:
             return self.titles[0]
         return Path(self.sources[0]).name if self.sources else self.id[:12]
+
+    def guard_note(self) -> str:
+        """What the ingestion scan found, in words ('' when nothing)."""
+        if self.pii is None:
+            return "not scanned for personal data or injected instructions (ingest again)"
+        parts = []
+        if self.pii:
+            found = ", ".join(f"{kind} {n}" for kind, n in sorted(self.pii.items()))
+            parts.append(f"personal data: {found}")
+        if self.flagged:
+            s = "" if self.flagged == 1 else "s"
+            parts.append(f"{self.flagged} chunk{s} flagged for instruction-like text")
+        return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat docs list --json`` prints."""
@@ -262,6 +283,8 @@ class DocumentInfo:
             "chunks": self.chunks,
             "ingested_at": self.ingested_at,
             "complete": self.complete,
+            "pii": self.pii,
+            "flagged_chunks": self.flagged,
         }
 
 
@@ -273,6 +296,7 @@ class NewChunk:
     page: int | None = None
     heading: str | None = None
     offset: int = 0
+    scan: ChunkScan | None = None  # scanned already (outside the writer's lock); None: not yet
 
 
 @dataclass(frozen=True)
@@ -339,6 +363,7 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
         sources.setdefault(doc_id, []).append(path)
         titles.setdefault(doc_id, []).append(title or Path(path).name)
     partial = _partial_rows(db)
+    found = scan.summaries(db)
     for doc_id, (path, _) in partial.items():
         # A partial new version of a file is listed under the file's path, which still names
         # the complete old version until the new one is complete.
@@ -355,6 +380,8 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
             chunks=chunks,
             ingested_at=ingested_at,
             complete=doc_id not in partial,
+            pii=None if found is None else found.get(doc_id, scan.GuardSummary()).pii,
+            flagged=0 if found is None else found.get(doc_id, scan.GuardSummary()).flagged,
         )
         for doc_id, kind, pages, chunks, ingested_at in db.execute(
             "SELECT doc_id, kind, pages, chunks, ingested_at FROM documents "
@@ -450,7 +477,12 @@ class StoreView:
     def all_chunks(self) -> list[ChunkRecord]:
         """Every stored chunk, in document order."""
         rows = self._conn().execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
-        return [ChunkRecord(*row) for row in rows]
+        return self._flagged([ChunkRecord(*row) for row in rows])
+
+    def _flagged(self, records: list[ChunkRecord]) -> list[ChunkRecord]:
+        """The records with the injection flags ingestion gave them."""
+        flags = scan.chunk_flags(self._conn(), [r.id for r in records])
+        return [replace(r, flags=flags[r.id]) if r.id in flags else r for r in records]
 
     def chunk_text(self, doc_id: str, seq: int) -> str | None:
         """The text of a document's chunk number ``seq`` (partial documents included)."""
@@ -471,7 +503,7 @@ class StoreView:
             .execute(_CHUNK_SELECT + f" WHERE c.id IN ({marks})", [int(i) for i in ids])
             .fetchall()
         )
-        return {row[0]: ChunkRecord(*row) for row in rows}
+        return {r.id: r for r in self._flagged([ChunkRecord(*row) for row in rows])}
 
     def search_chunks_by_vector(
         self, vector: Sequence[float], k: int = 4
@@ -549,7 +581,9 @@ class StoreView:
             .execute(_CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks})", list(ids))
             .fetchall()
         )
-        by_id = {row[1]: ChunkRecord(*row).to_document() for row in rows}
+        by_id = {
+            r.chunk_id: r.to_document() for r in self._flagged([ChunkRecord(*r) for r in rows])
+        }
         return [by_id[i] for i in ids if i in by_id]
 
 
@@ -602,6 +636,7 @@ class FaissStore(VectorStore):
         model_id: str,
         dimension: int | None = None,
         lock_timeout_s: float = 600.0,
+        scanner: scan.Scanner | None = None,
     ) -> None:
         if not model_id:
             raise ValueError("model_id must name the embedding model")
@@ -612,6 +647,8 @@ class FaissStore(VectorStore):
         self.model_id = model_id
         self._dimension = dimension
         self.lock_timeout_s = lock_timeout_s
+        # Scans each chunk written for injected instructions and personal data (None: off).
+        self.scanner = scanner
         self._current: _Generation | None = None
         self._lock = threading.Lock()  # guards _current and every generation's pins and pool
         self._open_lock = threading.Lock()  # one thread opens a new generation at a time
@@ -1369,6 +1406,7 @@ class IndexWriter:
             # The folder is thrown away on failure, so no journal is needed for safety.
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
+            self.scanning = scan.prepare(db, self.store.scanner)
         except BaseException:
             db.close()
             raise
@@ -1558,6 +1596,15 @@ class IndexWriter:
         self.db.execute(
             "UPDATE counters SET value = ? WHERE name='next_id'", (next_id + len(chunks),)
         )
+        scanner = self.store.scanner
+        if self.scanning and scanner is not None:
+            scan.store_scans(
+                self.db,
+                [
+                    (int(i), c.scan if c.scan is not None else scanner(c.text))
+                    for i, c in zip(ids, chunks, strict=True)
+                ],
+            )
         if len(chunks):
             faiss.normalize_L2(vectors)
             self.index.add_with_ids(vectors, ids)

@@ -54,7 +54,7 @@ def assert_error(response, status: int, type_: str, field: str | None = None) ->
     return error
 
 
-CITATION_KEYS = {"n", "source", "title", "page", "chunk_id", "text", "support", "inferred"}
+CITATION_KEYS = {"n", "source", "title", "page", "chunk_id", "text", "support", "inferred", "flags"}
 
 
 # Ask --------------------------------------------------------------------------------
@@ -203,7 +203,9 @@ def test_search_returns_hits(env):
     assert r.status_code == 200, r.text
     hits = r.json()["hits"]
     assert 1 <= len(hits) <= 2
-    assert {"score", "relevance", "source", "title", "page", "chunk_id", "text"} == set(hits[0])
+    assert {"score", "relevance", "source", "title", "page", "chunk_id", "text", "flags"} == set(
+        hits[0]
+    )
     assert any("Backups" in h["text"] for h in hits)
     assert_error(
         client.post("/api/v1/search", json={"query": "x", "k": 0}), 422, "invalid_input", "k"

@@ -50,7 +50,7 @@ def test_answer_streams_and_citations_map_to_chunks(retriever):
         (1, "c2", 5),
         (2, "c1", 4),
     ]
-    assert answer.prompt_version == "answer@v2"
+    assert answer.prompt_version == "answer@v3"
     assert answer.model == "fake-model"
     assert answer.timings["first_token_ms"] <= answer.timings["total_ms"]
     assert not answer.abstained
@@ -116,7 +116,7 @@ def test_conversations_remember_turns_and_stay_separate(retriever, tmp_path):
     messages = eng.memory.messages(first.id)
     assert [m.role for m in messages] == ["user", "assistant"] * 2
     assert messages[-1].meta["citations"][0]["chunk_id"] == "c3"
-    assert messages[-1].meta["prompt_version"] == "answer@v2"
+    assert messages[-1].meta["prompt_version"] == "answer@v3"
     assert stream.result is not None and stream.result.message_id == messages[-1].id
     assert eng.memory.messages(other.id) == []
 

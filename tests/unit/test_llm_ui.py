@@ -19,7 +19,7 @@ def test_a_cut_answer_shows_its_note_and_the_model_that_wrote_it(
     memory = ConversationStore(tmp_path / "conversations.db")
     conversation = memory.create("Backups")
     memory.add(conversation.id, "user", "When do backups run?")
-    meta = {"model": "fallback-model", "prompt_version": "answer@v2", "cut": CUT}
+    meta = {"model": "fallback-model", "prompt_version": "answer@v3", "cut": CUT}
     memory.add(conversation.id, "assistant", "Backups run nightly", meta)
     memory.add(conversation.id, "user", "And restores?")
     memory.add(conversation.id, "assistant", "Restores are manual.", {"model": "m", "cut": None})

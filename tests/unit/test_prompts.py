@@ -17,7 +17,7 @@ user = "{question}"
 
 def test_builtin_prompts_load_with_name_and_version():
     prompts = load_prompts()
-    assert prompts.answer.label == "answer@v2"
+    assert prompts.answer.label == "answer@v3"
     assert prompts.condense.variables == {"history", "question"}
 
 

@@ -127,7 +127,7 @@ def test_search_returns_chunks_with_relevance_and_titles(tmp_path):
     assert hits[0].title == "ops.md" and hits[0].page is None
     assert 0 <= hits[0].relevance <= 1
     assert set(hits[0].to_json()) == {
-        "score", "relevance", "source", "title", "page", "chunk_id", "text",
+        "score", "relevance", "source", "title", "page", "chunk_id", "text", "flags",
     }  # fmt: skip
     with pytest.raises(RagError, match="k: must be at least 1"):
         service.search("x", k=0)

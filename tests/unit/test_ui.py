@@ -45,7 +45,7 @@ def test_chat_streams_an_answer_with_citation_cards(tmp_path, monkeypatch):
     assert "manual.pdf · page 5" in plain and "manual.pdf · page 4" in plain
     assert ":orange-background[" in text  # the cited sentence is highlighted
     captions = [c.value.replace("\\", "") for c in at.caption]
-    assert any("fake-model" in c and "answer@v2" in c for c in captions)
+    assert any("fake-model" in c and "answer@v3" in c for c in captions)
     assert len(at.get("feedback")) == 1
 
     # Reopening shows the stored conversation; a follow-up goes into the same one.
