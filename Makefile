@@ -74,6 +74,11 @@ bench: install
 	$(PY) -m bench.batch
 	$(PY) bench/concurrent_local.py
 	$(PY) bench/first_answer.py
+	$(PY) bench/pii.py
+	$(PY) -m bench.injection
+	$(PY) -m bench.injection --answers obedient --quarantine
+	$(PY) -m bench.injection --answers bundled --spotlight off
+	$(PY) -m bench.injection --answers bundled --spotlight datamark
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

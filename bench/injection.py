@@ -389,6 +389,12 @@ def main() -> None:
     parser.add_argument("--spotlight", choices=("off", "delimit", "datamark"), default="datamark")
     parser.add_argument("--quarantine", action="store_true")
     parser.add_argument(
+        "--questions",
+        type=int,
+        default=0,
+        help="(b)/(c): ask only N planted questions, spread evenly over the set (0: all)",
+    )
+    parser.add_argument(
         "--planted", type=Path, default=PLANTED_DIR, help="folder of planted documents"
     )
     parser.add_argument(
@@ -407,6 +413,9 @@ def main() -> None:
     if not (args.planted / "manifest.json").is_file():
         sys.exit("no planted documents: run python -m bench.garak_payloads first")
     planted = load_manifest(args.planted)
+    if args.answers and args.questions and args.questions < len(planted):
+        step = len(planted) / args.questions
+        planted = [planted[int(i * step)] for i in range(args.questions)]
     root = corpus("postgresql")
     files = sorted(f.path for f in iter_files([root]) if f.problem is None)
     if args.limit:

@@ -308,11 +308,12 @@ class Settings(BaseSettings):
         ),
     )
     spotlight: Literal["off", "delimit", "datamark"] = Field(
-        default="datamark",
+        default="delimit",
         description=(
             "How passages are fenced in the prompt so that instructions inside documents are "
             "read as data: 'delimit' (each passage between markers no document can forge), "
-            "'datamark' (also a mark between the words of each passage), 'off'."
+            "'datamark' (also a mark between the words of each passage: for capable models; "
+            "the bundled 135M model cites less accurately with it), 'off'."
         ),
     )
     quarantine: bool = Field(
@@ -343,6 +344,9 @@ class Settings(BaseSettings):
     )
     moderation_api_key: SecretStr | None = Field(
         default=None, description="API key of the moderation endpoint."
+    )
+    moderation_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds to wait for the moderation endpoint."
     )
     moderation_blocklist: Path | None = Field(
         default=None,

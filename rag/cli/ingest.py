@@ -228,9 +228,15 @@ def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for d in docs:
         print(document_line(d))
-        note = d.guard_note()  # what the ingestion scan found, on a line of its own
-        if note:
+        if d.pii is not None and (note := d.guard_note()):  # what the scan found
             print(f"    {note}")
+    unscanned = sum(d.pii is None for d in docs)
+    if unscanned:
+        print(
+            f"note: {unscanned} document{'' if unscanned == 1 else 's'} not scanned for "
+            "personal data or injected instructions yet; the next ingestion scans them",
+            file=sys.stderr,
+        )
     return 0
 
 

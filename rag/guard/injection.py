@@ -270,8 +270,8 @@ def _other_format_run(text: str) -> bool:
 def _invisible(text: str) -> bool:
     if _TAGS.search(text) or _BIDI_RE.search(text) or _ZW_RUN.search(text):
         return True
-    # A zero-width joiner between emoji, or one ZWNJ in Persian, is writing; two or more
-    # inside Latin/Cyrillic words is someone splitting words.
+    # A zero-width joiner between emoji, or a ZWNJ in Persian, is writing; two or more
+    # inside Latin words is someone splitting words.
     inside = [m for m in _ZW_IN_WORD.finditer(text) if text[m.start() - 1].isascii()]
     if len(inside) >= 2:
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -286,11 +286,26 @@ class CombinedModerator:
         return Verdict(True, categories, flagged[0].by)
 
 
-def build_moderator(settings: Settings) -> Moderator | None:
+class MaskedModerator:
+    """Checks texts with personal data masked (for a moderation endpoint that is remote)."""
+
+    def __init__(self, moderator: Moderator, mask: Callable[[str], str]) -> None:
+        self.moderator = moderator
+        self.mask = mask
+
+    def check(self, text: str) -> Verdict:
+        """The inner moderator's verdict on ``text`` with its personal data masked."""
+        return self.moderator.check(self.mask(text))
+
+
+def build_moderator(
+    settings: Settings, mask: Callable[[str], str] | None = None
+) -> Moderator | None:
     """The moderator the settings ask for, or None when moderation is off.
 
     The blocklist (``RAG_MODERATION_BLOCKLIST``) checks first, then the endpoint
     (``RAG_MODERATION_URL`` with ``RAG_MODERATION_MODEL`` and ``RAG_MODERATION_API_KEY``).
+    ``mask``, when given, masks personal data in what the endpoint receives.
 
     Raises:
         ConfigError: The blocklist cannot be read or holds an invalid pattern, or the
@@ -308,11 +323,11 @@ def build_moderator(settings: Settings) -> Moderator | None:
                 url,
                 key.get_secret_value() if key is not None else None,
                 settings.moderation_model,
-                float(getattr(settings, "moderation_timeout_s", DEFAULT_TIMEOUT_S)),
+                settings.moderation_timeout_s,
             )
         except ValueError as exc:
             raise ConfigError("RAG_MODERATION_URL", str(exc)) from None
-        moderators.append(endpoint)
+        moderators.append(endpoint if mask is None else MaskedModerator(endpoint, mask))
     if not moderators:
         return None
     return moderators[0] if len(moderators) == 1 else CombinedModerator(moderators)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
@@ -210,8 +210,25 @@ def build_engine_over(
         timeout_s=settings.llm_timeout_s,
         fence=config.fence,
         pii=pii,
-        moderator=build_moderator(settings),
+        moderator=build_moderator(settings, moderation_mask(settings)),
     )
+
+
+def moderation_mask(settings: Settings) -> Callable[[str], str] | None:
+    """Masks personal data for the moderation endpoint when RAG_PII guards it as remote."""
+    url = settings.moderation_url
+    if settings.pii == "off" or not url:
+        return None
+    if settings.pii_endpoints == "remote" and is_local_url(url):
+        return None
+    detector = shared_detector()
+
+    def mask(text: str) -> str:
+        from rag.guard.pii import Masker
+
+        return Masker(detector.get()).mask(text)
+
+    return mask
 
 
 def pii_guard(

@@ -79,7 +79,7 @@ def test_answers_stream_and_citations_map_to_real_chunks(llm_server, index, stor
         assert len(pieces) > 1, "the answer did not stream"
         answer = stream.result
         assert answer is not None and answer.text and not answer.abstained
-        assert answer.model == "smollm2" and answer.prompt_version == "answer@v3+datamark"
+        assert answer.model == "smollm2" and answer.prompt_version == "answer@v3+delimit"
         shown = {s.chunk_id for s in answer.sources}
         for citation in answer.citations:
             chunk = stored[citation.source.chunk_id]

@@ -122,7 +122,8 @@ def test_incremental_reingest_prune_and_delete(capsys, corpus, tmp_path):
     listed = json.loads(out)
     assert len(listed) == 3
     assert set(listed[0]) == {
-        "id", "sources", "pages", "chunks", "ingested_at", "complete", "name", "titles"
+        "id", "sources", "pages", "chunks", "ingested_at", "complete", "name", "titles",
+        "pii", "flagged_chunks",
     }  # fmt: skip
     assert all(d["complete"] for d in listed)
     pdf = next(d for d in listed if d["sources"][0].endswith(".pdf"))

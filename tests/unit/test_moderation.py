@@ -206,3 +206,16 @@ def test_build_moderator_reports_bad_settings(tmp_path: Path) -> None:
         build_moderator(Settings(moderation_blocklist=tmp_path / "nope.txt"))
     with pytest.raises(ConfigError, match="RAG_MODERATION_URL"):
         build_moderator(Settings(moderation_url="not a url"))
+
+
+def test_a_remote_moderation_endpoint_gets_personal_data_masked(tmp_path) -> None:
+    from rag.service.components import moderation_mask
+    from rag.settings import Settings
+
+    remote = Settings(data_dir=tmp_path, moderation_url="https://moderation.example.com/v1")
+    mask = moderation_mask(remote)
+    assert mask is not None
+    assert mask("write to ann@example.org") == "write to <EMAIL_ADDRESS_1>"
+    local = remote.model_copy(update={"moderation_url": "http://127.0.0.1:9/v1"})
+    assert moderation_mask(local) is None
+    assert moderation_mask(remote.model_copy(update={"pii": "off"})) is None
