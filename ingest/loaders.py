@@ -712,6 +712,22 @@ _NAV_ROLES = {"navigation", "banner", "contentinfo", "search", "menu"}
 _MAX_HEADING_CHARS = 1000
 
 
+# Inline styles that hide an element from readers: text a person never sees is a favourite
+# hiding place of injected instructions, and is no content of the document either.
+_HIDING_STYLE = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?![.\d]*[1-9])"
+    r"|opacity\s*:\s*0(?![.\d]*[1-9])",
+    re.IGNORECASE,
+)
+
+
+def _is_hidden(attrib: Any) -> bool:
+    """An element the browser does not show: ``hidden``, ``aria-hidden`` or a hiding style."""
+    if attrib.get("hidden") is not None:
+        return True
+    return bool(_HIDING_STYLE.search(attrib.get("style") or ""))
+
+
 def _is_navigation(attrib: Any) -> bool:
     if (attrib.get("role") or "").lower() in _NAV_ROLES:
         return True
@@ -757,7 +773,7 @@ class _HtmlText:
             self._in_body = True
         if self._drop:
             self._drop += 1
-        elif name in _DROP_TAGS or attrib.get("hidden") is not None or _is_navigation(attrib):
+        elif name in _DROP_TAGS or _is_hidden(attrib) or _is_navigation(attrib):
             self._drop = 1
         elif self._heading is not None:
             return  # everything inside a heading is the heading's text

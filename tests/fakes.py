@@ -11,6 +11,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
 from ingest.chunking import Token
+from rag.guard.pii import PiiSpan
 
 
 class WordTokenizer:
@@ -68,3 +69,22 @@ class RecordingRetriever(BaseRetriever):
             if keyword.lower() in query.lower():
                 return docs
         return []
+
+
+MAIL = re.compile(r"[\w.]+@[\w.]+\.\w+")
+PHONE = re.compile(r"\+\d[\d ]{8,}\d")
+
+
+class FakeDetector:
+    """E-mail addresses and phone numbers by regex (the real detector has its own tests)."""
+
+    def find(self, text: str) -> list[PiiSpan]:
+        spans = [PiiSpan("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in MAIL.finditer(text)]
+        spans += [PiiSpan("PHONE_NUMBER", m.start(), m.end(), 1.0) for m in PHONE.finditer(text)]
+        return sorted(spans, key=lambda s: s.start)
+
+    def count(self, text: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for span in self.find(text):
+            out[span.kind] = out.get(span.kind, 0) + 1
+        return out

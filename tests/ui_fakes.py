@@ -14,6 +14,8 @@ from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import ProviderError
+from rag.guard.model import LazyDetector
+from rag.guard.scan import ChunkScanner
 from rag.jobs.queue import JobQueue
 from rag.jobs.store import SqliteJobStore
 from rag.memory import ConversationStore
@@ -23,7 +25,7 @@ from rag.service.core import RagService
 from rag.service.jobs import JobService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
-from tests.fakes import CountingEmbeddings, RecordingRetriever, WordTokenizer, doc
+from tests.fakes import CountingEmbeddings, FakeDetector, RecordingRetriever, WordTokenizer, doc
 from ui.resources import Resources
 
 ANSWERS = [
@@ -60,7 +62,10 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
     root = Path(folder)
     settings = Settings(data_dir=root)
     embeddings = CountingEmbeddings(size=32)
-    store = FaissStore(settings.resolved_index_dir, embeddings, model_id="fake", dimension=32)
+    scanner = ChunkScanner(LazyDetector(FakeDetector))
+    store = FaissStore(
+        settings.resolved_index_dir, embeddings, model_id="fake", dimension=32, scanner=scanner
+    )
     if not store.exists():
         add(store, "a" * 64, str(root / "manual.pdf"), ["max_connections sets clients."], 5)
         add(store, "b" * 64, str(root / "ops.md"), ["Backups run nightly."], None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,31 +12,12 @@ from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import ContentRefusedError, PiiBlockedError
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
 from rag.guard.moderation import Verdict
-from rag.guard.pii import PiiSpan
 from rag.llm.client import Endpoint
 from rag.memory import REFUSED, ConversationStore
 from rag.prompts import load_prompts
 from rag.service.components import pii_guard
 from rag.settings import Settings
-from tests.fakes import RecordingRetriever, doc
-
-MAIL = re.compile(r"[\w.]+@[\w.]+\.\w+")
-PHONE = re.compile(r"\+\d[\d ]{8,}\d")
-
-
-class FakeDetector:
-    """E-mail addresses and phone numbers by regex (the real detector has its own tests)."""
-
-    def find(self, text: str) -> list[PiiSpan]:
-        spans = [PiiSpan("EMAIL_ADDRESS", m.start(), m.end(), 1.0) for m in MAIL.finditer(text)]
-        spans += [PiiSpan("PHONE_NUMBER", m.start(), m.end(), 1.0) for m in PHONE.finditer(text)]
-        return sorted(spans, key=lambda s: s.start)
-
-    def count(self, text: str) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for span in self.find(text):
-            out[span.kind] = out.get(span.kind, 0) + 1
-        return out
+from tests.fakes import FakeDetector, RecordingRetriever, doc
 
 
 class Recording(GenericFakeChatModel):
