@@ -722,7 +722,7 @@ _HIDING_STYLE = re.compile(
 
 
 def _is_hidden(attrib: Any) -> bool:
-    """An element the browser does not show: ``hidden``, ``aria-hidden`` or a hiding style."""
+    """An element the browser does not show: the ``hidden`` attribute or a hiding style."""
     if attrib.get("hidden") is not None:
         return True
     return bool(_HIDING_STYLE.search(attrib.get("style") or ""))

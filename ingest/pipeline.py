@@ -40,7 +40,7 @@ from ingest.files import FoundFile, iter_files, os_reason
 from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
 from rag.store.faiss import DocumentInfo, FaissStore, IndexWriter, NewChunk
-from rag.store.scan import ChunkScan
+from rag.store.scan import ChunkScan, scan_text
 from rag.text import safe_label
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,11 @@ class IngestPipeline:
         """
         found = list(iter_files([Path(p) for p in paths]))
         named = {os.path.realpath(p): t for p, t in (titles or {}).items()}
-        return _Run(self, force=force, titles=named).ingest(found, prune=prune)
+        report = _Run(self, force=force, titles=named).ingest(found, prune=prune)
+        # An index from before the scan (or an older scanner) is scanned even when no file
+        # changed, so what the documents page reports always covers every chunk.
+        self.store.ensure_scanned()
+        return report
 
 
 # -- one run ----------------------------------------------------------------------------
@@ -521,7 +525,7 @@ class _Run:
                 item.vector = vector
                 # Scanned here, outside the writer's lock (the writer scans what comes unscanned).
                 if scanner is not None:
-                    item.scan = scanner(item.chunk.text)
+                    item.scan = scanner(scan_text(item.chunk.text, item.chunk.heading))
             self.embedded += len(batch)
             logger.debug("embedded batch of %d chunks", len(batch))
             self.p.progress("embed", self.embedded, self.cut)

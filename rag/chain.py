@@ -70,7 +70,7 @@ ABSTAIN_TEXT = (
 )
 CONDENSE_MAX_TOKENS = 96
 # Small models sometimes go on to write the next prompt themselves; stop them there.
-ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] ", "\n<<<"]
+ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] ", "\n<<<source ", "\n<<<end source "]
 
 
 @dataclass(frozen=True)
@@ -462,9 +462,9 @@ class ChatEngine:
         pieces = 0
         cut: str | None = None
         answered_by = _AnsweredBy()
-        self._check("question", question)
-        if self.pii is not None:
+        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
             self.pii.check_question(question)
+        self._check("question", question)
         configurable: dict[str, Any] = {BUFFERED_KEY: buffered, STATUS_KEY: stream.report}
         if self.pii is not None and self.pii.mode == "mask":
             configurable[MASKER_KEY] = self.pii.new_masker()

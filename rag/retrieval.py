@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from rag.store.faiss import StoreView
 
 
+# Most extra candidates a quarantined search fetches to make up for the flagged ones.
+QUARANTINE_EXTRA = 2000
+
+
 class Mode(enum.StrEnum):
     """How candidates are found."""
 
@@ -350,6 +354,8 @@ class HybridRetriever(BaseRetriever):
         self, view: StoreView, query: str, query_vector: list[float]
     ) -> list[tuple[Document, float]]:
         depth = max(self.fusion_depth, self.k)
+        if self.quarantine:  # flagged chunks are dropped after the search: look that much deeper
+            depth += min(view.flagged_count(), QUARANTINE_EXTRA)
         records: dict[int, Any] = {}
         cosine: dict[int, float] = {}
         ranked: list[list[tuple[int, float]]] = []

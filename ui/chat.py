@@ -279,7 +279,8 @@ def link_policy(res: Resources, meta: dict[str, Any] | None) -> LinkPolicy:
     cites = (meta or {}).get("citations") or []
     return LinkPolicy.for_answer(
         res.settings.link_allowlist,
-        [str(c.get("text", "")) for c in cites],
+        # A passage flagged for instruction-like text vouches for no URL.
+        [str(c.get("text", "")) for c in cites if not c.get("flags")],
         [str(c.get("source", "")) for c in cites],
     )
 

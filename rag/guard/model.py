@@ -25,7 +25,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_mess
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from rag.errors import PiiBlockedError
+from rag.errors import PiiBlockedError, RagError
 from rag.guard.spotlight import MARK, remark, unmark
 
 if TYPE_CHECKING:
@@ -62,8 +62,11 @@ class LazyDetector:
             return self._detector
 
 
-def _text(message: BaseMessage) -> str | None:
-    return message.content if isinstance(message.content, str) else None
+def _text(message: BaseMessage) -> str:
+    """A message's text; the guard refuses what it cannot read (it never sends it unread)."""
+    if not isinstance(message.content, str):
+        raise RagError("the PII guard sends text messages only; this one has other content")
+    return message.content
 
 
 class PiiGuard(Runnable[LanguageModelInput, BaseMessage]):
@@ -115,7 +118,7 @@ class PiiGuard(Runnable[LanguageModelInput, BaseMessage]):
             return messages
         # Passages arrive data-marked (words joined by U+02C6), which hides values from
         # the recognisers: they read the unmarked text, and the marks are put back after.
-        texts = [_text(m) or "" for m in messages]
+        texts = [_text(m) for m in messages]
         masked = masker.mask_many([unmark(t) for t in texts])
         return [
             m.model_copy(update={"content": remark(new) if MARK in old else new}) if old else m
@@ -128,9 +131,8 @@ class PiiGuard(Runnable[LanguageModelInput, BaseMessage]):
         """Ask the model with masked messages; the reply comes back unmasked."""
         masker = self._masker(config)
         reply: BaseMessage = self.model.invoke(self._prepare(input, masker), config, **kwargs)
-        text = _text(reply)
-        if text and self.mode == "mask":
-            reply = reply.model_copy(update={"content": masker.unmask(text)})
+        if isinstance(reply.content, str) and reply.content and self.mode == "mask":
+            reply = reply.model_copy(update={"content": masker.unmask(reply.content)})
         return reply
 
     def stream(
@@ -144,11 +146,10 @@ class PiiGuard(Runnable[LanguageModelInput, BaseMessage]):
             return
         unmask = masker.stream()
         for chunk in self.model.stream(messages, config, **kwargs):
-            text = _text(chunk)
-            if text is None:
+            if not isinstance(chunk.content, str):
                 yield chunk
                 continue
-            yield chunk.model_copy(update={"content": unmask.feed(text)})
+            yield chunk.model_copy(update={"content": unmask.feed(chunk.content)})
         tail = unmask.finish()
         if tail:
             yield AIMessageChunk(content=tail)

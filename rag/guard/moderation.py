@@ -11,13 +11,13 @@ settings ask for. Verdicts, errors and logs name categories and endpoints, never
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.errors import ConfigError, EndpointFault, ProviderError
+from rag.guard.injection import normalize
 
 if TYPE_CHECKING:
     import httpx
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 
 BLOCKLIST_SETTING = "RAG_MODERATION_BLOCKLIST"
 DEFAULT_TIMEOUT_S = 10.0
-_INVISIBLE = re.compile(
-    r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-    r"\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
-)
 
 
 @dataclass(frozen=True)
@@ -61,12 +57,12 @@ class Moderator(Protocol):
 
 
 def normalise(text: str) -> str:
-    """Text as the blocklist matches it: NFKC, casefolded, without invisible characters.
+    """Text as the blocklist matches it: the injection scanner's normal form.
 
-    Runs of whitespace become single spaces.
+    NFKC, casefolded, invisible characters (tag characters too) removed, look-alike
+    letters mapped to Latin, spaced-out letters joined, runs of white space made one.
     """
-    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
-    return " ".join(text.casefold().split())
+    return " ".join(normalize(text).split())
 
 
 class BlocklistModerator:
@@ -257,10 +253,7 @@ class EndpointModerator:
 
 
 class CombinedModerator:
-    """Several moderators in order: every one checks; the first to flag names the verdict.
-
-    The verdict's categories are those of every moderator that flagged, in order.
-    """
+    """Several moderators in order; the first to flag decides, and later ones are not asked."""
 
     def __init__(self, moderators: Sequence[Moderator]) -> None:
         """Combine ``moderators`` (at least one).
@@ -278,12 +271,12 @@ class CombinedModerator:
         Raises:
             ProviderError: A remote moderator could not give its verdict.
         """
-        verdicts = [m.check(text) for m in self.moderators]
-        flagged = [v for v in verdicts if v.flagged]
-        if not flagged:
-            return Verdict(False, (), verdicts[0].by)
-        categories = tuple(dict.fromkeys(c for v in flagged for c in v.categories))
-        return Verdict(True, categories, flagged[0].by)
+        # The first flag decides: the text goes to no further moderator (an endpoint, say).
+        for moderator in self.moderators:
+            verdict = moderator.check(text)
+            if verdict.flagged:
+                return verdict
+        return Verdict(False, (), verdict.by)
 
 
 class MaskedModerator:

@@ -72,6 +72,10 @@ class LinkPolicy:
     allowed_hosts: frozenset[str] = frozenset()
     allowed_prefixes: tuple[str, ...] = ()
     source_urls: frozenset[str] = frozenset()
+    # URLs of the passages' text allow links only: an image is fetched as soon as it is
+    # shown, so a planted passage listing image URLs would be a channel out (the model
+    # picks which one to show). Images render only from the allow-list and source paths.
+    text_urls: frozenset[str] = frozenset()
     _prefixes: tuple[SplitResult, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,14 +116,19 @@ class LinkPolicy:
                 prefixes.append(text)
             elif text:
                 hosts.add(text)
-        urls: set[str] = set()
+        in_text: set[str] = set()
         for text in source_texts:
-            urls.update(find_urls(text))
+            in_text.update(find_urls(text))
+        urls: set[str] = set()
         for path in source_paths:
             path = path.strip()
             if _scheme(path) in SAFE_SCHEMES:
                 urls.add(path)
-        return cls(frozenset(hosts), tuple(prefixes), frozenset(urls))
+        return cls(frozenset(hosts), tuple(prefixes), frozenset(urls), frozenset(in_text))
+
+    def allows_image(self, url: str) -> bool:
+        """Whether an image at ``url`` may render (fetched at once: no passage URLs)."""
+        return self.allows(url) and (url in self.source_urls or self._listed(url))
 
     def allows(self, url: str) -> bool:
         """Whether a link or image to ``url`` (already decoded) may render."""
@@ -128,8 +137,15 @@ class LinkPolicy:
         parts = _split(url)
         if parts is None or parts.scheme.lower() not in SAFE_SCHEMES:
             return False
-        if url in self.source_urls:
+        if url in self.source_urls or url in self.text_urls:
             return True
+        return self._listed(url)
+
+    def _listed(self, url: str) -> bool:
+        """Whether ``url`` is under the allow-list (a host or a URL prefix)."""
+        parts = _split(url)
+        if parts is None or parts.scheme.lower() not in SAFE_SCHEMES:
+            return False
         if parts.scheme.lower() == "mailto":
             domain = parts.path.rpartition("@")[2]
             return bool(parts.path.count("@") == 1 and self._host_allowed(domain))
@@ -525,7 +541,7 @@ class _Inline:
 
     def _image(self, link: _Link, *, in_label: bool) -> list[_Segment]:
         alt = _escape_all(_unescape(link.label))
-        if self.policy.allows(link.url):
+        if self.policy.allows_image(link.url):
             return [_Raw(f"![{alt}]({_destination(link.url)})")]
         return [
             _text("!"),

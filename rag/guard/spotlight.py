@@ -33,6 +33,11 @@ _FENCE_LIKE = re.compile(r"<{3,}|>{3,}")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
 
+def _defuse(text: str) -> str:
+    """Text with anything like a fence marker made harmless (a document cannot forge one)."""
+    return _FENCE_LIKE.sub(lambda m: "\u2039" * len(m.group(0)), text)
+
+
 def _new_id() -> str:
     return secrets.token_hex(4)
 
@@ -41,7 +46,7 @@ def _new_id() -> str:
 class Fence:
     """Formats the numbered sources of one prompt; ``mode`` off gives the plain format."""
 
-    mode: Mode = "datamark"
+    mode: Mode = "delimit"
     new_id: Callable[[], str] = field(default=_new_id, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,12 +71,15 @@ class Fence:
             note += f"; its words are joined by the mark {MARK}"
         blocks = [note + "."]
         for s in sources:
-            text = _FENCE_LIKE.sub(lambda m: "\u2039" * len(m.group(0)), s.text)
+            # The section heading comes from the document too: it goes inside the fence.
+            text = f'(section "{s.heading}")\n{s.text}' if s.heading else s.text
+            text = _defuse(text)
             if self.mode == "datamark":
                 text = "\n".join(_SPACES.sub(MARK, line.strip()) for line in text.split("\n"))
+            where = s.name + (f", page {s.page}" if s.page is not None else "")
             blocks.append(
-                f"[{s.n}] {s.label()}\n<<<source {s.n} {fence}>>>\n{text}\n"
-                f"<<<end source {s.n} {fence}>>>"
+                f"[{s.n}] {_defuse(' '.join(where.split()))}\n<<<source {s.n} {fence}>>>\n"
+                f"{text}\n<<<end source {s.n} {fence}>>>"
             )
         return "\n\n".join(blocks)
 

@@ -484,6 +484,10 @@ class StoreView:
         flags = scan.chunk_flags(self._conn(), [r.id for r in records])
         return [replace(r, flags=flags[r.id]) if r.id in flags else r for r in records]
 
+    def flagged_count(self) -> int:
+        """Chunks flagged at ingestion for instruction-like text."""
+        return scan.flagged_count(self._conn())
+
     def chunk_text(self, doc_id: str, seq: int) -> str | None:
         """The text of a document's chunk number ``seq`` (partial documents included)."""
         row = (
@@ -1184,6 +1188,19 @@ class FaissStore(VectorStore):
                 raise
             writer.commit()
 
+    def ensure_scanned(self, on_wait: Callable[[float], None] | None = None) -> bool:
+        """Scan an index its scanner has not scanned (older builds); True if it did.
+
+        Its next writer would do it anyway; this runs one when nothing else is written.
+        """
+        if self.scanner is None or not self.exists():
+            return False
+        with self.reader() as view:
+            if scan.scanned_with(view._conn()) == self.scanner.version:
+                return False
+        with self.writer(on_wait) as w:
+            return w.changed
+
     @contextlib.contextmanager
     def _locked(self, on_wait: Callable[[float], None] | None) -> Iterator[None]:
         """Hold the writer lock (an flock on ``writer.lock``, released if we die) for the block."""
@@ -1406,7 +1423,9 @@ class IndexWriter:
             # The folder is thrown away on failure, so no journal is needed for safety.
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
-            self.scanning = scan.prepare(db, self.store.scanner)
+            self.scanning, rescanned = scan.prepare(db, self.store.scanner)
+            # A rescan is a change worth publishing even when nothing else is written.
+            self.changed = rescanned
         except BaseException:
             db.close()
             raise
@@ -1601,7 +1620,7 @@ class IndexWriter:
             scan.store_scans(
                 self.db,
                 [
-                    (int(i), c.scan if c.scan is not None else scanner(c.text))
+                    (int(i), c.scan or scanner(scan.scan_text(c.text, c.heading)))
                     for i, c in zip(ids, chunks, strict=True)
                 ],
             )

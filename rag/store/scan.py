@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -116,36 +115,39 @@ def summaries(db: sqlite3.Connection) -> dict[str, GuardSummary] | None:
     return out
 
 
-def prepare(
-    db: sqlite3.Connection,
-    scanner: Scanner | None,
-    *,
-    on_rescan: Callable[[int], None] | None = None,
-) -> bool:
-    """Make a writer's generation ready for scan rows; True when new chunks must be scanned.
+def prepare(db: sqlite3.Connection, scanner: Scanner | None) -> tuple[bool, bool]:
+    """Make a writer's generation ready for scan rows: (scan new chunks, rescanned all).
 
     With a scanner whose version differs from the one the index was scanned with (or an
-    index never scanned), every stored chunk is scanned again now.
+    index never scanned), every stored chunk is scanned again now. A writer without a
+    scanner leaves its chunks unscanned, so the index stops claiming to be scanned.
     """
     if scanner is None:
-        return False
+        if _has_meta(db):
+            db.execute("DELETE FROM guard_meta WHERE name = ?", (COUNTER,))
+        return False, False
     db.executescript(SCHEMA)
     db.execute("CREATE TABLE IF NOT EXISTS guard_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
     if scanned_with(db) == scanner.version:
-        return True
+        return True, False
     total = 0
     db.execute("DELETE FROM chunk_guard")
-    cursor = db.execute("SELECT id, text FROM chunks")
+    cursor = db.execute("SELECT id, text, heading FROM chunks")
     while batch := cursor.fetchmany(1024):
-        rows = [scan.row(cid) for cid, text in batch if not (scan := scanner(text)).empty]
-        db.executemany("INSERT INTO chunk_guard VALUES (?, ?, ?)", rows)
+        scans = [(cid, scanner(scan_text(text, heading))) for cid, text, heading in batch]
+        db.executemany(
+            "INSERT INTO chunk_guard VALUES (?, ?, ?)",
+            [scan.row(cid) for cid, scan in scans if not scan.empty],
+        )
         total += len(batch)
     db.execute("INSERT OR REPLACE INTO guard_meta VALUES (?, ?)", (COUNTER, scanner.version))
-    if total:
-        logger.info("scanned %d stored chunks for injected instructions and personal data", total)
-        if on_rescan is not None:
-            on_rescan(total)
-    return True
+    logger.info("scanned %d stored chunks for injected instructions and personal data", total)
+    return True, True
+
+
+def scan_text(text: str, heading: str | None) -> str:
+    """What is scanned of a chunk: its section heading (document text too) and its text."""
+    return f"{heading}\n{text}" if heading else text
 
 
 def store_scans(db: sqlite3.Connection, scans: list[tuple[int, ChunkScan]]) -> None:
@@ -165,3 +167,10 @@ def chunk_flags(db: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[str, 
         f"SELECT id, flags FROM chunk_guard WHERE flags != '' AND id IN ({marks})", ids
     )
     return {int(cid): tuple(flags.split(",")) for cid, flags in rows}
+
+
+def flagged_count(db: sqlite3.Connection) -> int:
+    """How many chunks carry injection flags."""
+    if not has_table(db):
+        return 0
+    return int(db.execute("SELECT COUNT(*) FROM chunk_guard WHERE flags != ''").fetchone()[0])

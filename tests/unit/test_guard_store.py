@@ -118,3 +118,54 @@ def test_quarantine_keeps_flagged_chunks_out_of_retrieval(index_dir, fake_embedd
     shut = HybridRetriever(store=store, mode=mode, k=5, quarantine=True).invoke(query)
     assert shut and not any(d.metadata.get("flags") for d in shut)
     assert not any(PAYLOAD in d.page_content for d in shut)
+
+
+def test_quarantine_is_not_starved_by_many_flagged_chunks(index_dir, fake_embeddings, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"planted{i}.txt").write_text(f"Backups rotate weekly {i}. {PAYLOAD}")
+    (folder / "real.txt").write_text("Backups rotate weekly on the archive server.")
+    store = make_store(index_dir, fake_embeddings, FakeScanner())
+    ingest(store, fake_embeddings, folder)
+    shut = HybridRetriever(
+        store=store, mode=Mode.KEYWORD, k=3, fusion_depth=4, quarantine=True
+    ).invoke("backups rotate weekly")
+    assert [Path(d.metadata["source"]).name for d in shut] == ["real.txt"]
+
+
+def test_a_no_op_ingestion_still_scans_an_old_index(index_dir, fake_embeddings, docs):
+    ingest(make_store(index_dir, fake_embeddings), fake_embeddings, docs)
+    store = make_store(index_dir, fake_embeddings, FakeScanner())
+    ingest(store, fake_embeddings, docs)  # nothing changed in the files
+    assert by_name(store)["planted.txt"].flagged == 1
+
+
+def test_a_writer_without_a_scanner_unmarks_the_index(index_dir, fake_embeddings, docs, tmp_path):
+    ingest(make_store(index_dir, fake_embeddings, FakeScanner()), fake_embeddings, docs)
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "late.txt").write_text(PAYLOAD)
+    ingest(make_store(index_dir, fake_embeddings), fake_embeddings, more)
+    store = make_store(index_dir, fake_embeddings)
+    assert all(d.pii is None for d in store.documents())  # no longer claims to be scanned
+    scanned = make_store(index_dir, fake_embeddings, FakeScanner())
+    ingest(scanned, fake_embeddings, more)
+    assert by_name(scanned)["late.txt"].flagged == 1
+
+
+def test_section_headings_are_scanned_and_fenced(index_dir, fake_embeddings, tmp_path):
+    from rag.citations import Source
+    from rag.guard.spotlight import Fence
+
+    folder = tmp_path / "md"
+    folder.mkdir()
+    (folder / "guide.md").write_text(f"# {PAYLOAD}\n\nBackups run nightly at two.\n")
+    store = make_store(index_dir, fake_embeddings, FakeScanner())
+    ingest(store, fake_embeddings, folder)
+    assert by_name(store)["guide.md"].flagged == 1
+    fenced = Fence("delimit", new_id=lambda: "f00d").format(
+        [Source(1, "/d/guide.md", None, "c1", "Backups run nightly.", heading=PAYLOAD)]
+    )
+    head, body = fenced.split("<<<source 1 f00d>>>")
+    assert PAYLOAD not in head and PAYLOAD in body

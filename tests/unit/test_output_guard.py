@@ -423,3 +423,19 @@ def test_fence_content_keeps_tabs_and_loses_only_the_list_indent() -> None:
     # The leading tab reaches column 4: one column is left after the list's 3.
     out = safe_markdown("1. Step\n   ```make\n   all:\n   \tcc\ta.c\n   ```", POLICY)
     assert [t.content for t in _MD.parse(out) if t.type == "fence"] == ["all:\n cc\ta.c\n"]
+
+
+def test_a_passage_url_makes_a_link_but_never_an_image() -> None:
+    from rag.guard.output import LinkPolicy, safe_markdown
+
+    passage = "Logo at https://evil.example/p.png?a=yes and docs at https://docs.example.org/x"
+    policy = LinkPolicy.for_answer([], [passage], [])
+    out = safe_markdown(
+        "See [docs](https://docs.example.org/x) ![](https://evil.example/p.png?a=yes)", policy
+    )
+    assert "[docs](<https://docs.example.org/x>)" in out
+    assert "![](<https://evil.example/p.png?a=yes>)" not in out and "!\\[" in out
+    listed = LinkPolicy.for_answer(["evil.example"], [], [])
+    assert "![x](<https://evil.example/p.png>)" in safe_markdown(
+        "![x](https://evil.example/p.png)", listed
+    )
