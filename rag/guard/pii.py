@@ -732,7 +732,7 @@ def _hold_from(before: str, buffer: str, names: frozenset[str]) -> int:
 # --- redaction for logs --------------------------------------------------------------------
 
 
-def redact(text: str, detector: PiiDetector) -> str:
+def redact(text: str, detector: PiiDetector | LogDetector) -> str:
     """``text`` with each value replaced by its kind, e.g. ``<EMAIL_ADDRESS>``."""
     out: list[str] = []
     last = 0
@@ -744,6 +744,32 @@ def redact(text: str, detector: PiiDetector) -> str:
     return "".join(out)
 
 
+class LogDetector:
+    """Fast patterns for log lines: no Presidio, nothing to load, errs towards redacting.
+
+    Log redaction runs in every process, also in commands that never build the full
+    detector (building it imports spaCy: seconds, too slow for a shutdown message). These
+    patterns cover e-mail addresses, IPv4 addresses, IBAN-shaped codes and any number of
+    seven digits or more (phones, cards, national ids); names are not covered.
+    """
+
+    _PATTERNS = (
+        ("EMAIL_ADDRESS", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+        ("IBAN_CODE", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")),
+        ("IP_ADDRESS", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")),
+        ("NUMBER", re.compile(r"(?<![\w.])\+?\d(?:[ ().-]?\d){6,}(?![\w])")),
+    )
+
+    def find(self, text: str) -> list[PiiSpan]:
+        """Spans that look like personal data, first pattern first where they overlap."""
+        spans: list[PiiSpan] = []
+        for kind, pattern in self._PATTERNS:
+            for m in pattern.finditer(text):
+                if not any(m.start() < s.end and s.start < m.end() for s in spans):
+                    spans.append(PiiSpan(kind, m.start(), m.end(), 1.0))
+        return sorted(spans, key=lambda s: s.start)
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts personal data from records before they are written.
 
@@ -753,7 +779,7 @@ class RedactingFilter(logging.Filter):
     raw traceback again. Attach it to handlers (it then sees records of every logger).
     """
 
-    def __init__(self, detector: PiiDetector | Callable[[], PiiDetector]) -> None:
+    def __init__(self, detector: PiiDetector | LogDetector | Callable[[], PiiDetector]) -> None:
         """Redact with ``detector``.
 
         Args:
@@ -763,8 +789,10 @@ class RedactingFilter(logging.Filter):
         self._detector = detector
         self._busy = threading.local()
 
-    def _get(self) -> PiiDetector:
-        return self._detector if isinstance(self._detector, PiiDetector) else self._detector()
+    def _get(self) -> PiiDetector | LogDetector:
+        if isinstance(self._detector, PiiDetector | LogDetector):
+            return self._detector
+        return self._detector()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact ``record`` in place; always keep it."""

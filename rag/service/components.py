@@ -21,7 +21,7 @@ from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
 from rag.guard.moderation import build_moderator
-from rag.guard.pii import PiiDetector, RedactingFilter
+from rag.guard.pii import LogDetector, PiiDetector, RedactingFilter
 from rag.guard.scan import ChunkScanner
 from rag.llm.client import Endpoint, build_llm, endpoints
 from rag.llm.local import LocalLLMServer, bundled_model_path
@@ -263,12 +263,12 @@ def shared_detector() -> LazyDetector:
 def redact_logs() -> None:
     """Redact personal data from every record the root logger's handlers write.
 
-    Called by entry points once they have configured logging; the detector is built at
-    the first record written, not before.
+    Called by entry points once they have configured logging. Log lines are redacted with
+    fast patterns (``LogDetector``), so no process waits for Presidio to log a line.
     """
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter(shared_detector().get))
+            handler.addFilter(RedactingFilter(LogDetector()))
 
 
 class ConfiguredModels:

@@ -354,3 +354,17 @@ def test_spotlight_marks_hide_no_value_from_the_guard(detector: PiiDetector) -> 
     assert masked == (
         f"<<<source 1 ab12>>>\nMail{MARK}<EMAIL_ADDRESS_1>{MARK}today.\n<<<end source 1 ab12>>>"
     )
+
+
+def test_log_lines_are_redacted_fast_without_presidio() -> None:
+    from rag.guard.pii import LogDetector, redact
+
+    line = (
+        "answer failed for ann.lee@example.org from 203.0.113.7: card 4111 1111 1111 1111, "
+        "call +44 20 7946 0958, IBAN DE89 3704 0044 0532 0130 00; took 1019.64 s, "
+        "version 15.4.2, 12,391 chunks"
+    )
+    out = redact(line, LogDetector())
+    for value in ("ann.lee", "203.0.113.7", "4111", "7946", "DE89"):
+        assert value not in out
+    assert "1019.64 s" in out and "15.4.2" in out and "12,391 chunks" in out
