@@ -108,9 +108,12 @@ def test_ctrl_c_stops_llm_serve_and_its_server(tmp_path) -> None:
 
     from tests.integration.browser import descendants
 
+    # A CI runner started in the background (no job control) hands its children SIGINT
+    # ignored, and Python then installs no Ctrl-C handler: give the child the default back.
     proc = subprocess.Popen(
         [sys.executable, "-m", "rag.cli", "llm", "serve"], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, env={**os.environ, "RAG_DATA_DIR": str(tmp_path)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
