@@ -268,14 +268,27 @@ class JobQueue:
     # Tasks ----------------------------------------------------------------------------
 
     def _claim_or_retry(self, job_id: str, index: int, limit: int) -> None:
-        claim = self.store.claim(job_id, index, self.owner, self.claim_ttl_s, limit)
+        key = (job_id, index)
+        with self._lock:
+            # The store's claim belongs to this process, so it lets all of its threads
+            # in: a copy of a task (from recovery or the watchdog) on a second thread
+            # would ask the question again. This set keeps the claim to one thread.
+            mine = key in self._held
+            self._held.add(key)
+        claim = Claim.TAKEN
+        if not mine:
+            try:
+                claim = self.store.claim(job_id, index, self.owner, self.claim_ttl_s, limit)
+            finally:
+                if claim is not Claim.OK:  # not claimed, or the store failed
+                    with self._lock:
+                        self._held.discard(key)
         if claim is not Claim.OK:
-            # The job has its share in flight, or another worker answers this question:
-            # back to the end of the queue (it returns at once when that one is done).
+            # The job has its share in flight, or another thread or worker answers this
+            # question: back to the end of the queue (it returns at once when that one is
+            # done).
             time.sleep(self.retry_wait_s)
             raise RetryTask()
-        with self._lock:
-            self._held.add((job_id, index))
 
     def _release(self, job_id: str, index: int) -> None:
         with self._lock:

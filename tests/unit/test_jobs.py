@@ -165,6 +165,21 @@ def test_a_question_whose_task_runs_twice_is_asked_once(tmp_path: Path, model: M
     assert rows[1] == first[0] and len(rows) == 3
 
 
+def test_copies_of_a_task_on_threads_of_one_worker_ask_once(tmp_path: Path, model: Model) -> None:
+    # The claim's owner is the worker process: its own threads must not take a question
+    # another of them is answering (copies come from recovery and the watchdog).
+    model.delay_s = 0.3
+    jobs = job_service(tmp_path, model, workers=0)
+    try:
+        info = jobs.submit_batch([{"question": "copied?"}], concurrency=4)
+        jobs.queue.enqueue_questions(info.id, [0, 0, 0])
+        jobs.queue.start(4, recover=False)
+        wait(jobs, info.id)
+    finally:
+        jobs.close()
+    assert model.asked == {"copied?": 1}
+
+
 def test_failed_answers_are_rows_with_their_error(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
     try:
