@@ -16,10 +16,10 @@ import os
 import tempfile
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench.stub_llm import StubServer
 from bench.stub_llm import _Handler as InstantHandler
 from rag.evaluation import percentile
 
@@ -31,13 +31,6 @@ class _SlowHandler(InstantHandler):
     def do_POST(self) -> None:
         time.sleep(LATENCY_S)
         super().do_POST()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        return
 
 
 def _settings(data: Path, url: str) -> Any:
@@ -124,7 +117,7 @@ def main() -> None:
     from rag.service.components import open_service
 
     questions = _questions(args.questions)
-    server = _Server(("127.0.0.1", 0), _SlowHandler)
+    server = StubServer(("127.0.0.1", 0), _SlowHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     with tempfile.TemporaryDirectory() as tmp:

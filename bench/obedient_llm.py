@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import re
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+
+from bench.stub_llm import StubLLM
 
 _MARK = "\u02c6"  # rag.guard.spotlight.MARK
 _FENCE = re.compile(r"<<<(?:end )?source \d+ [0-9a-f]+>>>")
@@ -101,124 +99,11 @@ def obey(prompt: str | list[str]) -> str:
     return "The documents do not cover it."
 
 
-def _contents(request: dict[str, Any]) -> list[str]:
-    out = []
-    for message in request.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, list):  # content parts
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        if isinstance(content, str):
-            out.append(content)
-    return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-    def do_GET(self) -> None:
-        body = json.dumps({"object": "list", "data": [{"id": "obedient", "object": "model"}]})
-        self._send(200, body.encode())
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length", 0))
-        request = json.loads(self.rfile.read(length) or b"{}")
-        answer = obey(_contents(request))
-        with self.server.lock:
-            self.server.prompts.append(_contents(request))
-        base = {"id": "obedient", "created": int(time.time()), "model": "obedient"}
-        usage = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-        if not request.get("stream"):
-            body = {
-                **base,
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": answer},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": usage,
-            }
-            self._send(200, json.dumps(body).encode())
-            return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-        pieces = re.findall(r"\S+\s*|\s+", answer) or [""]
-        deltas: list[dict[str, str]] = [{"role": "assistant", "content": ""}]
-        deltas += [{"content": piece} for piece in pieces]
-        for delta in deltas:
-            chunk = {
-                **base,
-                "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-            }
-            self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
-        end = {
-            **base,
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-            "usage": usage,
-        }
-        self._chunk(f"data: {json.dumps(end)}\n\n".encode())
-        self._chunk(b"data: [DONE]\n\n")
-        self._chunk(b"")
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    lock: threading.Lock
-    prompts: list[list[str]]
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        return  # clients hang up after [DONE]
-
-
-class ObedientLLM:
+class ObedientLLM(StubLLM):
     """Serves the obedient stub on 127.0.0.1 in a background thread; ``prompts`` it got."""
 
     def __init__(self, port: int = 0) -> None:
-        self.server = _Server(("127.0.0.1", port), _Handler)
-        self.server.lock = threading.Lock()
-        self.server.prompts = []
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-compatible base URL (``.../v1``)."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    @property
-    def prompts(self) -> list[list[str]]:
-        """The messages of every chat completion request received so far."""
-        with self.server.lock:
-            return list(self.server.prompts)
-
-    def __enter__(self) -> ObedientLLM:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(obey, port=port, model="obedient")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from langchain_core.runnables import Runnable
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, load_embeddings
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
-from rag.guard.moderation import build_moderator
+from rag.guard.moderation import Moderator, build_moderator
 from rag.guard.pii import LogDetector, PiiDetector, RedactingFilter
 from rag.guard.scan import ChunkScanner
 from rag.llm.client import Endpoint, build_llm, endpoints
@@ -195,8 +195,14 @@ def build_engine_over(
     retriever: BaseRetriever,
     endpoints_: list[Endpoint],
     memory: ConversationStore | None = None,
+    *,
+    moderator: Callable[[], Moderator | None] | None = None,
 ) -> ChatEngine:
-    """The chat engine over any retriever: the resilient model, the chain, the guardrails."""
+    """The chat engine over any retriever: the resilient model, the chain, the guardrails.
+
+    ``moderator`` gives the moderator to share (a service's engines share one: one
+    blocklist read, one HTTP client); by default the engine builds its own.
+    """
     prompts = load_prompts(settings.prompts_dir)
     config = ChainConfig.from_settings(settings)
     llm: Runnable[LanguageModelInput, Any] = build_llm(endpoints_, settings)
@@ -210,8 +216,22 @@ def build_engine_over(
         timeout_s=settings.llm_timeout_s,
         fence=config.fence,
         pii=pii,
-        moderator=build_moderator(settings, moderation_mask(settings)),
+        moderator=moderator() if moderator is not None else shared_moderator(settings)(),
     )
+
+
+def shared_moderator(settings: Settings) -> Callable[[], Moderator | None]:
+    """The moderator the settings ask for, built at the first call and then reused."""
+    lock = threading.Lock()
+    built: list[Moderator | None] = []
+
+    def get() -> Moderator | None:
+        with lock:
+            if not built:
+                built.append(build_moderator(settings, moderation_mask(settings)))
+            return built[0]
+
+    return get
 
 
 def moderation_mask(settings: Settings) -> Callable[[str], str] | None:
@@ -370,11 +390,13 @@ def build_service(
     """
     store = store or build_store(settings)
     models = models or ConfiguredModels(settings)
+    moderator = shared_moderator(settings)  # one for all of the service's engines
 
     def engine(
         mode: str | None, k: int | None, found: list[Any], memory: ConversationStore | None
     ) -> ChatEngine:
-        return build_engine_over(settings, build_retriever(settings, store, mode, k), found, memory)
+        retriever = build_retriever(settings, store, mode, k)
+        return build_engine_over(settings, retriever, found, memory, moderator=moderator)
 
     def pipeline(progress: Progress) -> IngestPipeline:
         return build_pipeline(
