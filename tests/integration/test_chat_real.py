@@ -228,7 +228,6 @@ def test_terminal_chat_remembers_the_conversation(llm_server, index, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("ragchat> ") == 2
-    assert "Sources:" in done.stdout and "lighthouses.pdf" in done.stdout
     from rag.memory import ConversationStore
 
     memory = ConversationStore(tmp_path / "conversations.db")
@@ -237,6 +236,14 @@ def test_terminal_chat_remembers_the_conversation(llm_server, index, tmp_path):
     assert [t.role for t in turns] == ["user", "assistant"] * 2
     assert turns[2].content == "How often does he do that?"
     assert conversation.title.startswith("What does the lighthouse keeper")
+    # Whether the 135M model cites (or its answer is close enough to a passage for ragchat to
+    # match one) varies with the CPU even at temperature 0, so the terminal is held to what was
+    # stored: every stored citation is printed under its answer, and none is made up.
+    answers = [m for m in memory.messages(conversation.id) if m.role == "assistant"]
+    cited = [c for m in answers for c in m.meta.get("citations", [])]
+    assert done.stdout.count("\nSources:") == sum(bool(m.meta.get("citations")) for m in answers)
+    for c in cited:
+        assert Path(c["source"]).name in done.stdout
 
 
 # -- `ragchat ask` against a misbehaving endpoint (tests/faultserver.py) -------------------
