@@ -256,3 +256,56 @@ class ContentRefusedError(RagError):
         self.categories = list(categories)
         what = f" ({', '.join(self.categories)})" if self.categories else ""
         super().__init__(f"refused: the {stage} was flagged by {by}{what}")
+
+
+class AuthenticationError(RagError):
+    """The caller is not signed in: no key or session, or one that is not valid (HTTP 401).
+
+    ``reason`` says what is wrong with what was given (expired, revoked, tampered with), and
+    never echoes the secret itself.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"not signed in: {reason}")
+
+
+class PermissionDeniedError(RagError):
+    """The caller is signed in but may not do this (HTTP 403).
+
+    Only for actions on things the caller may see (a viewer uploading to a collection shared
+    with them, a read-only key deleting); a thing the caller may not read is not found.
+    """
+
+    def __init__(self, action: str, reason: str) -> None:
+        self.action = action
+        self.reason = reason
+        super().__init__(f"not allowed to {action}: {reason}")
+
+
+class NotFoundError(RagError):
+    """No ``kind`` has this id, or the caller may not read it: the two answer alike (404)."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"no {kind} {key!r}")
+
+
+class RateLimitedError(RagError):
+    """A rate limit was reached; ``retry_after_s`` says when to try again (HTTP 429)."""
+
+    def __init__(self, limit: str, retry_after_s: float) -> None:
+        self.limit = limit
+        self.retry_after_s = max(1, int(retry_after_s + 0.999))
+        super().__init__(
+            f"rate limit reached ({limit}); try again in {_duration(self.retry_after_s)}"
+        )
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{(seconds + 59) // 60} min"
+    return f"{(seconds + 3599) // 3600} h"

@@ -49,7 +49,7 @@ from rag.errors import (
     IndexNotFoundError,
     IndexUnwritableError,
 )
-from rag.store import scan
+from rag.store import collections, scan
 from rag.store.scan import ChunkScan
 
 logger = logging.getLogger(__name__)
@@ -253,6 +253,7 @@ class DocumentInfo:
     # Kinds of personal data found with their counts; None: the index was not scanned.
     pii: dict[str, int] | None = None
     flagged: int = 0  # chunks with instruction-like text (see rag.guard.injection)
+    collection: str = collections.DEFAULT_COLLECTION
 
     @property
     def name(self) -> str:
@@ -285,6 +286,7 @@ class DocumentInfo:
             "complete": self.complete,
             "pii": self.pii,
             "flagged_chunks": self.flagged,
+            "collection": self.collection,
         }
 
 
@@ -354,7 +356,9 @@ def _partial_rows(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
     return {doc_id: (source, done) for doc_id, source, done in rows}
 
 
-def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
+def _documents(db: sqlite3.Connection, within: frozenset[str] | None = None) -> list[DocumentInfo]:
+    """The documents (of the collections ``within``; None: all), oldest first."""
+    filed = collections.of_documents(db)
     sources: dict[str, list[str]] = {}
     titles: dict[str, list[str]] = {}
     for path, doc_id, title in db.execute(
@@ -382,11 +386,13 @@ def _documents(db: sqlite3.Connection) -> list[DocumentInfo]:
             complete=doc_id not in partial,
             pii=None if found is None else found.get(doc_id, scan.GuardSummary()).pii,
             flagged=0 if found is None else found.get(doc_id, scan.GuardSummary()).flagged,
+            collection=filed.get(doc_id, collections.DEFAULT_COLLECTION),
         )
         for doc_id, kind, pages, chunks, ingested_at in db.execute(
             "SELECT doc_id, kind, pages, chunks, ingested_at FROM documents "
             "ORDER BY ingested_at, doc_id"
         )
+        if within is None or filed.get(doc_id, collections.DEFAULT_COLLECTION) in within
     ]
 
 
@@ -413,6 +419,7 @@ class _Generation:
         self.pins = 0
         self.retired = False
         self.closed = False
+        self.cache: dict[str, Any] = {}  # derived from the generation (it never changes)
 
     def detach(self) -> list[sqlite3.Connection]:
         """Mark closed and hand over the connections to close (under the store's lock)."""
@@ -470,9 +477,9 @@ class StoreView:
         self._conn()
         return int(self._gen.index.ntotal)
 
-    def documents(self) -> list[DocumentInfo]:
-        """Every indexed document, oldest first."""
-        return _documents(self._conn())
+    def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
+        """Every indexed document (of the collections ``within``), oldest first."""
+        return _documents(self._conn(), within)
 
     def all_chunks(self) -> list[ChunkRecord]:
         """Every stored chunk, in document order."""
@@ -510,12 +517,16 @@ class StoreView:
         return {r.id: r for r in self._flagged([ChunkRecord(*row) for row in rows])}
 
     def search_chunks_by_vector(
-        self, vector: Sequence[float], k: int = 4
+        self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
     ) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first."""
+        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first.
+
+        ``within``: only chunks of these collections (None: all), filtered inside the
+        search, so there are ``k`` of them whenever the collections hold ``k``.
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
-        self._conn()
+        db = self._conn()
         index = self._gen.index
         if index.ntotal == 0:
             return []
@@ -526,7 +537,11 @@ class StoreView:
         # query over 12k / 200k vectors: 2.1 / 30.6 ms on 2 threads, 0.8 / 17.3 ms on one.
         # (The setting belongs to the calling thread.)
         faiss.omp_set_num_threads(1)
-        scores, ids = index.search(query, min(k, index.ntotal))
+        found = None
+        if within is not None:
+            codes = collections.position_codes(self._gen.cache, index, db)
+            found = collections.filtered_search(index, codes, query, k, within)
+        scores, ids = found if found is not None else index.search(query, min(k, index.ntotal))
         hits = [
             (int(i), min(1.0, max(-1.0, float(s))))
             for i, s in zip(ids[0], scores[0], strict=True)
@@ -535,11 +550,14 @@ class StoreView:
         records = self.records([i for i, _ in hits])
         return [(records[i], s) for i, s in hits if i in records]
 
-    def keyword_search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
+    def keyword_search(
+        self, query: str, k: int = 4, within: frozenset[str] | None = None
+    ) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks that best match the query's words by BM25 (FTS5), best first.
 
         The score is FTS5's BM25 with the sign flipped (higher is better); the query's words
-        are OR-ed, each quoted, so no user input is read as FTS5 syntax.
+        are OR-ed, each quoted, so no user input is read as FTS5 syntax. ``within``: only
+        chunks of these collections (None: all), filtered in the query.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -548,11 +566,20 @@ class StoreView:
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
-        rows = db.execute(
-            "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
-            "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
-            (KEYWORD_HEADING_WEIGHT, match, k),
-        ).fetchall()
+        if within is None:
+            rows = db.execute(
+                "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
+                (KEYWORD_HEADING_WEIGHT, match, k),
+            ).fetchall()
+        else:
+            condition, args = collections.sql_filter(db, within, "c.doc_id")
+            rows = db.execute(
+                "SELECT f.rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts f "
+                "JOIN chunks c ON c.id = f.rowid "
+                f"WHERE chunks_fts MATCH ? AND {condition} ORDER BY s DESC LIMIT ?",
+                (KEYWORD_HEADING_WEIGHT, match, *args, k),
+            ).fetchall()
         records = self.records([r[0] for r in rows])
         return [(records[i], float(s)) for i, s in rows if i in records]
 
@@ -575,16 +602,23 @@ class StoreView:
         index = self._gen.index
         return np.asarray([index.reconstruct(int(c)) for c in chunk_ids], dtype="float32")
 
-    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
-        """Stored chunks by chunk id, in the order asked (unknown ids are skipped)."""
+    def get_by_ids(
+        self, ids: Sequence[str], within: frozenset[str] | None = None
+    ) -> list[Document]:
+        """Stored chunks by chunk id, in the order asked (unknown ids are skipped).
+
+        ``within``: only chunks of these collections (others are skipped like unknown ones).
+        """
         if not ids:
             return []
+        db = self._conn()
         marks = ",".join("?" * len(ids))
-        rows = (
-            self._conn()
-            .execute(_CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks})", list(ids))
-            .fetchall()
-        )
+        condition, args = "1", list[str]()
+        if within is not None:
+            condition, args = collections.sql_filter(db, within, "c.doc_id")
+        rows = db.execute(
+            _CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks}) AND {condition}", [*ids, *args]
+        ).fetchall()
         by_id = {
             r.chunk_id: r.to_document() for r in self._flagged([ChunkRecord(*r) for r in rows])
         }
@@ -1004,12 +1038,15 @@ class FaissStore(VectorStore):
         with self.reader() as view:
             return view.manifest
 
-    def documents(self) -> list[DocumentInfo]:
-        """Every indexed document, oldest first; empty before the first ingestion."""
+    def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
+        """Every indexed document (of the collections ``within``; None: all), oldest first.
+
+        Empty before the first ingestion.
+        """
         if not self.exists():
             return []
         with self.reader() as view:
-            return view.documents()
+            return view.documents(within)
 
     def chunk_count(self) -> int:
         """Number of chunks (and vectors) in the index."""
@@ -1026,20 +1063,25 @@ class FaissStore(VectorStore):
             return view.all_chunks()
 
     def search_chunks_by_vector(
-        self, vector: Sequence[float], k: int = 4
+        self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
     ) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first."""
+        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first.
+
+        ``within``: of these collections only (see ``StoreView``).
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
         with self.reader() as view:
-            return view.search_chunks_by_vector(vector, k)
+            return view.search_chunks_by_vector(vector, k, within)
 
-    def keyword_search(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
+    def keyword_search(
+        self, query: str, k: int = 4, within: frozenset[str] | None = None
+    ) -> list[tuple[ChunkRecord, float]]:
         """The ``k`` chunks that best match the query's words by BM25; see ``StoreView``."""
         if k < 1:
             raise ValueError("k must be at least 1")
         with self.reader() as view:
-            return view.keyword_search(query, k)
+            return view.keyword_search(query, k, within)
 
     def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity between ``vector`` and stored chunks, by internal chunk id.
@@ -1102,7 +1144,11 @@ class FaissStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Store each text as a one-chunk document; metadata may give source and page."""
+        """Store each text as a one-chunk document; metadata may give source and page.
+
+        ``collection=NAME`` (a keyword argument) files them in that collection.
+        """
+        collection = str(kwargs.get("collection") or collections.DEFAULT_COLLECTION)
         texts = list(texts)
         metadatas = metadatas or [{} for _ in texts]
         if len(metadatas) != len(texts):
@@ -1111,7 +1157,7 @@ class FaissStore(VectorStore):
         chunk_ids: list[str] = []
         with self.writer() as writer:
             for text, meta, vector in zip(texts, metadatas, vectors, strict=True):
-                doc_id = content_id(text.encode("utf-8"))
+                doc_id = collections.document_id(content_id(text.encode("utf-8")), collection)
                 source = str(meta.get("source") or f"text:{doc_id[:12]}")
                 if writer.has_document(doc_id):
                     writer.add_source(source, doc_id)
@@ -1124,6 +1170,7 @@ class FaissStore(VectorStore):
                     source=source,
                     chunks=[NewChunk(text=text, page=meta.get("page"))],
                     vectors=np.asarray([vector], dtype="float32"),
+                    collection=collection,
                 )
                 chunk_ids.extend(writer.chunk_ids(doc_id))
         return chunk_ids
@@ -1340,13 +1387,15 @@ class FaissStore(VectorStore):
             leftovers=[g for g in gens if int(g[1:]) > int(generation[1:])],
         )
 
-    def find_document(self, key: str) -> str:
+    def find_document(self, key: str, within: frozenset[str] | None = None) -> str:
         """The document id for an id, a unique id prefix (6+ characters) or a source path.
+
+        Only documents of the collections ``within`` (None: all) are considered.
 
         Raises:
             DocumentNotFoundError: nothing, or more than one document, matches.
         """
-        docs = self.documents()
+        docs = self.documents(within)
         path = str(Path(key).expanduser().resolve())
         for doc in docs:
             if doc.id == key or path in doc.sources or key in doc.sources:
@@ -1487,9 +1536,13 @@ class IndexWriter:
         )
         return [r[0] for r in rows]
 
-    def documents(self) -> list[DocumentInfo]:
-        """Documents as this transaction sees them."""
-        return _documents(self.db)
+    def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
+        """Documents as this transaction sees them (of the collections ``within``)."""
+        return _documents(self.db, within)
+
+    def collection_of(self, doc_id: str) -> str:
+        """The collection a stored document is in."""
+        return collections.of_documents(self.db).get(doc_id, collections.DEFAULT_COLLECTION)
 
     # -- changes ----------------------------------------------------------------------
 
@@ -1504,8 +1557,9 @@ class IndexWriter:
         vectors: np.ndarray,
         title: str | None = None,
         complete: bool = True,
+        collection: str = collections.DEFAULT_COLLECTION,
     ) -> None:
-        """Store a new document with its chunks and their vectors.
+        """Store a new document with its chunks and their vectors, in ``collection``.
 
         With ``complete=False`` only the document's first chunks are given; more follow with
         ``append_chunks``. Such a partial document is listed under ``source`` at once, unless
@@ -1520,6 +1574,7 @@ class IndexWriter:
             "INSERT INTO documents VALUES (?, ?, ?, ?, ?)",
             (doc_id, kind, pages, len(chunks), _now()),
         )
+        collections.assign(self.db, doc_id, collection)
         self._insert_chunks(doc_id, 0, chunks, vectors)
         if complete:
             self.add_source(source, doc_id, title)

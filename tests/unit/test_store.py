@@ -16,7 +16,7 @@ from rag.errors import (
     IndexUnwritableError,
 )
 from rag.store.faiss import CURRENT, FaissStore, NewChunk
-from tests.contract import StoreContract
+from tests.contract import CollectionsContract, StoreContract
 from tests.fakes import CountingEmbeddings
 
 
@@ -24,7 +24,7 @@ def make_store(index_dir: Path, emb: CountingEmbeddings, model: str = "fake") ->
     return FaissStore(index_dir, emb, model_id=model, dimension=32, lock_timeout_s=0.2)
 
 
-class TestFaissStoreContract(StoreContract):
+class TestFaissStoreContract(StoreContract, CollectionsContract):
     @pytest.fixture
     def store(self, index_dir: Path, fake_embeddings: CountingEmbeddings) -> FaissStore:
         return make_store(index_dir, fake_embeddings)
