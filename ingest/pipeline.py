@@ -39,6 +39,7 @@ from ingest.detect import Kind, opaque_binary
 from ingest.files import FoundFile, iter_files, os_reason
 from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
+from rag.store.collections import DEFAULT_COLLECTION, document_id
 from rag.store.faiss import DocumentInfo, FaissStore, IndexWriter, NewChunk
 from rag.store.scan import ChunkScan, scan_text
 from rag.text import safe_label
@@ -175,8 +176,14 @@ class IngestPipeline:
         prune: bool = False,
         force: bool = False,
         titles: Mapping[Path, str] | None = None,
+        collection: str = DEFAULT_COLLECTION,
     ) -> IngestReport:
-        """Ingest files and folders (recursively); with ``prune``, forget vanished files.
+        """Ingest files and folders (recursively) into ``collection``.
+
+        With ``prune``, files of that collection that vanished are forgotten.
+
+        A file indexed in another collection is refused (delete it there first): a path
+        names one document.
 
         ``force`` re-reads and re-embeds files even when unchanged (after changing the
         chunking, say). ``titles`` gives display names for files, such as the original name
@@ -189,7 +196,9 @@ class IngestPipeline:
         """
         found = list(iter_files([Path(p) for p in paths]))
         named = {os.path.realpath(p): t for p, t in (titles or {}).items()}
-        report = _Run(self, force=force, titles=named).ingest(found, prune=prune)
+        report = _Run(self, force=force, titles=named, collection=collection).ingest(
+            found, prune=prune
+        )
         # An index from before the scan (or an older scanner) is scanned even when no file
         # changed, so what the documents page reports always covers every chunk.
         self.store.ensure_scanned()
@@ -280,7 +289,10 @@ class _Index:
 class _Run:
     """The state of one ``IngestPipeline.run``."""
 
-    def __init__(self, pipeline: IngestPipeline, *, force: bool, titles: dict[str, str]) -> None:
+    def __init__(
+        self, pipeline: IngestPipeline, *, force: bool, titles: dict[str, str], collection: str
+    ) -> None:
+        self.collection = collection
         self.p = pipeline
         self.store = pipeline.store
         self.force = force
@@ -331,13 +343,17 @@ class _Run:
             refusal = self._refused_early(item.path)
             if refusal is not None:
                 return FileOutcome(key, "failed", refusal)
-            doc_id = file_content_id(item.path)
+            doc_id = document_id(file_content_id(item.path), self.collection)
         except OSError as exc:
             return FileOutcome(key, "failed", os_reason(exc))
         except IngestError as exc:
             return FileOutcome(key, "failed", exc.reason)
         title = self.titles.get(key)
         current = self.index.by_source.get(key)
+        if current is not None and self.index.docs[current].collection != self.collection:
+            return FileOutcome(
+                key, "failed", "indexed in another collection; delete it there first"
+            )
         info = self.index.docs.get(doc_id)
         same = current is None or (current == doc_id and not self.force)
         outcome = FileOutcome(key, "added" if same else "updated")
@@ -621,6 +637,7 @@ class _Run:
                 vectors=_matrix(chunk_items),
                 title=doc.title,
                 complete=complete,
+                collection=self.collection,
             )
             for path, title in others:
                 w.add_source(path, doc.doc_id, title)
@@ -657,20 +674,23 @@ class _Run:
         name.outcome.reason = "the copy of its content under another name was not stored"
 
     def _prune(self) -> None:
-        gone = [s for s in self.index.by_source if not os.path.exists(s)]
+        ours = {d.id for d in self.index.docs.values() if d.collection == self.collection}
+        gone = [s for s, d in self.index.by_source.items() if d in ours and not os.path.exists(s)]
         gone += [
             d.sources[0]
             for d in self.index.docs.values()
-            if not d.complete and d.sources and not os.path.exists(d.sources[0])
+            if d.id in ours and not d.complete and d.sources and not os.path.exists(d.sources[0])
         ]
         if not gone:
             return
         with self.store.writer(on_wait=self._on_wait) as writer:
-            for source in sorted(writer.sources()):
-                if not os.path.exists(source):
+            for source, doc_id in sorted(writer.sources().items()):
+                if not os.path.exists(source) and writer.collection_of(doc_id) == self.collection:
                     writer.remove_source(source)
                     self.report.files.append(FileOutcome(source, "removed"))
             for doc_id, (source, _) in writer.partial_documents().items():
+                if writer.collection_of(doc_id) != self.collection:
+                    continue
                 if not os.path.exists(source) and not writer.document_sources(doc_id):
                     writer.delete_document(doc_id)
                     self.report.files.append(FileOutcome(source, "removed"))

@@ -73,6 +73,11 @@ CONDENSE_MAX_TOKENS = 96
 ANSWER_STOP = ["\nQuestion:", "\nSources:", "\n[1] ", "\n<<<source ", "\n<<<end source "]
 
 
+# RunnableConfig "configurable" key: the collections retrieval may read (a frozenset of
+# collection ids, or None for all). Every question must set it.
+WITHIN_KEY = "retrieval_within"
+
+
 @dataclass(frozen=True)
 class ChainConfig:
     """Budget of the model's context window."""
@@ -183,7 +188,9 @@ def build_chain(
 
     def retrieve(x: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         started = time.perf_counter()
-        docs = retriever.invoke(x["standalone"], config)
+        # The caller's collections; a KeyError (no scope given) fails the question closed.
+        within = config.get("configurable", {})[WITHIN_KEY]
+        docs = retriever.invoke(x["standalone"], config, within=within)
         return {"docs": docs, "ms": (time.perf_counter() - started) * 1000}
 
     def fit(x: dict[str, Any]) -> Fitted:
@@ -358,18 +365,31 @@ class ChatEngine:
         self.timeout_s = timeout_s
 
     def ask(
-        self, question: str, history: Sequence[Turn] = (), *, buffered: bool = False
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        *,
+        within: frozenset[str] | None,
+        buffered: bool = False,
     ) -> AnswerStream:
         """Stream an answer to ``question`` given earlier turns.
+
+        ``within``: the collections the passages may come from (None: all); the caller's
+        scope, never left to a default.
 
         ``buffered``: the caller shows nothing until the answer is complete (``--json``,
         batch runs), so an endpoint whose stream drops midway is replaced by the fallback
         instead of the answer being cut.
         """
-        return self._stream(question, list(history), None, buffered)
+        return self._stream(question, list(history), None, buffered, within)
 
     def ask_in(
-        self, conversation_id: str, question: str, *, buffered: bool = False
+        self,
+        conversation_id: str,
+        question: str,
+        *,
+        within: frozenset[str] | None,
+        buffered: bool = False,
     ) -> AnswerStream:
         """Stream an answer within a stored conversation.
 
@@ -384,10 +404,15 @@ class ChatEngine:
             raise RagError("the question is empty")
         history = self.memory.history(conversation_id)
         asked = self.memory.ask(conversation_id, question)
-        return self._stream(question, history, (conversation_id, asked.id), buffered)
+        return self._stream(question, history, (conversation_id, asked.id), buffered, within)
 
     def retry_in(
-        self, conversation_id: str, question_id: int, *, buffered: bool = False
+        self,
+        conversation_id: str,
+        question_id: int,
+        *,
+        within: frozenset[str] | None,
+        buffered: bool = False,
     ) -> AnswerStream:
         """Answer a stored question again (retry, regenerate), from the turns before it.
 
@@ -397,7 +422,7 @@ class ChatEngine:
             raise RagError("this engine has no conversation memory")
         asked = self.memory.question(conversation_id, question_id)
         history = self.memory.history(conversation_id, before=question_id)
-        return self._stream(asked.content, history, (conversation_id, asked.id), buffered)
+        return self._stream(asked.content, history, (conversation_id, asked.id), buffered, within)
 
     def _stream(
         self,
@@ -405,12 +430,13 @@ class ChatEngine:
         history: list[Turn],
         asked: tuple[str, int] | None,
         buffered: bool,
+        within: frozenset[str] | None,
     ) -> AnswerStream:
         question = question.strip()
         if not question:
             raise RagError("the question is empty")
         stream = AnswerStream(iter(()))
-        pieces = self._run(stream, question, history, buffered)
+        pieces = self._run(stream, question, history, buffered, within)
         stream._pieces = pieces if asked is None else self._saved(stream, pieces, *asked)
         return stream
 
@@ -454,6 +480,7 @@ class ChatEngine:
         question: str,
         history: list[Turn],
         buffered: bool,
+        within: frozenset[str] | None,
     ) -> Iterator[str]:
         started = time.perf_counter()
         first_token: float | None = None
@@ -465,7 +492,11 @@ class ChatEngine:
         if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
             self.pii.check_question(question)
         self._check("question", question)
-        configurable: dict[str, Any] = {BUFFERED_KEY: buffered, STATUS_KEY: stream.report}
+        configurable: dict[str, Any] = {
+            BUFFERED_KEY: buffered,
+            STATUS_KEY: stream.report,
+            WITHIN_KEY: within,
+        }
         if self.pii is not None and self.pii.mode == "mask":
             configurable[MASKER_KEY] = self.pii.new_masker()
         if self.timeout_s is not None:

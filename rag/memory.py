@@ -41,7 +41,12 @@ CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, id
 """
 # Columns added after the first release; older databases get them on open.
 _ADDED_COLUMNS = {
-    "conversations": [("named", "INTEGER NOT NULL DEFAULT 0")],
+    # A conversation belongs to the user who started it (conversations from before users
+    # belong to the local user of RAG_AUTH=none).
+    "conversations": [
+        ("named", "INTEGER NOT NULL DEFAULT 0"),
+        ("owner", "TEXT NOT NULL DEFAULT 'local'"),
+    ],
     "messages": [
         ("outcome", "TEXT NOT NULL DEFAULT 'answered'"),
         ("error", "TEXT"),
@@ -168,16 +173,19 @@ class ConversationStore:
         with self._lock:
             self._db.close()
 
-    def create(self, title: str = "") -> Conversation:
-        """Start a conversation; without ``title`` it is named after its first question."""
+    def create(self, title: str = "", *, owner: str) -> Conversation:
+        """Start a conversation of ``owner`` (a user id).
+
+        Without ``title`` it is named after its first question.
+        """
         now = _now()
         named = bool(title.strip())
         conv = Conversation(uuid.uuid4().hex, title.strip() or "New chat", now, now)
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO conversations (id, title, created_at, updated_at, named) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (conv.id, conv.title, conv.created_at, conv.updated_at, int(named)),
+                "INSERT INTO conversations (id, title, created_at, updated_at, named, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (conv.id, conv.title, conv.created_at, conv.updated_at, int(named), owner),
             )
         return conv
 
@@ -196,25 +204,30 @@ class ConversationStore:
             title = title_of(first)
         return Conversation(conv_id, title, created, updated, questions)
 
-    def get(self, conversation_id: str) -> Conversation:
-        """A conversation's header.
+    def get(self, conversation_id: str, *, owner: str | None = None) -> Conversation:
+        """A conversation's header (``owner``: only if it is that user's).
 
         Raises:
-            ConversationNotFoundError: no such conversation.
+            ConversationNotFoundError: no such conversation, or another user's.
         """
+        query, args = f"{self._HEADER} WHERE c.id = ?", [conversation_id]
+        if owner is not None:
+            query += " AND c.owner = ?"
+            args.append(owner)
         with self._lock:
-            row = self._db.execute(f"{self._HEADER} WHERE c.id = ?", (conversation_id,)).fetchone()
+            row = self._db.execute(query, args).fetchone()
         if row is None:
             raise ConversationNotFoundError(conversation_id)
         return self._header(row)
 
-    def conversations(self) -> list[Conversation]:
-        """Conversations with at least one question, most recently active first."""
+    def conversations(self, *, owner: str) -> list[Conversation]:
+        """``owner``'s conversations with at least one question, most recently active first."""
         with self._lock:
             rows = self._db.execute(
-                f"{self._HEADER} WHERE EXISTS (SELECT 1 FROM messages m "
+                f"{self._HEADER} WHERE c.owner = ? AND EXISTS (SELECT 1 FROM messages m "
                 "WHERE m.conversation_id = c.id AND m.role = 'user') "
-                "ORDER BY c.updated_at DESC, c.rowid DESC"
+                "ORDER BY c.updated_at DESC, c.rowid DESC",
+                (owner,),
             ).fetchall()
         return [self._header(r) for r in rows]
 
@@ -360,9 +373,19 @@ class ConversationStore:
             turns += [Turn("user", ex.question.content), Turn("assistant", ex.answer.content)]
         return turns
 
-    def set_feedback(self, message_id: int, score: int | None) -> None:
-        """Store a thumbs up (1) or down (0) on an answer; None clears it."""
+    def set_feedback(self, message_id: int, score: int | None, *, owner: str) -> None:
+        """Store a thumbs up (1) or down (0) on an answer of ``owner``'s; None clears it.
+
+        Raises:
+            MessageNotFoundError: no such answer in the owner's conversations.
+        """
         if score not in (None, 0, 1):
             raise ValueError("feedback must be 0, 1 or None")
         with self._lock, self._db:
-            self._db.execute("UPDATE messages SET feedback = ? WHERE id = ?", (score, message_id))
+            changed = self._db.execute(
+                "UPDATE messages SET feedback = ? WHERE id = ? AND role = 'assistant' AND "
+                "conversation_id IN (SELECT id FROM conversations WHERE owner = ?)",
+                (score, message_id, owner),
+            ).rowcount
+        if not changed:
+            raise MessageNotFoundError(message_id)

@@ -27,6 +27,8 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from rag.errors import RagError
+
 if TYPE_CHECKING:
     from rag.store.faiss import StoreView
 
@@ -254,6 +256,13 @@ def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_: float) -
     return chosen
 
 
+class _Unset:
+    """No ``within`` was given (distinct from None, which admits every collection)."""
+
+
+_UNSET = _Unset()
+
+
 class HybridRetriever(BaseRetriever):
     """The top ``k`` chunks for a question, with calibrated relevance in the metadata.
 
@@ -335,12 +344,21 @@ class HybridRetriever(BaseRetriever):
         return [(record, score) for record, score in hits if not record.flags]
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        within: frozenset[str] | _Unset | None = _UNSET,
     ) -> list[Document]:
-        return [doc for doc, _ in self.search(query)]
+        if isinstance(within, _Unset):  # fail closed: a caller that forgot its scope
+            raise RagError("retrieval needs the collections it may read (within=...)")
+        return [doc for doc, _ in self.search(query, within=within)]
 
-    def search(self, query: str) -> list[tuple[Document, float]]:
+    def search(self, query: str, *, within: frozenset[str] | None) -> list[tuple[Document, float]]:
         """Documents with their fused score (z-score or RRF, or the single method's own score).
+
+        ``within``: only chunks of these collections (None: all); the filter is applied
+        inside both searches, so the depth and ``k`` are filled from them alone.
 
         Every store read goes through one pinned view, so the vector hits, the keyword hits,
         their similarities and their records all come from the same published generation,
@@ -348,10 +366,14 @@ class HybridRetriever(BaseRetriever):
         """
         query_vector = self.store.embeddings.embed_query(query)
         with self.store.reader() as view:
-            return self._search(view, query, query_vector)
+            return self._search(view, query, query_vector, within)
 
     def _search(
-        self, view: StoreView, query: str, query_vector: list[float]
+        self,
+        view: StoreView,
+        query: str,
+        query_vector: list[float],
+        within: frozenset[str] | None,
     ) -> list[tuple[Document, float]]:
         depth = max(self.fusion_depth, self.k)
         if self.quarantine:  # flagged chunks are dropped after the search: look that much deeper
@@ -361,13 +383,13 @@ class HybridRetriever(BaseRetriever):
         ranked: list[list[tuple[int, float]]] = []
         weights: list[float] = []
         if self.mode in (Mode.VECTOR, Mode.HYBRID):
-            hits = self._admitted(view.search_chunks_by_vector(query_vector, depth))
+            hits = self._admitted(view.search_chunks_by_vector(query_vector, depth, within))
             records.update({r.id: r for r, _ in hits})
             cosine.update({r.id: s for r, s in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.vector_weight)
         if self.mode in (Mode.KEYWORD, Mode.HYBRID):
-            hits = self._admitted(view.keyword_search(query, depth))
+            hits = self._admitted(view.keyword_search(query, depth, within))
             records.update({r.id: r for r, _ in hits})
             ranked.append([(r.id, s) for r, s in hits])
             weights.append(self.keyword_weight)

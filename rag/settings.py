@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -77,11 +78,87 @@ class Settings(BaseSettings):
             "served. Unset: no limit. The bundled model always takes one at a time."
         ),
     )
-    api_allow_remote: bool = Field(
+    auth: Literal["none", "password", "oidc", "header"] = Field(
+        default="none",
+        description=(
+            "How people sign in. none: one local user (an admin), no sign-in, served to this "
+            "machine only; password: local accounts (`ragchat users add`); oidc: an OpenID "
+            "Connect provider through Streamlit's st.login (configured in "
+            ".streamlit/secrets.toml [auth]); header: a user name set by a trusted reverse "
+            "proxy (RAG_TRUSTED_PROXIES, RAG_AUTH_HEADER)."
+        ),
+    )
+    allow_remote: bool = Field(
         default=False,
         description=(
-            "Let the HTTP API (/api) answer clients on other machines. There are no user "
-            "accounts yet: anyone who can reach the port can read and delete documents."
+            "With RAG_AUTH=none, serve the pages and the API to other machines anyway: anyone "
+            "who can reach the port is the admin and can read and delete every document."
+        ),
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Secret that signs session cookies (32+ characters); unset: a random one kept in "
+            "DATA_DIR/session.key, shared by every process of the installation."
+        ),
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 90, description="Hours a sign-in lasts before a new one."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "RAG_AUTH=header: addresses or networks of the reverse proxies whose user header "
+            "is believed (comma-separated, e.g. 127.0.0.1,10.0.0.0/8); from anywhere else "
+            "the header is ignored."
+        ),
+    )
+    auth_header: str = Field(
+        default="X-Forwarded-User",
+        description="RAG_AUTH=header: the header holding the user name.",
+    )
+    auth_groups_header: str = Field(
+        default="X-Forwarded-Groups",
+        description="RAG_AUTH=header: the header holding the user's groups (comma-separated).",
+    )
+    auth_default_role: Literal["member", "viewer"] = Field(
+        default="member",
+        description="Role of a user who signs in through OIDC or the proxy for the first time.",
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="RAG_AUTH=oidc: the ID token claim listing the groups."
+    )
+    rate_requests_per_minute: int = Field(
+        default=120, ge=0, description="Requests per minute per user (0: no limit)."
+    )
+    rate_key_requests_per_minute: int = Field(
+        default=60, ge=0, description="Requests per minute per API key (0: no limit)."
+    )
+    rate_tokens_per_day: int = Field(
+        default=0,
+        ge=0,
+        description="Model tokens (prompt and answer) per user per day (0: no limit).",
+    )
+    signin_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Failed sign-ins per account in 15 minutes before it is locked for the rest of "
+            "them (and four times as many per address)."
+        ),
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description=(
+            "Where rate-limit counters live: memory:// (per process) or redis://host:port/db "
+            "(shared by every server of an installation)."
+        ),
+    )
+    audit_questions: bool = Field(
+        default=False,
+        description=(
+            "Keep the text of questions in the audit trail (by default it records who asked, "
+            "in which collections, what was cited and by which model, not the question)."
         ),
     )
     queue_url: str | None = Field(
@@ -360,7 +437,7 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads of the bundled local model (default: all)."
     )
 
-    @field_validator("link_allowlist", mode="before")
+    @field_validator("link_allowlist", "trusted_proxies", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -372,6 +449,30 @@ class Settings(BaseSettings):
                     raise ValueError(f"not a JSON list: {exc}") from exc
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a network") from None
+        return entries
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("needs at least 32 characters")
+        return secret
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage_url(cls, url: str) -> str:
+        if not url.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("memory:// or redis://host:port/db")
+        return url
 
     @field_validator("link_allowlist")
     @classmethod
@@ -403,12 +504,27 @@ class Settings(BaseSettings):
                 f"RAG_LLM_MAX_ANSWER_TOKENS ({self.llm_max_answer_tokens}) must be under half "
                 f"of RAG_LLM_CONTEXT_WINDOW ({self.llm_context_window})"
             )
+        if self.auth == "header" and not self.trusted_proxies:
+            raise ValueError(
+                "RAG_AUTH=header needs RAG_TRUSTED_PROXIES: the addresses of the proxies "
+                "whose user header is believed"
+            )
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
                 f"RAG_CHUNK_SIZE ({self.chunk_size})"
             )
         return self
+
+    @property
+    def access_path(self) -> Path:
+        """The app database: users, collections, API keys."""
+        return self.data_dir / "access.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit trail."""
+        return self.data_dir / "audit.sqlite"
 
     @property
     def resolved_conversations_path(self) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from rag.access.principal import Principal
 from rag.errors import RagError
 from rag.service.export import results_csv, results_jsonl
 from rag.text import safe_label
@@ -49,16 +50,16 @@ def page(res: Resources) -> None:
     _submit(jobs, res, state)
     if state.batch_job:
         try:
-            info = jobs.get(state.batch_job).to_json()
+            info = jobs.get(state.batch_job, caller=res.caller).to_json()
         except RagError as exc:  # forgotten (a new data folder), or the queue is down
             st.error(str(exc))
             state.batch_job = None
         else:
             if info["state"] in TERMINAL:
-                _finished(jobs, info)
+                _finished(jobs, info, res.caller)
             else:
-                _running(jobs, info["id"])
-    _recent(jobs, state)
+                _running(jobs, info["id"], res.caller)
+    _recent(jobs, state, res.caller)
 
 
 def _submit(jobs: Any, res: Resources, state: Any) -> None:
@@ -78,7 +79,7 @@ def _submit(jobs: Any, res: Resources, state: Any) -> None:
     if upload is not None and st.button("Run", type="primary", icon=":material/play_arrow:"):
         try:
             info = jobs.submit_batch_file(
-                upload.name, upload.getvalue(), concurrency=int(concurrency)
+                upload.name, upload.getvalue(), caller=res.caller, concurrency=int(concurrency)
             )
         except RagError as exc:  # a file with no usable question: nothing was queued
             st.error(str(exc))
@@ -89,10 +90,10 @@ def _submit(jobs: Any, res: Resources, state: Any) -> None:
 
 
 @st.fragment(run_every=1.0)
-def _running(jobs: Any, job_id: str) -> None:
+def _running(jobs: Any, job_id: str, caller: Principal) -> None:
     """Progress of a queued or running job, polled each second; the page reruns at the end."""
     try:
-        info = jobs.get(job_id).to_json()
+        info = jobs.get(job_id, caller=caller).to_json()
     except RagError as exc:
         st.error(str(exc))
         return
@@ -101,7 +102,7 @@ def _running(jobs: Any, job_id: str) -> None:
         return
     _progress(info)
     if st.button("Cancel", icon=":material/stop:", key=f"cancel-{job_id}"):
-        jobs.cancel(job_id)
+        jobs.cancel(job_id, caller=caller)
         st.rerun()
 
 
@@ -123,10 +124,10 @@ def _errors(info: dict[str, Any]) -> None:
             st.text(f"{where}: {field}{safe_label(str(error.get('error', '')))}")
 
 
-def _finished(jobs: Any, info: dict[str, Any]) -> None:
+def _finished(jobs: Any, info: dict[str, Any], caller: Principal) -> None:
     job_id = info["id"]
     _progress(info)
-    rows = jobs.results(job_id)
+    rows = jobs.results(job_id, caller=caller)
     if info["state"] == "cancelled":
         st.warning(f"Cancelled: {len(rows)} of {info['total']} questions were answered.")
     elif info["state"] == "failed":
@@ -174,8 +175,8 @@ def _finished(jobs: Any, info: dict[str, Any]) -> None:
         )
 
 
-def _recent(jobs: Any, state: Any) -> None:
-    runs = [j.to_json() for j in jobs.list() if j.to_json()["kind"] == "batch"][:20]
+def _recent(jobs: Any, state: Any, caller: Principal) -> None:
+    runs = [j.to_json() for j in jobs.list(caller=caller) if j.to_json()["kind"] == "batch"][:20]
     if not runs:
         return
     st.subheader("Recent runs")

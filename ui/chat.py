@@ -57,7 +57,7 @@ def page(res: Resources, documents_page: StreamlitPage) -> None:
 
 def _conversation(res: Resources, state: SessionState, documents_page: StreamlitPage) -> None:
     try:
-        has_documents = bool(res.store.documents())
+        has_documents = bool(res.store.documents(res.within))
     except RagError as exc:
         st.error(str(exc))
         return
@@ -107,11 +107,11 @@ def _store_question(res: Resources, state: SessionState, question: str) -> int:
     """Store a new question (starting a conversation if needed); returns its id."""
     if state.conversation_id is not None:
         try:
-            res.memory.get(state.conversation_id)
+            res.memory.get(state.conversation_id, owner=res.caller.user_id)
         except ConversationNotFoundError:  # deleted from another tab meanwhile
             state.conversation_id = None
     if state.conversation_id is None:
-        state.conversation_id = res.memory.create().id
+        state.conversation_id = res.memory.create(owner=res.caller.user_id).id
     return res.memory.ask(state.conversation_id, question.strip()).id
 
 
@@ -129,7 +129,7 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
         slot = st.empty()
         try:
             engine: ChatEngine = res.engine()
-            stream = engine.retry_in(conversation_id, question_id)
+            stream = engine.retry_in(conversation_id, question_id, within=res.within)
         except RagError as exc:  # no engine: the question still gets its outcome
             res.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=str(exc))
             return
@@ -330,7 +330,9 @@ def _footer(
             "thumbs",
             key=key,
             default=message.feedback,
-            on_change=lambda: res.memory.set_feedback(message_id, widget_value(key)),
+            on_change=lambda: res.memory.set_feedback(
+                message_id, widget_value(key), owner=res.caller.user_id
+            ),
         )
 
 
@@ -380,7 +382,9 @@ def _sidebar(res: Resources, state: SessionState) -> None:
             on_click=_open,
             args=(state, None),
         )
-        conversations = res.memory.conversations()  # those with at least one question
+        conversations = res.memory.conversations(
+            owner=res.caller.user_id
+        )  # those with at least one question
         if conversations:
             st.caption("Conversations")
         zone = _zone()

@@ -39,7 +39,7 @@ def page(res: Resources) -> None:
         _upload(res, state)
     _results(state)
     try:
-        docs = res.store.documents()
+        docs = res.store.documents(res.within)
     except RagError as exc:
         st.error(str(exc))
         return
@@ -65,7 +65,7 @@ def _upload(res: Resources, state: SessionState) -> None:
         uploads = [(f.name, f.getvalue()) for f in files]
         state.uploader_nonce += 1  # clears the uploader
         label = _job_label("Adding", [display_name(name) for name, _ in uploads])
-        _start(res, state, label, lambda jobs: jobs.submit_ingest(uploads))
+        _start(res, state, label, lambda jobs: jobs.submit_ingest(uploads, caller=res.caller))
         st.rerun()
 
 
@@ -222,7 +222,12 @@ def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, bus
     if right.button("Re-index", icon=":material/refresh:", disabled=busy or not chosen):
         selected = [d for d in docs if d.id in chosen]
         label = _job_label("Re-indexing", [safe_label(d.name) for d in selected])
-        _start(res, state, label, lambda jobs: jobs.submit_reindex([d.id for d in selected]))
+        _start(
+            res,
+            state,
+            label,
+            lambda jobs: jobs.submit_reindex([d.id for d in selected], caller=res.caller),
+        )
         st.rerun()
     _confirm_delete(res, state, docs)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from rag.access.principal import LOCAL, Principal
 from rag.chain import ChatEngine
 from rag.memory import ConversationStore
 from rag.service.components import shared_jobs, shared_service
@@ -31,6 +32,9 @@ class Resources:
     # The server's job service (rag.service.jobs.JobService): uploads, re-indexing and
     # batch runs are jobs on it. None where there is none.
     jobs: Callable[[], Any] | None = None
+    # Who uses the pages, and the collections that caller may read (None: all).
+    caller: Principal = LOCAL
+    within: frozenset[str] | None = frozenset()
 
     @property
     def uploads_dir(self) -> Path:
@@ -54,10 +58,13 @@ def resources() -> Resources:
     The server's lifespan (``app.py``) has started warming the models already.
     """
     service = _service()
+    caller = service.access.local()  # RAG_AUTH=none; other modes stop in app.py first
     return Resources(
         settings=service.settings,
         store=service.store,
         memory=service.memory,
         engine=_engine,
         jobs=shared_jobs,
+        caller=caller,
+        within=service.scope(caller).collections,
     )

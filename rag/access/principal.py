@@ -100,3 +100,18 @@ class Scope:
         wanted = frozenset(collections)
         allowed = wanted if self.collections is None else wanted & self.collections
         return Scope(allowed, self.owner)
+
+
+def principal_json(caller: Principal) -> dict[str, object]:
+    """A caller as JSON, for a job done later on its behalf (``revive`` reads it back)."""
+    return {
+        "user_id": caller.user_id,
+        "name": caller.name,
+        "groups": sorted(caller.groups),
+        "key_id": caller.key_id,
+        "key_collections": None
+        if caller.key_collections is None
+        else sorted(caller.key_collections),
+        "read_only": caller.read_only,
+        "via": caller.via,
+    }

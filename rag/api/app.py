@@ -37,8 +37,11 @@ Ask the indexed documents, with verified citations; search, list and delete docu
 conversations; batch question runs and ingestions as jobs. `POST /v1/chat/completions` is
 OpenAI-compatible (point any OpenAI client at `.../api/v1`), and keeps the citations.
 
-Errors are `{"error": {"type", "message", "field"?}}`. The API answers loopback clients
-only, unless `RAG_API_ALLOW_REMOTE=true` (there are no user accounts yet).
+Errors are `{"error": {"type", "message", "field"?}}`. With `RAG_AUTH` other than `none`,
+every route under `/v1` needs an API key (`Authorization: Bearer rck_...`, from
+`ragchat keys create`) or a signed-in session, and answers 401 without one; 429 with
+`Retry-After` when a rate limit is reached. With `RAG_AUTH=none` (one local user) the API
+answers loopback clients only, unless `RAG_ALLOW_REMOTE=true`.
 """
 
 
@@ -66,8 +69,9 @@ class LoopbackOnly:
                 response = error_response(
                     403,
                     "forbidden",
-                    "the API answers loopback clients only (set RAG_API_ALLOW_REMOTE=true "
-                    "to serve other machines; there are no user accounts yet)",
+                    "with RAG_AUTH=none the API answers loopback clients only (set RAG_AUTH "
+                    "to password, oidc or header to serve other machines, or "
+                    "RAG_ALLOW_REMOTE=true to let anyone who reaches the port in as the admin)",
                 )
                 await response(scope, receive, send)
                 return
@@ -139,7 +143,8 @@ def create_api(
         api.include_router(module.router)
 
     def allow_remote() -> bool:
-        return get_service().settings.api_allow_remote
+        settings = get_service().settings
+        return settings.auth != "none" or settings.allow_remote
 
     def upload_limit() -> int:
         return get_service().settings.upload_max_mb

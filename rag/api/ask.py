@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from rag.api.deps import ServiceDep
+from rag.api.deps import CallerDep, ServiceDep
 from rag.api.errors import INTERNAL_MESSAGE, error_body, rag_error_json
 from rag.api.schemas import AskRequest, AskResponse, ChatCompletionRequest
 from rag.api.streaming import SSE_HEADERS, Failed, Finished, Piece, pump, sse
@@ -64,7 +64,7 @@ def _finish(stream: AnswerStream) -> Answer:
     summary="Answer a question with citations",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-def ask(body: AskRequest, service: ServiceDep) -> Any:
+def ask(body: AskRequest, service: ServiceDep, caller: CallerDep) -> Any:
     """The answer with its verified citations, prompt version, model, timings and tokens.
 
     With ``"stream": true`` the answer comes as Server-Sent Events: ``event: token`` with
@@ -74,6 +74,8 @@ def ask(body: AskRequest, service: ServiceDep) -> Any:
     """
     stream = service.ask(
         body.question,
+        caller=caller,
+        collections=body.collections,
         conversation_id=body.conversation_id,
         mode=body.mode,
         k=body.k,
@@ -103,7 +105,7 @@ async def _ask_events(stream: AnswerStream, conversation_id: str | None) -> Asyn
 
 
 @router.get("/v1/models", summary="The models this API offers (OpenAI-compatible)")
-def models() -> dict[str, Any]:
+def models(caller: CallerDep) -> dict[str, Any]:
     """One model, ``ragchat``: answers from the indexed documents."""
     return {
         "object": "list",
@@ -160,7 +162,7 @@ def _finish_reason(answer: Answer) -> str:
     summary="OpenAI-compatible chat completion, with citations",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> Any:
+def chat_completions(body: ChatCompletionRequest, service: ServiceDep, caller: CallerDep) -> Any:
     """Answer the last user message from the documents, in OpenAI's format.
 
     Citations survive: the text keeps its ``[n]`` markers, and the response object (or,
@@ -172,7 +174,13 @@ def chat_completions(body: ChatCompletionRequest, service: ServiceDep) -> Any:
     """
     question, history = _question_and_history(body)
     stream = service.ask(
-        question, history=history, mode=body.mode, k=body.k, buffered=not body.stream
+        question,
+        caller=caller,
+        collections=body.collections,
+        history=history,
+        mode=body.mode,
+        k=body.k,
+        buffered=not body.stream,
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from rag.api.deps import ServiceDep
+from rag.api.deps import CallerDep, ServiceDep
 from rag.api.schemas import (
     ConversationDetail,
     ConversationModel,
@@ -28,9 +28,9 @@ def _message_json(message: Message) -> dict[str, Any]:
 @router.get(
     "/v1/conversations", response_model=ConversationsResponse, summary="Stored conversations"
 )
-def list_conversations(service: ServiceDep) -> dict[str, Any]:
+def list_conversations(service: ServiceDep, caller: CallerDep) -> dict[str, Any]:
     """Stored conversations, newest first."""
-    return {"conversations": [asdict(c) for c in service.conversations()]}
+    return {"conversations": [asdict(c) for c in service.conversations(caller=caller)]}
 
 
 @router.post(
@@ -39,9 +39,11 @@ def list_conversations(service: ServiceDep) -> dict[str, Any]:
     status_code=status.HTTP_201_CREATED,
     summary="Start a conversation",
 )
-def create_conversation(service: ServiceDep, body: CreateConversationRequest | None = None) -> Any:
+def create_conversation(
+    service: ServiceDep, caller: CallerDep, body: CreateConversationRequest | None = None
+) -> Any:
     """A new, empty conversation: pass its ``id`` as ``conversation_id`` to ``/v1/ask``."""
-    return asdict(service.create_conversation(body.title if body else ""))
+    return asdict(service.create_conversation(body.title if body else "", caller=caller))
 
 
 @router.get(
@@ -49,10 +51,12 @@ def create_conversation(service: ServiceDep, body: CreateConversationRequest | N
     response_model=ConversationDetail,
     summary="A conversation and its messages",
 )
-def read_conversation(conversation_id: str, service: ServiceDep) -> dict[str, Any]:
+def read_conversation(
+    conversation_id: str, service: ServiceDep, caller: CallerDep
+) -> dict[str, Any]:
     """The conversation's header and its questions and answers, oldest first."""
-    conversation = service.conversation(conversation_id)
-    messages = service.messages(conversation_id)
+    conversation = service.conversation(conversation_id, caller=caller)
+    messages = service.messages(conversation_id, caller=caller)
     return {**asdict(conversation), "messages": [_message_json(m) for m in messages]}
 
 
@@ -61,7 +65,7 @@ def read_conversation(conversation_id: str, service: ServiceDep) -> dict[str, An
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a conversation",
 )
-def delete_conversation(conversation_id: str, service: ServiceDep) -> Response:
+def delete_conversation(conversation_id: str, service: ServiceDep, caller: CallerDep) -> Response:
     """Delete a conversation and its messages."""
-    service.delete_conversation(conversation_id)
+    service.delete_conversation(conversation_id, caller=caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
+from rag.access.principal import Principal
+from rag.access.sessions import COOKIE_NAME
 from rag.api.errors import ApiError
 from rag.service.core import RagService
 
@@ -34,6 +36,8 @@ class Jobs(Protocol):
         self,
         questions: list[dict[str, Any]],
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> JobInfoLike:
@@ -45,29 +49,33 @@ class Jobs(Protocol):
         name: str,
         data: bytes,
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> JobInfoLike:
         """Queue the questions of a JSONL or CSV file."""
         ...
 
-    def submit_ingest(self, files: list[tuple[str, bytes]]) -> JobInfoLike:
+    def submit_ingest(
+        self, files: list[tuple[str, bytes]], *, caller: Principal, collection: str | None = None
+    ) -> JobInfoLike:
         """Queue an ingestion of uploaded files."""
         ...
 
-    def get(self, job_id: str) -> JobInfoLike:
-        """One job (raises ``JobNotFoundError``)."""
+    def get(self, job_id: str, *, caller: Principal) -> JobInfoLike:
+        """One of the caller's jobs (raises ``JobNotFoundError``)."""
         ...
 
-    def list(self) -> builtins.list[JobInfoLike]:
-        """Every job, newest first."""
+    def list(self, *, caller: Principal) -> builtins.list[JobInfoLike]:
+        """The caller's jobs, newest first."""
         ...
 
-    def cancel(self, job_id: str) -> JobInfoLike:
+    def cancel(self, job_id: str, *, caller: Principal) -> JobInfoLike:
         """Cancel a queued or running job."""
         ...
 
-    def results(self, job_id: str) -> builtins.list[dict[str, Any]]:
+    def results(self, job_id: str, *, caller: Principal) -> builtins.list[dict[str, Any]]:
         """The finished rows, in input order."""
         ...
 
@@ -99,3 +107,32 @@ def get_jobs(request: Request) -> Jobs:
 
 ServiceDep = Annotated[RagService, Depends(get_service)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
+
+
+def get_caller(request: Request, service: ServiceDep) -> Principal:
+    """Who is calling, counted against the caller's rate limits.
+
+    The API key (``Authorization: Bearer``), the session cookie, or the trusted proxy's
+    header; with RAG_AUTH=none, the local user.
+
+    Raises:
+        AuthenticationError: no valid key or session (401).
+        RateLimitedError: over a limit (429, with Retry-After).
+    """
+    access = service.access
+    address = request.client.host if request.client else ""
+    if access.mode == "none":
+        caller = access.local()
+    else:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            caller = access.api_key(token.strip())
+        else:
+            caller = access.from_proxy(request.headers, address) or access.session(
+                request.cookies.get(COOKIE_NAME)
+            )
+    access.count_request(caller)
+    return caller
+
+
+CallerDep = Annotated[Principal, Depends(get_caller)]

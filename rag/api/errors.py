@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.errors import (
+    AuthenticationError,
     ConfigError,
     ContentRefusedError,
     DocumentNotFoundError,
@@ -26,10 +27,13 @@ from rag.errors import (
     IngestError,
     InvalidInputError,
     JobNotFoundError,
+    NotFoundError,
     ParseLimitError,
+    PermissionDeniedError,
     PiiBlockedError,
     ProviderError,
     RagError,
+    RateLimitedError,
     UnsupportedFileError,
 )
 from rag.memory import ConversationNotFoundError, MessageNotFoundError
@@ -67,6 +71,14 @@ def describe(exc: RagError) -> tuple[int, str, str | None]:
     """The HTTP status, error type and field of a ragchat error."""
     if isinstance(exc, InvalidInputError):
         return 422, "invalid_input", exc.field
+    if isinstance(exc, AuthenticationError):
+        return 401, "unauthenticated", None
+    if isinstance(exc, PermissionDeniedError):
+        return 403, "forbidden", None
+    if isinstance(exc, NotFoundError):
+        return 404, "not_found", None
+    if isinstance(exc, RateLimitedError):
+        return 429, "rate_limited", None
     if isinstance(exc, DocumentNotFoundError | ConversationNotFoundError | MessageNotFoundError):
         return 404, "not_found", None
     if isinstance(exc, JobNotFoundError):
@@ -138,10 +150,19 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return validation_error(exc.errors())
 
 
+def error_headers(exc: RagError) -> dict[str, str]:
+    """Headers that go with an error: when to retry (429), how to authenticate (401)."""
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": 'Bearer realm="ragchat"'}
+    return {}
+
+
 async def _on_rag_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagError)
     status, body = rag_error_json(exc)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:

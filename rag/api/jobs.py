@@ -17,7 +17,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from rag.api.deps import TERMINAL_STATES, Jobs, JobsDep, ServiceDep
+from rag.access.principal import Principal
+from rag.api.deps import TERMINAL_STATES, CallerDep, Jobs, JobsDep, ServiceDep
 from rag.api.documents import read_uploads
 from rag.api.errors import ApiError, location
 from rag.api.schemas import BatchJobRequest
@@ -61,7 +62,7 @@ def _json_fields(error: ValidationError) -> ApiError:
     return ApiError(422, "invalid_input", f"{field}: {first['msg']}", field)
 
 
-async def _submit_json(request: Request, jobs: Jobs) -> dict[str, Any]:
+async def _submit_json(request: Request, jobs: Jobs, caller: Principal) -> dict[str, Any]:
     try:
         payload = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -75,6 +76,8 @@ async def _submit_json(request: Request, jobs: Jobs) -> dict[str, Any]:
     job = await run_in_threadpool(
         jobs.submit_batch,
         body.questions,
+        caller=caller,
+        collections=body.collections,
         concurrency=body.concurrency,
         compare=_named_models(body.compare),
     )
@@ -113,11 +116,18 @@ def _concurrency(form: FormData) -> int | None:
     return int(text)
 
 
+def _collections(form: FormData) -> list[str] | None:
+    text = _form_text(form, "collections")
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
 def _files(form: FormData, name: str) -> list[UploadFile]:
     return [f for f in form.getlist(name) if isinstance(f, UploadFile)]
 
 
-async def _submit_form(request: Request, jobs: Jobs, limit_mb: int) -> dict[str, Any]:
+async def _submit_form(
+    request: Request, jobs: Jobs, limit_mb: int, caller: Principal
+) -> dict[str, Any]:
     async with request.form(max_files=1000, max_fields=100) as form:
         kind = _form_text(form, "kind")
         if kind == "ingest":
@@ -125,7 +135,12 @@ async def _submit_form(request: Request, jobs: Jobs, limit_mb: int) -> dict[str,
             if not files:
                 raise InvalidInputError("files", "an ingestion job needs at least one file")
             uploads = await read_uploads(files, limit_mb)
-            job = await run_in_threadpool(jobs.submit_ingest, uploads)
+            job = await run_in_threadpool(
+                jobs.submit_ingest,
+                uploads,
+                caller=caller,
+                collection=_form_text(form, "collection"),
+            )
             return job.to_json()
         if kind != "batch":
             raise InvalidInputError("kind", "must be 'batch' or 'ingest'")
@@ -141,6 +156,8 @@ async def _submit_form(request: Request, jobs: Jobs, limit_mb: int) -> dict[str,
             jobs.submit_batch_file,
             name,
             data,
+            caller=caller,
+            collections=_collections(form),
             concurrency=_concurrency(form),
             compare=_named_models(compare),
         )
@@ -153,7 +170,9 @@ async def _submit_form(request: Request, jobs: Jobs, limit_mb: int) -> dict[str,
     summary="Submit a batch of questions or an ingestion",
     openapi_extra=_SUBMIT_DOC,
 )
-async def submit_job(request: Request, jobs: JobsDep, service: ServiceDep) -> dict[str, Any]:
+async def submit_job(
+    request: Request, jobs: JobsDep, service: ServiceDep, caller: CallerDep
+) -> dict[str, Any]:
     """Queue a job; answers it (``id``, ``state`` = queued, progress, ``errors``).
 
     Bad rows of a batch are listed in the job's ``errors`` (by ``line``) and skipped; the
@@ -161,9 +180,9 @@ async def submit_job(request: Request, jobs: JobsDep, service: ServiceDep) -> di
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json" or content_type.endswith("+json"):
-        return await _submit_json(request, jobs)
+        return await _submit_json(request, jobs, caller)
     if content_type in {"multipart/form-data", "application/x-www-form-urlencoded"}:
-        return await _submit_form(request, jobs, service.settings.upload_max_mb)
+        return await _submit_form(request, jobs, service.settings.upload_max_mb, caller)
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -172,21 +191,21 @@ async def submit_job(request: Request, jobs: JobsDep, service: ServiceDep) -> di
 
 
 @router.get("/v1/jobs", summary="Jobs, newest first")
-def list_jobs(jobs: JobsDep) -> dict[str, Any]:
-    """Every job, newest first."""
-    return {"jobs": [job.to_json() for job in jobs.list()]}
+def list_jobs(jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
+    """Your jobs, newest first."""
+    return {"jobs": [job.to_json() for job in jobs.list(caller=caller)]}
 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's state and progress")
-def read_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+def read_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
     """State, progress (``done``/``total``), errors, timings and (batches) metrics."""
-    return jobs.get(job_id).to_json()
+    return jobs.get(job_id, caller=caller).to_json()
 
 
 @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job")
-def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+def cancel_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
     """Cancel a queued or running job (questions not yet started never run)."""
-    return jobs.cancel(job_id).to_json()
+    return jobs.cancel(job_id, caller=caller).to_json()
 
 
 @router.get(
@@ -194,25 +213,28 @@ def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     summary="A job's progress as Server-Sent Events",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def job_events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
+async def job_events(
+    job_id: str, jobs: JobsDep, request: Request, caller: CallerDep
+) -> StreamingResponse:
     """``event: job`` with the job's JSON each time it changes; ends at a finished state."""
-    first = await run_in_threadpool(jobs.get, job_id)  # an unknown id is a 404, not a stream
+    # An unknown id (or another user's) is a 404, not a stream.
+    first = await run_in_threadpool(lambda: jobs.get(job_id, caller=caller))
     return StreamingResponse(
-        _job_events(jobs, job_id, first.to_json(), request),
+        _job_events(jobs, job_id, first.to_json(), request, caller),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
 
 
 async def _job_events(
-    jobs: Jobs, job_id: str, current: dict[str, Any], request: Request
+    jobs: Jobs, job_id: str, current: dict[str, Any], request: Request, caller: Principal
 ) -> AsyncIterator[str]:
     yield sse(current, "job")
     while str(current["state"]) not in TERMINAL_STATES:
         await asyncio.sleep(POLL_S)
         if await request.is_disconnected():
             return
-        latest = (await run_in_threadpool(jobs.get, job_id)).to_json()
+        latest = (await run_in_threadpool(lambda: jobs.get(job_id, caller=caller))).to_json()
         if latest != current:
             current = latest
             yield sse(current, "job")
@@ -223,14 +245,16 @@ async def _job_events(
     summary="A job's results (JSONL, or CSV)",
     responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
 )
-def job_results(job_id: str, jobs: JobsDep, format: Literal["jsonl", "csv"] = "jsonl") -> Response:
+def job_results(
+    job_id: str, jobs: JobsDep, caller: CallerDep, format: Literal["jsonl", "csv"] = "jsonl"
+) -> Response:
     """The finished rows in input order: one JSON object a line, or CSV (``?format=csv``).
 
     A batch row has ``index``, ``question``, ``answer``, ``citations``, ``abstained``,
     ``model``, ``prompt_version``, ``timings`` and ``error``; in CSV, citations and other
     nested values are JSON strings.
     """
-    rows = jobs.results(job_id)
+    rows = jobs.results(job_id, caller=caller)
     if format == "csv":
         return Response(
             results_csv(rows),

@@ -30,6 +30,11 @@ class AskRequest(_Strict):
     )
     k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve.")
     mode: Mode | None = Field(default=None, description="Retrieval mode (default: settings).")
+    collections: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Only these collections (names or ids); default: every one you may read.",
+    )
     stream: bool = Field(
         default=False,
         description=(
@@ -80,6 +85,11 @@ class SearchRequest(_Strict):
     query: str = Field(max_length=4000)
     k: int = Field(default=5, ge=1, le=100)
     mode: Mode | None = None
+    collections: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Only these collections (names or ids); default: every one you may read.",
+    )
 
     _query = field_validator("query")(_not_blank)
 
@@ -205,6 +215,11 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     k: int | None = Field(default=None, ge=1, le=100)
     mode: Mode | None = None
+    collections: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Only these collections (names or ids); default: every one you may read.",
+    )
 
 
 class BatchJobRequest(_Strict):
@@ -219,6 +234,11 @@ class BatchJobRequest(_Strict):
         ),
     )
     concurrency: int | None = Field(default=None, ge=1, le=64)
+    collections: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="Only these collections (names or ids); default: every one you may read.",
+    )
     compare: list[str] | None = Field(
         default=None, min_length=1, description="Answer each question with these models too."
     )

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from rag.cli.caller import cli_caller
 from rag.errors import RagError
 from rag.settings import Settings, load_settings
 from rag.text import safe_label
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help="act as this user: read only what NAME may read (default: the operator, an admin)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_commands(sub, _settings)
@@ -121,7 +127,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_service(settings, one_shot=True) as service:
         service.store.snapshot()  # a missing index fails here, before the model loads
-        hits = service.search(args.query, k=args.k)
+        hits = service.search(args.query, caller=cli_caller(service, args), k=args.k)
     if args.json:
         print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
         return 0

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from rag.cli.caller import cli_caller
 from rag.errors import RagError
 from rag.settings import Settings
 
 if TYPE_CHECKING:
+    from rag.access.principal import Principal
     from rag.service.jobs import JobInfo, JobService
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,12 @@ def add_commands(
     )
     p.add_argument("questions", type=Path, nargs="?", metavar="QUESTIONS.(jsonl|csv)")
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the answers here")
+    p.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="answer from this collection only (repeatable; default: all you may read)",
+    )
     p.add_argument(
         "--concurrency",
         type=int,
@@ -90,13 +98,13 @@ def add_commands(
     p.set_defaults(func=lambda a: cmd_worker(a, settings_of(a)))
 
 
-def _wait(jobs: JobService, job_id: str, show: bool) -> JobInfo:
+def _wait(jobs: JobService, job_id: str, show: bool, caller: Principal) -> JobInfo:
     from tqdm import tqdm
 
     from rag.service.jobs import JobState
 
     final = {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
-    info = jobs.get(job_id)
+    info = jobs.get(job_id, caller=caller)
     unit = "question" if info.kind == "batch" else "file"
     with tqdm(total=info.total, unit=unit, disable=not show, file=sys.stderr) as bar:
         while True:
@@ -105,7 +113,7 @@ def _wait(jobs: JobService, job_id: str, show: bool) -> JobInfo:
             if info.state in final:
                 return info
             time.sleep(0.1)
-            info = jobs.get(job_id)
+            info = jobs.get(job_id, caller=caller)
 
 
 def _write_rows(rows: list[dict[str, Any]], out: IO[str]) -> None:
@@ -128,16 +136,22 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
         if embedded:
             service.store.snapshot()  # no index: fail here, before a model starts
         jobs = build_job_service(settings, service, workers=0)
+        caller = cli_caller(service, args)
         try:
             if args.resume:
-                info = jobs.get(args.resume)
+                info = jobs.get(args.resume, caller=caller)
             else:
                 try:
                     data = args.questions.read_bytes()
                 except OSError as exc:
                     raise RagError(f"cannot read {args.questions}: {exc.strerror}") from exc
                 info = jobs.submit_batch_file(
-                    args.questions.name, data, concurrency=args.concurrency, compare=compare
+                    args.questions.name,
+                    data,
+                    caller=caller,
+                    collections=getattr(args, "collection", None) or None,
+                    concurrency=args.concurrency,
+                    compare=compare,
                 )
                 for error in info.errors:
                     print(
@@ -148,10 +162,10 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
                 service.warm()
                 jobs.queue.start(int(info.options.get("concurrency", 1)), recover=False)
             if args.resume:
-                jobs.resume(info.id)
+                jobs.resume(info.id, caller=caller)
             print(f"job {info.id}: {info.total} {info.kind} items", file=sys.stderr)
             try:
-                info = _wait(jobs, info.id, sys.stderr.isatty() and not args.json)
+                info = _wait(jobs, info.id, sys.stderr.isatty() and not args.json, caller)
             except KeyboardInterrupt:
                 print(
                     f"interrupted; answers so far are kept: ragchat batch --resume {info.id}",
@@ -159,7 +173,7 @@ def cmd_batch(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 jobs.queue.stop(graceful=False)
                 return 130
-            rows = jobs.results(info.id)
+            rows = jobs.results(info.id, caller=caller)
         finally:
             jobs.close()
     if args.output:

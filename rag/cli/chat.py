@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from rag.cli.caller import cli_caller
 from rag.errors import RagError
 from rag.settings import Settings
 from rag.text import safe_label, safe_text
@@ -40,6 +41,12 @@ def add_commands(
         help="answer with each of these models, side by side (names on the configured "
         "endpoint, or NAME@URL for another OpenAI-compatible endpoint)",
     )
+    p.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="answer from this collection only (repeatable; default: all you may read)",
+    )
     _add_llm_options(p)
     add_mode_option(p)
     add_index_option(p)
@@ -47,6 +54,12 @@ def add_commands(
 
     p = sub.add_parser("chat", help="an interactive conversation that remembers earlier turns")
     p.add_argument("--conversation", metavar="ID", help="continue a saved conversation")
+    p.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="answer from this collection only (repeatable; default: all you may read)",
+    )
     _add_llm_options(p)
     add_mode_option(p)
     add_index_option(p)
@@ -126,6 +139,11 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
     return stream.result
 
 
+def _collections(args: argparse.Namespace) -> list[str] | None:
+    """``--collection A --collection B``: only those collections."""
+    return getattr(args, "collection", None) or None
+
+
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     """Stream one answer, then its sources (or print one JSON object with --json)."""
     with _open(settings) as service:
@@ -133,7 +151,12 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
             return _compare(service, args)
         # With --json nothing is shown before the end, so a stream that drops midway
         # falls back to the next endpoint rather than cutting the answer.
-        stream = service.ask(args.question, buffered=args.json)
+        stream = service.ask(
+            args.question,
+            caller=cli_caller(service, args),
+            collections=_collections(args),
+            buffered=args.json,
+        )
         if args.json:
             for _ in stream:
                 pass
@@ -148,7 +171,12 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 def _compare(service: RagService, args: argparse.Namespace) -> int:
     """``ask --compare``: every model's answer (or error), one after the other."""
-    answers = service.compare(args.question, args.compare)
+    answers = service.compare(
+        args.question,
+        args.compare,
+        caller=cli_caller(service, args),
+        collections=_collections(args),
+    )
     if args.json:
         print(
             json.dumps(
@@ -175,13 +203,14 @@ def _compare(service: RagService, args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """A terminal conversation; /new starts another, /quit or Ctrl-D ends."""
     with _open(settings) as service:
+        caller = cli_caller(service, args)
         conversation = (
-            service.conversation(args.conversation)
+            service.conversation(args.conversation, caller=caller)
             if args.conversation
-            else service.create_conversation()
+            else service.create_conversation(caller=caller)
         )
         print(f"conversation {conversation.id} - /new for a new one, /quit to leave")
-        for message in service.messages(conversation.id):
+        for message in service.messages(conversation.id, caller=caller):
             if message.content:  # a failed question's answer has none
                 who = "you" if message.role == "user" else "ragchat"
                 print(f"{who}> {safe_text(message.content)}")
@@ -194,14 +223,20 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             if question in ("/quit", "/exit"):
                 break
             if question == "/new":
-                conversation = service.create_conversation()
+                conversation = service.create_conversation(caller=caller)
                 print(f"conversation {conversation.id}")
                 continue
             if not question:
                 continue
             sys.stdout.write("ragchat> ")
             try:
-                answer = _stream_to_terminal(service.ask(question, conversation_id=conversation.id))
+                stream = service.ask(
+                    question,
+                    caller=caller,
+                    collections=_collections(args),
+                    conversation_id=conversation.id,
+                )
+                answer = _stream_to_terminal(stream)
             except RagError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 continue

@@ -111,7 +111,7 @@ def _search(
         return [
             Retrieved(d.metadata["source"], d.metadata["page"], d.page_content,
                       d.metadata.get("title"))
-            for d, _ in retriever.search(question)
+            for d, _ in retriever.search(question, within=None)  # the whole index
         ]  # fmt: skip
 
     return search, retriever.describe()
@@ -126,7 +126,8 @@ def _answer_all(
     answered: list[tuple[EvalItem, AnsweredItem]] = []
     for n, item in enumerate(items, 1):
         try:
-            stream = engine.ask(item.question, buffered=True)  # batch: nothing shown midway
+            # The operator evaluates the whole index (within=None); batch: nothing shown midway.
+            stream = engine.ask(item.question, within=None, buffered=True)
             for _ in stream:
                 pass
         except RagError as exc:

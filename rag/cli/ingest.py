@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from rag.cli.caller import cli_caller
 from rag.settings import Settings
 from rag.text import safe_label
 
@@ -64,7 +65,14 @@ def configure_ingest_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of the ingest command."""
     p.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files or folders")
     p.add_argument(
-        "--prune", action="store_true", help="remove documents whose files no longer exist"
+        "--prune",
+        action="store_true",
+        help="remove documents of the collection whose files no longer exist",
+    )
+    p.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="the collection to add them to (default: the default collection)",
     )
     add_index_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -157,7 +165,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         open_service(settings, sandbox=sandbox, one_shot=True) as service,
     ):
         try:
-            report = service.ingest(args.paths, prune=args.prune, progress=bars)
+            report = service.ingest(
+                args.paths,
+                caller=cli_caller(service, args),
+                collection=args.collection,
+                prune=args.prune,
+                progress=bars,
+            )
         finally:
             bars.close()
     print_report(report, as_json=args.json)
@@ -217,7 +231,8 @@ def cmd_docs_list(args: argparse.Namespace, settings: Settings) -> int:
     from rag.service.components import open_service
 
     with open_service(settings, one_shot=True) as service:
-        docs = service.documents()
+        collections = [args.collection] if getattr(args, "collection", None) else None
+        docs = service.documents(caller=cli_caller(service, args), collections=collections)
     if args.json:
         # "name" is what the web app shows; "titles" are the original names per source.
         rows = [{**d.to_json(), "name": d.name, "titles": d.titles} for d in docs]
@@ -272,6 +287,6 @@ def cmd_docs_delete(args: argparse.Namespace, settings: Settings) -> int:
     from rag.service.components import open_service
 
     with open_service(settings, one_shot=True) as service:
-        doc = service.delete_document(args.key)
+        doc = service.delete_document(args.key, caller=cli_caller(service, args))
     print(f"deleted document {doc.id[:12]} ({doc.chunks} chunks)")
     return 0

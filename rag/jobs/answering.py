@@ -21,6 +21,7 @@ from rag.evaluation import DEPTH
 from rag.llm.client import Endpoint
 
 if TYPE_CHECKING:
+    from rag.access.principal import Principal
     from rag.chain import Answer, ChatEngine
     from rag.service.core import RagService
 
@@ -125,6 +126,8 @@ def answer_row(
     index: int,
     item: dict[str, Any],
     *,
+    caller: Principal,
+    collections: list[str] | None = None,
     compare: list[str] | None = None,
     engine_for: EngineFor | None = None,
 ) -> dict[str, Any]:
@@ -140,7 +143,11 @@ def answer_row(
     if compare:
         if engine_for is None:
             raise ValueError("compare needs engine_for")
-        results = side_by_side(question, compare, engine_for)
+        try:
+            within = service.scope(caller, collections).collections
+        except RagError as exc:
+            return failed_row(index, item, exc)
+        results = side_by_side(question, compare, engine_for, within)
         for model, got in results.items():
             answers[model] = _answer_json(got) if not isinstance(got, RagError) else _failed(got)
         first = results[compare[0]]
@@ -148,7 +155,9 @@ def answer_row(
         main = answers[compare[0]]
     else:
         try:
-            raw = finish(service.ask(question, buffered=True))
+            raw = finish(
+                service.ask(question, caller=caller, collections=collections, buffered=True)
+            )
             main = _answer_json(raw)
         except RagError as exc:
             logger.info("question %d failed: %s", index, exc)
@@ -157,18 +166,21 @@ def answer_row(
     if compare:
         row["answers"] = answers
     if item.get("sources"):
-        row["_eval"] = _eval_data(service, question, raw)
+        row["_eval"] = _eval_data(service, question, raw, caller, collections)
     return row
 
 
 def side_by_side(
-    question: str, models: list[str], engine_for: EngineFor
+    question: str, models: list[str], engine_for: EngineFor, within: frozenset[str] | None
 ) -> dict[str, Answer | RagError]:
-    """One question answered by every model at once; each answer, or its error."""
+    """One question answered by every model at once; each answer, or its error.
+
+    The passages come from the collections ``within`` (None: all).
+    """
 
     def one(model: str) -> Answer | RagError:
         try:
-            return finish(engine_for(model).ask(question, buffered=True))
+            return finish(engine_for(model).ask(question, within=within, buffered=True))
         except RagError as exc:
             return exc
 
@@ -176,10 +188,17 @@ def side_by_side(
         return dict(zip(models, pool.map(one, models), strict=True))
 
 
-def _eval_data(service: RagService, question: str, answer: Answer | None) -> dict[str, Any]:
+def _eval_data(
+    service: RagService,
+    question: str,
+    answer: Answer | None,
+    caller: Principal,
+    collections: list[str] | None,
+) -> dict[str, Any]:
     """What ``rag.evaluation`` scores: the ranking, and the answer's citations and times."""
     try:
-        ranked = [[h.source, h.page, h.title] for h in service.search(question, k=DEPTH)]
+        hits = service.search(question, caller=caller, collections=collections, k=DEPTH)
+        ranked = [[h.source, h.page, h.title] for h in hits]
     except RagError as exc:
         return {"error": f"search: {exc}"}
     data: dict[str, Any] = {"ranked": ranked}

@@ -316,8 +316,15 @@ class JobQueue:
             compare = record.options.get("compare") or None
             try:
                 service = self._service()
+                caller = service.access.revive(record.options.get("_caller"))
                 row = answer_row(
-                    service, index, item, compare=compare, engine_for=self._engines(service)
+                    service,
+                    index,
+                    item,
+                    caller=caller,
+                    collections=record.options.get("collections"),
+                    compare=compare,
+                    engine_for=self._engines(service),
                 )
             except RagError as exc:  # no service (a bad setting): this question fails
                 row = failed_row(index, item, exc)
@@ -352,6 +359,7 @@ class JobQueue:
     def _ingest_uploads(self, job_id: str) -> None:
         """Index a job's saved uploads (or re-index its files); one row per file."""
         from rag.service.documents import PreparedUploads, UploadResult, reindex
+        from rag.store.collections import DEFAULT_COLLECTION
 
         if self.store.row_count(job_id):
             return
@@ -380,12 +388,22 @@ class JobQueue:
             try:
                 service = self._service()
                 if "reindex" in payload:
-                    names = {Path(p): name for p, name in payload["reindex"]}
-                    results = reindex(service.pipeline(progress), list(names), names)
+                    # [path, name, collection] (older jobs: [path, name], the default).
+                    groups: dict[str, dict[Path, str]] = {}
+                    for path, name, *rest in payload["reindex"]:
+                        groups.setdefault(rest[0] if rest else DEFAULT_COLLECTION, {})[
+                            Path(path)
+                        ] = name
+                    results = []
+                    for collection, names in groups.items():
+                        results += reindex(
+                            service.pipeline(progress), list(names), names, collection
+                        )
                 else:
                     prepared = PreparedUploads(
                         results={r["name"]: UploadResult(**r) for r in payload["results"]},
                         saved={Path(p): name for p, name in payload["saved"]},
+                        collection=payload.get("collection", DEFAULT_COLLECTION),
                     )
                     results = service.index_uploads(prepared, progress)
             except RagError as exc:

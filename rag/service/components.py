@@ -35,6 +35,7 @@ from rag.store.faiss import FaissStore
 if TYPE_CHECKING:
     from ingest.pipeline import IngestPipeline, Progress
     from ingest.sandbox import ParserSandbox
+    from rag.service.access import AccessService
     from rag.service.jobs import JobService
 
 logger = logging.getLogger(__name__)
@@ -382,6 +383,7 @@ def build_service(
     models: Models | None = None,
     sandbox: ParserSandbox | None = None,
     one_shot: bool = False,
+    access: AccessService | None = None,
 ) -> RagService:
     """The service over the configured index, memory and models (nothing started or opened).
 
@@ -411,6 +413,49 @@ def build_service(
         engine,
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
+        access or (lambda: build_access(settings)),
+    )
+
+
+def build_access(settings: Settings) -> AccessService:
+    """Accounts, collections, keys, sessions, limits and the audit trail of the data folder."""
+    from limits.errors import ConfigurationError
+
+    from rag.access.accounts import Accounts
+    from rag.access.audit import AuditLog
+    from rag.access.limits import LimitSettings, RateLimits
+    from rag.access.principal import Role
+    from rag.access.sessions import SessionSigner, session_secret
+    from rag.errors import ConfigError
+    from rag.service.access import AccessService, AuthConfig
+
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+    limits = LimitSettings(
+        requests_per_minute=settings.rate_requests_per_minute,
+        key_requests_per_minute=settings.rate_key_requests_per_minute,
+        tokens_per_day=settings.rate_tokens_per_day,
+        signin_failures=settings.signin_max_failures,
+        signin_failures_per_address=settings.signin_max_failures * 4,
+    )
+    try:
+        rate_limits = RateLimits(limits, settings.rate_limit_storage)
+    except ConfigurationError as exc:
+        raise ConfigError("RAG_RATE_LIMIT_STORAGE", str(exc)) from exc
+    return AccessService(
+        AuthConfig(
+            mode=settings.auth,
+            trusted_proxies=tuple(settings.trusted_proxies),
+            user_header=settings.auth_header,
+            groups_header=settings.auth_groups_header,
+            default_role=Role(settings.auth_default_role),
+            audit_questions=settings.audit_questions,
+        ),
+        Accounts(settings.access_path),
+        AuditLog(settings.audit_path),
+        rate_limits,
+        SessionSigner(
+            session_secret(secret, settings.data_dir), ttl_s=settings.session_hours * 3600
+        ),
     )
 
 

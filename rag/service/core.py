@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,9 +20,11 @@ from rag.settings import Settings
 
 if TYPE_CHECKING:
     from ingest.pipeline import IngestPipeline, IngestReport, Progress
+    from rag.access.principal import Principal, Scope
     from rag.chain import Answer, AnswerStream, ChatEngine
     from rag.context import Turn
-    from rag.memory import Conversation, ConversationStore, Message
+    from rag.memory import Conversation, ConversationStore, Exchange, Message
+    from rag.service.access import AccessService
     from rag.store.faiss import DocumentInfo, FaissStore
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,10 @@ class RagService:
         engine: EngineFactory,
         pipeline: Callable[[Progress], IngestPipeline],
         retriever: Callable[..., Any],
+        access: AccessService | Callable[[], AccessService],
     ) -> None:
+        self._access = access if callable(access) else None
+        self._access_service = None if callable(access) else access
         self._settings = settings
         self._store = store
         self._memory = memory if callable(memory) else None
@@ -125,6 +130,19 @@ class RagService:
                 self._memory_store = self._memory()
             return self._memory_store
 
+    @property
+    def access(self) -> AccessService:
+        """Accounts, collections, keys, limits and audit (opened at first use)."""
+        with self._lock:
+            if self._access_service is None:
+                assert self._access is not None
+                self._access_service = self._access()
+            return self._access_service
+
+    def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
+        """What ``caller`` may read (limited to ``collections`` when named)."""
+        return self.access.scope(caller, collections)
+
     # Questions ------------------------------------------------------------------------
 
     def engine(
@@ -149,6 +167,8 @@ class RagService:
         self,
         question: str,
         *,
+        caller: Principal,
+        collections: Sequence[str] | None = None,
         conversation_id: str | None = None,
         history: Sequence[Turn] = (),
         mode: str | None = None,
@@ -163,21 +183,65 @@ class RagService:
         ``buffered``: nothing is shown before the end (JSON, batch runs), so a stream that
         drops midway falls back to the next endpoint rather than cutting the answer.
 
+        ``caller`` is who asks: passages come from the collections it may read (limited to
+        ``collections`` when named), and the conversation must be its own.
+
         Raises:
-            RagError: the question is empty, or the conversation does not exist.
+            RagError: the question is empty, the conversation or a collection does not
+                exist (or is not the caller's), or the caller's tokens for the day are spent.
         """
         if not question.strip():
             raise InvalidInputError("question", "the question is empty")
+        scope = self.scope(caller, collections)
+        self.access.check_tokens(caller)
         if conversation_id is None:
-            return self.engine(mode, k).ask(question.strip(), history, buffered=buffered)
+            stream = self.engine(mode, k).ask(
+                question.strip(), history, within=scope.collections, buffered=buffered
+            )
+            return self._accounted(stream, caller, scope, "")
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
             )
+        self.memory.get(conversation_id, owner=caller.user_id)
         engine = self.engine(mode, k, conversations=True)
-        return engine.ask_in(conversation_id, question, buffered=buffered)
+        stream = engine.ask_in(
+            conversation_id, question, within=scope.collections, buffered=buffered
+        )
+        return self._accounted(stream, caller, scope, conversation_id)
 
-    def compare(self, question: str, models: str | list[str]) -> dict[str, Answer | RagError]:
+    def _accounted(
+        self, stream: AnswerStream, caller: Principal, scope: Scope, where: str
+    ) -> AnswerStream:
+        """``stream``, with the question audited and its tokens counted when it ends."""
+        pieces = stream._pieces
+        access = self.access
+
+        def counted() -> Iterator[str]:
+            try:
+                yield from pieces
+            finally:
+                answer = stream.result
+                cited = [] if answer is None else [c.source.chunk_id for c in answer.citations]
+                model = "" if answer is None else answer.model
+                access.record_question(caller, _question_of(answer), scope, cited, model, where)
+                if answer is not None:
+                    tokens = answer.tokens
+                    access.spend_tokens(
+                        caller, int(tokens.get("prompt", 0)) + int(tokens.get("completion", 0))
+                    )
+
+        stream._pieces = counted()
+        return stream
+
+    def compare(
+        self,
+        question: str,
+        models: str | list[str],
+        *,
+        caller: Principal,
+        collections: Sequence[str] | None = None,
+    ) -> dict[str, Answer | RagError]:
         """One question answered by several models at once: each answer, or its error.
 
         ``models``: ``"A,B"`` (names on the configured endpoint; ``NAME@URL`` for another
@@ -190,16 +254,40 @@ class RagService:
 
         if not question.strip():
             raise InvalidInputError("question", "the question is empty")
-        return side_by_side(question.strip(), parse_models(models), model_engines(self))
+        scope = self.scope(caller, collections)
+        self.access.check_tokens(caller)
+        return side_by_side(
+            question.strip(), parse_models(models), model_engines(self), scope.collections
+        )
 
     def retry(
-        self, conversation_id: str, question_id: int, *, buffered: bool = False
+        self,
+        conversation_id: str,
+        question_id: int,
+        *,
+        caller: Principal,
+        collections: Sequence[str] | None = None,
+        buffered: bool = False,
     ) -> AnswerStream:
-        """Answer a stored question again (retry a failure, regenerate an answer)."""
+        """Answer a stored question of the caller's again (retry a failure, regenerate)."""
+        scope = self.scope(caller, collections)
+        self.memory.get(conversation_id, owner=caller.user_id)
+        self.access.check_tokens(caller)
         engine = self.engine(conversations=True)
-        return engine.retry_in(conversation_id, question_id, buffered=buffered)
+        stream = engine.retry_in(
+            conversation_id, question_id, within=scope.collections, buffered=buffered
+        )
+        return self._accounted(stream, caller, scope, conversation_id)
 
-    def search(self, query: str, *, k: int = 5, mode: str | None = None) -> list[SearchHit]:
+    def search(
+        self,
+        query: str,
+        *,
+        caller: Principal,
+        collections: Sequence[str] | None = None,
+        k: int = 5,
+        mode: str | None = None,
+    ) -> list[SearchHit]:
         """The top ``k`` chunks for a query, whatever their relevance (a retrieval probe).
 
         Raises:
@@ -207,6 +295,7 @@ class RagService:
         """
         if k < 1:
             raise InvalidInputError("k", "must be at least 1")
+        scope = self.scope(caller, collections)
         retriever = self.retriever(mode=mode, k=k, unfiltered=True)
         return [
             SearchHit(
@@ -219,7 +308,7 @@ class RagService:
                 text=doc.page_content,
                 flags=tuple(doc.metadata.get("flags") or ()),
             )
-            for doc, score in retriever.search(query)
+            for doc, score in retriever.search(query, within=scope.collections)
         ]
 
     def retriever(
@@ -242,30 +331,47 @@ class RagService:
         """Go back to the last intact generation (``RepairReport``)."""
         return self._store.repair()
 
-    def documents(self) -> list[DocumentInfo]:
-        """Every indexed document (partial ones included, marked so)."""
-        return self._store.documents()
+    def documents(
+        self, *, caller: Principal, collections: Sequence[str] | None = None
+    ) -> list[DocumentInfo]:
+        """The documents ``caller`` may read (partial ones included, marked so)."""
+        return self._store.documents(self.scope(caller, collections).collections)
 
-    def document(self, key: str) -> DocumentInfo:
-        """A document by id, unique id prefix or source path.
+    def document(self, key: str, *, caller: Principal) -> DocumentInfo:
+        """A document the caller may read, by id, unique id prefix or source path.
 
         Raises:
-            DocumentNotFoundError: nothing, or more than one document, matches.
+            DocumentNotFoundError: nothing the caller may read, or more than one, matches.
         """
-        doc_id = self._store.find_document(key)
-        return next(d for d in self._store.documents() if d.id == doc_id)
+        within = self.scope(caller).collections
+        doc_id = self._store.find_document(key, within)
+        return next(d for d in self._store.documents(within) if d.id == doc_id)
 
-    def delete_document(self, key: str) -> DocumentInfo:
+    def delete_document(self, key: str, *, caller: Principal) -> DocumentInfo:
         """Delete a document and its chunks (and its uploaded copy); returns what it was.
 
         Raises:
-            DocumentNotFoundError: nothing, or more than one document, matches.
+            DocumentNotFoundError: nothing the caller may read matches.
+            PermissionDeniedError: the caller may read its collection, not change it.
         """
         from rag.service.documents import delete_documents
 
-        doc = self.document(key)
+        doc = self.document(key, caller=caller)
+        self.access.writable(caller, doc.collection)
         delete_documents(self, [doc])
+        self.access.record(caller, "document deleted", doc.id, {"collection": doc.collection})
         return doc
+
+    def delete_collection(self, name: str, *, caller: Principal) -> None:
+        """Delete a collection with its documents (its owner, or an admin)."""
+        from rag.service.documents import delete_documents
+
+        found = self.access.collection(caller, name)
+        self.access.writable(caller, found.id)
+        self.access.forget_collection(caller, found.id)  # checks ownership first
+        docs = self._store.documents(frozenset({found.id}))
+        if docs:
+            delete_documents(self, docs)
 
     def pipeline(self, progress: Progress | None = None) -> IngestPipeline:
         """An ingestion pipeline into this index, reporting to ``progress``."""
@@ -275,17 +381,42 @@ class RagService:
         self,
         paths: Sequence[Path],
         *,
+        caller: Principal,
+        collection: str | None = None,
         prune: bool = False,
         force: bool = False,
         titles: Mapping[Path, str] | None = None,
         progress: Progress | None = None,
     ) -> IngestReport:
-        """Index files and folders (unchanged files are skipped); see ``IngestPipeline.run``."""
-        return self.pipeline(progress).run(paths, prune=prune, force=force, titles=titles)
+        """Index files and folders into a collection the caller may change.
 
-    def prepare_uploads(self, files: list[tuple[str, bytes]]) -> PreparedUploads:
-        """Check and save uploads (fast); index them with ``index_uploads``."""
-        return prepare_uploads(self, files)
+        Unchanged files are skipped; see ``IngestPipeline.run``.
+        """
+        target = self.access.writable(caller, collection)
+        report = self.pipeline(progress).run(
+            paths, prune=prune, force=force, titles=titles, collection=target.id
+        )
+        self.access.record(
+            caller,
+            "re-indexed" if force else "ingested",
+            target.id,
+            {"files": len(report.files), "failed": report.count("failed")},
+        )
+        return report
+
+    def prepare_uploads(
+        self, files: list[tuple[str, bytes]], *, caller: Principal, collection: str | None = None
+    ) -> PreparedUploads:
+        """Check and save uploads into a collection the caller may change (fast).
+
+        Index them with ``index_uploads``.
+        """
+        target = self.access.writable(caller, collection)
+        prepared = prepare_uploads(self, files, target.id)
+        self.access.record(
+            caller, "uploaded", target.id, {"files": [r.name for r in prepared.results.values()]}
+        )
+        return prepared
 
     def index_uploads(
         self, prepared: PreparedUploads, progress: Progress | None = None
@@ -294,34 +425,54 @@ class RagService:
         return index_uploads(prepared, self.pipeline(progress))
 
     def add_uploads(
-        self, files: list[tuple[str, bytes]], progress: Progress | None = None
+        self,
+        files: list[tuple[str, bytes]],
+        progress: Progress | None = None,
+        *,
+        caller: Principal,
+        collection: str | None = None,
     ) -> list[UploadResult]:
         """Save and index uploads (``(browser name, content)`` pairs); one result per file."""
-        return self.index_uploads(self.prepare_uploads(files), progress)
+        prepared = self.prepare_uploads(files, caller=caller, collection=collection)
+        return self.index_uploads(prepared, progress)
 
     # Conversations --------------------------------------------------------------------
 
-    def conversations(self) -> list[Conversation]:
-        """Stored conversations, newest first."""
-        return self.memory.conversations()
+    def conversations(self, *, caller: Principal) -> list[Conversation]:
+        """The caller's stored conversations, newest first."""
+        return self.memory.conversations(owner=caller.user_id)
 
-    def create_conversation(self, title: str = "") -> Conversation:
-        """A new, empty conversation."""
-        return self.memory.create(title)
+    def create_conversation(self, title: str = "", *, caller: Principal) -> Conversation:
+        """A new, empty conversation of the caller's."""
+        return self.memory.create(title, owner=caller.user_id)
 
-    def conversation(self, conversation_id: str) -> Conversation:
-        """One conversation (raises ``ConversationNotFoundError``)."""
-        return self.memory.get(conversation_id)
+    def conversation(self, conversation_id: str, *, caller: Principal) -> Conversation:
+        """One of the caller's conversations (raises ``ConversationNotFoundError``)."""
+        return self.memory.get(conversation_id, owner=caller.user_id)
 
-    def messages(self, conversation_id: str) -> list[Message]:
-        """A conversation's questions and answers, oldest first."""
-        self.memory.get(conversation_id)
+    def messages(self, conversation_id: str, *, caller: Principal) -> list[Message]:
+        """A conversation's questions and answers, oldest first (the caller's only)."""
+        self.memory.get(conversation_id, owner=caller.user_id)
         return self.memory.messages(conversation_id)
 
-    def delete_conversation(self, conversation_id: str) -> None:
+    def exchanges(self, conversation_id: str, *, caller: Principal) -> list[Exchange]:
+        """A conversation's questions with their answers (the caller's only)."""
+        self.memory.get(conversation_id, owner=caller.user_id)
+        return self.memory.exchanges(conversation_id)
+
+    def rename_conversation(self, conversation_id: str, title: str, *, caller: Principal) -> None:
+        """Rename one of the caller's conversations."""
+        self.memory.get(conversation_id, owner=caller.user_id)
+        self.memory.rename(conversation_id, title)
+
+    def delete_conversation(self, conversation_id: str, *, caller: Principal) -> None:
         """Delete a conversation and its messages (raises ``ConversationNotFoundError``)."""
-        self.memory.get(conversation_id)
+        self.memory.get(conversation_id, owner=caller.user_id)
         self.memory.delete(conversation_id)
+
+    def set_feedback(self, message_id: int, score: int | None, *, caller: Principal) -> None:
+        """Thumbs up (1), down (0) or cleared (None) on one of the caller's answers."""
+        self.memory.set_feedback(message_id, score, owner=caller.user_id)
 
     # Health ---------------------------------------------------------------------------
 
@@ -362,7 +513,13 @@ class RagService:
         with self._lock:
             if self._memory_store is not None:
                 self._memory_store.close()
+            if self._access_service is not None:
+                self._access_service.close()
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
+
+
+def _question_of(answer: Answer | None) -> str:
+    return "" if answer is None else answer.question

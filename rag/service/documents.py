@@ -19,6 +19,7 @@ from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
 from ingest.pipeline import IngestPipeline, IngestReport
 from rag.errors import IngestError, RagError
 from rag.settings import Settings
+from rag.store.collections import DEFAULT_COLLECTION, document_id
 from rag.store.faiss import DocumentInfo, FaissStore, content_id
 from rag.text import safe_label
 
@@ -76,16 +77,26 @@ class PreparedUploads:
 
     results: dict[str, UploadResult] = field(default_factory=dict)
     saved: dict[Path, str] = field(default_factory=dict)  # stored file -> display name
+    collection: str = DEFAULT_COLLECTION  # the collection they go to
 
 
-def prepare_uploads(res: Library, files: list[tuple[str, bytes]]) -> PreparedUploads:
-    """Check size and type, skip content already indexed, and save the rest (fast).
+def uploads_dir(settings: Settings, collection: str) -> Path:
+    """Where uploads to a collection are kept (the default collection's at the top)."""
+    if collection == DEFAULT_COLLECTION:
+        return settings.uploads_dir
+    return settings.uploads_dir / collection
+
+
+def prepare_uploads(
+    res: Library, files: list[tuple[str, bytes]], collection: str = DEFAULT_COLLECTION
+) -> PreparedUploads:
+    """Check size and type, skip content already in ``collection``, save the rest (fast).
 
     A file that cannot be saved (a full disk, say) is a failed result with the reason.
     """
-    prepared = PreparedUploads()
+    prepared = PreparedUploads(collection=collection)
     results, saved = prepared.results, prepared.saved
-    uploads = res.settings.uploads_dir
+    uploads = uploads_dir(res.settings, collection)
     try:
         uploads.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -96,7 +107,9 @@ def prepare_uploads(res: Library, files: list[tuple[str, bytes]]) -> PreparedUpl
         return prepared
     try:
         # A partial document (an interrupted ingestion) is not "already indexed".
-        known: dict[str, str] = {d.id: d.name for d in res.store.documents() if d.complete}
+        known: dict[str, str] = {
+            d.id: d.name for d in res.store.documents(frozenset({collection})) if d.complete
+        }
     except RagError:
         known = {}
     limit = res.settings.upload_max_mb * 1024 * 1024
@@ -105,7 +118,7 @@ def prepare_uploads(res: Library, files: list[tuple[str, bytes]]) -> PreparedUpl
         if len(data) > limit:
             results[name] = UploadResult(name, "failed", _too_large(len(data), limit))
             continue
-        doc_id = content_id(data)
+        doc_id = document_id(content_id(data), collection)
         if doc_id in known:
             results[name] = UploadResult(name, "unchanged", f"already indexed as {known[doc_id]}")
             continue
@@ -180,7 +193,7 @@ def index_uploads(prepared: PreparedUploads, pipeline: IngestPipeline) -> list[U
         return list(results.values())
     names = {os.path.realpath(p): name for p, name in saved.items()}
     try:
-        report = pipeline.run(list(saved), titles=saved)
+        report = pipeline.run(list(saved), titles=saved, collection=prepared.collection)
     except RagError as exc:
         logger.warning("ingesting uploads stopped: %s", exc)
         reason = safe_label(str(exc))
@@ -260,7 +273,10 @@ def summary(results: list[UploadResult]) -> str:
 
 
 def reindex(
-    pipeline: IngestPipeline, paths: list[Path], names: dict[Path, str]
+    pipeline: IngestPipeline,
+    paths: list[Path],
+    names: dict[Path, str],
+    collection: str = DEFAULT_COLLECTION,
 ) -> list[UploadResult]:
     """Read and embed files again (runs in the background thread); one result per file.
 
@@ -268,7 +284,7 @@ def reindex(
     documents' titles; a file read again says "re-indexed".
     """
     try:
-        report = pipeline.run(paths, force=True, titles=names)
+        report = pipeline.run(paths, force=True, titles=names, collection=collection)
     except RagError as exc:
         return [
             UploadResult(name, "failed", safe_label(f"re-index stopped: {exc}"))
@@ -286,8 +302,8 @@ def delete_documents(res: Library, docs: list[DocumentInfo]) -> list[str]:
     with res.store.writer() as writer:
         for doc in docs:
             writer.delete_document(doc.id)
-    uploads = res.settings.uploads_dir.resolve()
     for doc in docs:
+        uploads = uploads_dir(res.settings, doc.collection).resolve()
         for source in doc.sources:
             path = Path(source)
             if path.parent.resolve() == uploads:

@@ -18,7 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import InvalidInputError, RagError
+from rag.access.principal import LOCAL_USER, principal_json
+from rag.errors import InvalidInputError, JobNotFoundError, RagError
 from rag.evaluation import percentile
 from rag.jobs.answering import parse_models
 from rag.jobs.inputs import ParsedRows, check_rows, parse_file
@@ -27,6 +28,7 @@ from rag.jobs.store import JobRecord, now_iso
 from rag.text import safe_label
 
 if TYPE_CHECKING:
+    from rag.access.principal import Principal
     from rag.service.core import RagService
     from rag.settings import Settings
 
@@ -78,7 +80,7 @@ class JobInfo:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "timings": self.timings,
-            "options": self.options,
+            "options": {k: v for k, v in self.options.items() if not k.startswith("_")},
             "metrics": self.metrics,
             "stages": self.stages,
         }
@@ -123,6 +125,8 @@ class JobService:
         self,
         questions: list[dict[str, Any]],
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> JobInfo:
@@ -134,13 +138,16 @@ class JobService:
         """
         if not isinstance(questions, list):
             raise InvalidInputError("questions", "must be a list of {question, ...} objects")
-        return self._submit(check_rows(questions), "questions", concurrency, compare)
+        options = self._options(concurrency, compare, caller, collections)
+        return self._submit(check_rows(questions), "questions", options)
 
     def submit_batch_file(
         self,
         name: str,
         data: bytes,
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> JobInfo:
@@ -149,9 +156,16 @@ class JobService:
         Raises:
             InvalidInputError: ``file`` of unknown format or undecodable, or no usable row.
         """
-        return self._submit(parse_file(name, data), "file", concurrency, compare)
+        options = self._options(concurrency, compare, caller, collections)
+        return self._submit(parse_file(name, data), "file", options)
 
-    def _options(self, concurrency: int | None, compare: list[str] | None) -> dict[str, Any]:
+    def _options(
+        self,
+        concurrency: int | None,
+        compare: list[str] | None,
+        caller: Principal,
+        collections: list[str] | None,
+    ) -> dict[str, Any]:
         if concurrency is None:
             concurrency = self._default_concurrency
         if (
@@ -160,7 +174,11 @@ class JobService:
             or not 1 <= concurrency <= MAX_CONCURRENCY
         ):
             raise InvalidInputError("concurrency", f"must be a whole number 1..{MAX_CONCURRENCY}")
-        options: dict[str, Any] = {"concurrency": concurrency}
+        if self._service is not None:  # a collection the caller may not read: 404 now
+            self._service.scope(caller, collections)
+        options: dict[str, Any] = {"concurrency": concurrency, **_owned_by(caller)}
+        if collections is not None:
+            options["collections"] = list(collections)
         if compare is not None:
             try:
                 options["compare"] = parse_models(compare)
@@ -168,14 +186,7 @@ class JobService:
                 raise InvalidInputError("compare", str(exc)) from exc
         return options
 
-    def _submit(
-        self,
-        parsed: ParsedRows,
-        what: str,
-        concurrency: int | None,
-        compare: list[str] | None,
-    ) -> JobInfo:
-        options = self._options(concurrency, compare)
+    def _submit(self, parsed: ParsedRows, what: str, options: dict[str, Any]) -> JobInfo:
         if not parsed.rows:
             first = parsed.errors[0] if parsed.errors else None
             detail = f"; line {first['line']}: {first['field']} {first['error']}" if first else ""
@@ -191,9 +202,11 @@ class JobService:
         self.store.create(record, parsed.rows)
         self.queue.enqueue_questions(record.id, list(parsed.rows))
         logger.info("batch job %s: %d questions queued", record.id, record.total)
-        return self.get(record.id)
+        return self._info(record)
 
-    def submit_ingest(self, files: list[tuple[str, bytes]]) -> JobInfo:
+    def submit_ingest(
+        self, files: list[tuple[str, bytes]], *, caller: Principal, collection: str | None = None
+    ) -> JobInfo:
         """Save uploads now (fast) and index them in a task; one result row per file.
 
         Raises:
@@ -204,19 +217,20 @@ class JobService:
             raise InvalidInputError("files", "no file uploaded")
         if self._service is None:
             raise RagError("this process cannot take uploads (no service)")
-        prepared = self._service.prepare_uploads(files)
+        prepared = self._service.prepare_uploads(files, caller=caller, collection=collection)
         results = list(prepared.results.values())
         record = JobRecord(
             id=uuid.uuid4().hex,
             kind="ingest",
             created_at=now_iso(),
             total=len(results),
-            options={"files": len(files)},
+            options={"files": len(files), "collection": prepared.collection, **_owned_by(caller)},
             progress=len(results) - len(prepared.saved),
         )
         payload = {
             "results": [r.to_json() for r in results],
             "saved": [[str(path), name] for path, name in prepared.saved.items()],
+            "collection": prepared.collection,
         }
         self.store.create(record, {0: payload})
         if prepared.saved:
@@ -227,9 +241,9 @@ class JobService:
             at = now_iso()
             self.store.mark(record.id, "started_at", at)
             self.store.mark(record.id, "finished_at", at)
-        return self.get(record.id)
+        return self._info(self.store.record(record.id))
 
-    def submit_reindex(self, doc_ids: builtins.list[str]) -> JobInfo:
+    def submit_reindex(self, doc_ids: builtins.list[str], *, caller: Principal) -> JobInfo:
         """Read and embed documents again (after changing the chunking, say), as a job.
 
         Each document's files keep their display names; one result row per file.
@@ -243,13 +257,14 @@ class JobService:
             raise InvalidInputError("documents", "no document to re-index")
         if self._service is None:
             raise RagError("this process cannot re-index (no service)")
-        files: dict[str, str] = {}
+        files: dict[str, tuple[str, str]] = {}
         for key in doc_ids:
-            doc = self._service.document(key)
+            doc = self._service.document(key, caller=caller)
+            self._service.access.writable(caller, doc.collection)
             titles = [*doc.titles, *[""] * (len(doc.sources) - len(doc.titles))]
             for source, title in zip(doc.sources, titles, strict=False):
                 if Path(source).is_file():
-                    files[source] = safe_label(title or doc.name)
+                    files[source] = (safe_label(title or doc.name), doc.collection)
         if not files:
             raise InvalidInputError(
                 "documents", "the files of these documents are gone; delete them instead"
@@ -259,41 +274,56 @@ class JobService:
             kind="ingest",
             created_at=now_iso(),
             total=len(files),
-            options={"reindex": len(doc_ids)},
+            options={"reindex": len(doc_ids), **_owned_by(caller)},
         )
-        self.store.create(record, {0: {"reindex": [[p, n] for p, n in files.items()]}})
+        rows = [[p, n, c] for p, (n, c) in files.items()]
+        self.store.create(record, {0: {"reindex": rows}})
         self.queue.enqueue_ingest(record.id)
-        return self.get(record.id)
+        self._service.access.record(caller, "re-index queued", record.id, {"documents": doc_ids})
+        return self._info(record)
 
     # Reading --------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobInfo:
+    def _record(self, job_id: str, caller: Principal) -> JobRecord:
+        """A job of the caller's (another user's answers ``JobNotFoundError`` too)."""
+        record = self.store.record(job_id)
+        if record.options.get("_owner", LOCAL_USER) != caller.user_id:
+            raise JobNotFoundError(job_id)
+        return record
+
+    def get(self, job_id: str, *, caller: Principal) -> JobInfo:
         """A job's state, progress, errors and timings (raises ``JobNotFoundError``)."""
-        return self._info(self.store.record(job_id))
+        return self._info(self._record(job_id, caller))
 
-    def list(self) -> list[JobInfo]:
-        """Every job, newest first."""
-        return [self._info(r) for r in self.store.records()]
+    def list(self, *, caller: Principal) -> list[JobInfo]:
+        """The caller's jobs, newest first."""
+        return [
+            self._info(r)
+            for r in self.store.records()
+            if r.options.get("_owner", LOCAL_USER) == caller.user_id
+        ]
 
-    def results(self, job_id: str) -> builtins.list[dict[str, Any]]:
+    def results(self, job_id: str, *, caller: Principal) -> builtins.list[dict[str, Any]]:
         """Finished rows in input order (raises ``JobNotFoundError``)."""
-        self.store.record(job_id)
+        self._record(job_id, caller)
         return [_public(row) for _, row in sorted(self.store.rows(job_id).items())]
 
-    def cancel(self, job_id: str) -> JobInfo:
+    def cancel(self, job_id: str, *, caller: Principal) -> JobInfo:
         """Cancel a queued or running job: its unstarted questions never run.
 
         Questions being answered at that moment finish and keep their rows; a finished
         job is returned unchanged.
         """
+        self._record(job_id, caller)
         if self.store.cancel(job_id, now_iso()):
             logger.info("job %s cancelled", job_id)
-        return self.get(job_id)
+        return self.get(job_id, caller=caller)
 
-    def resume(self, job_id: str) -> JobInfo:
+    def resume(self, job_id: str, *, caller: Principal) -> JobInfo:
         """Queue again the questions of an unfinished job that have no row (idempotent)."""
+        self._record(job_id, caller)
         self.queue.resume(job_id)
-        return self.get(job_id)
+        return self.get(job_id, caller=caller)
 
     def _info(self, record: JobRecord) -> JobInfo:
         rows = self.store.rows(record.id)
@@ -363,6 +393,11 @@ class JobService:
         """Stop this process's worker threads (after their current question) and the store."""
         self.queue.stop()
         self.store.close()
+
+
+def _owned_by(caller: Principal) -> dict[str, Any]:
+    """Job options naming who submitted it (kept out of the job's JSON: ``_`` keys)."""
+    return {"_owner": caller.user_id, "_caller": principal_json(caller)}
 
 
 def build_job_service(

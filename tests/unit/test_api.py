@@ -404,11 +404,11 @@ def test_remote_clients_are_refused_unless_allowed(tmp_path):
     remote = ("192.0.2.7", 5000)
     client = TestClient(serve_api(create_api(lambda: service)), client=remote)
     error = assert_error(client.get("/api/health"), 403, "forbidden")
-    assert "RAG_API_ALLOW_REMOTE" in error["message"]
+    assert "RAG_ALLOW_REMOTE" in error["message"]
     assert TestClient(client.app, client=("::1", 5000)).get("/api/health").status_code == 200
 
     class RemoteSettings(Settings):
-        api_allow_remote: bool = True
+        allow_remote: bool = True
 
     allowed, _ = fake_service(tmp_path / "b", settings=RemoteSettings(data_dir=tmp_path / "b"))
     client = TestClient(serve_api(create_api(lambda: allowed)), client=remote)
