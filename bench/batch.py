@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.stub_llm import StubServer
 from bench.stub_llm import _Handler as InstantHandler
+from rag.access.principal import LOCAL
 from rag.evaluation import percentile
 
 LATENCY_S = 0.3
@@ -54,12 +55,12 @@ def _batch(data: Path, url: str, questions: list[dict[str, Any]], concurrency: i
     settings = _settings(data, url)
     with open_service(settings) as service:
         service.warm()
-        service.ask("warm up", buffered=True)
+        service.ask("warm up", buffered=True, caller=LOCAL)
         jobs = build_job_service(settings, service, workers=concurrency)
         try:
             start = time.perf_counter()
-            info = jobs.submit_batch(questions, concurrency=concurrency)
-            while jobs.get(info.id).state not in (JobState.DONE, JobState.FAILED):
+            info = jobs.submit_batch(questions, concurrency=concurrency, caller=LOCAL)
+            while jobs.get(info.id, caller=LOCAL).state not in (JobState.DONE, JobState.FAILED):
                 time.sleep(0.05)
             return time.perf_counter() - start
         finally:
@@ -97,8 +98,8 @@ def _two_workers(data: Path, url: str, questions: list[dict[str, Any]], concurre
     jobs = JobService(queue)
     try:
         start = time.perf_counter()
-        info = jobs.submit_batch(questions, concurrency=concurrency)
-        while jobs.get(info.id).state not in (JobState.DONE, JobState.FAILED):
+        info = jobs.submit_batch(questions, concurrency=concurrency, caller=LOCAL)
+        while jobs.get(info.id, caller=LOCAL).state not in (JobState.DONE, JobState.FAILED):
             time.sleep(0.05)
         return time.perf_counter() - start
     finally:
@@ -125,14 +126,14 @@ def main() -> None:
         index = base / "index"
         settings = _settings(base / "seq", url).model_copy(update={"index_dir": index})
         with open_service(settings) as service:
-            service.ingest([ROOT / "docs" / "user-guide.md"])
+            service.ingest([ROOT / "docs" / "user-guide.md"], caller=LOCAL)
             service.warm()
-            service.ask("warm up", buffered=True)
+            service.ask("warm up", buffered=True, caller=LOCAL)
             own: list[float] = []
             start = time.perf_counter()
             for q in questions:
                 t0 = time.perf_counter()
-                stream = service.ask(q["question"], buffered=True)
+                stream = service.ask(q["question"], buffered=True, caller=LOCAL)
                 for _ in stream:
                     pass
                 own.append((time.perf_counter() - t0 - LATENCY_S) * 1000)

@@ -53,7 +53,7 @@ class FixedRetriever(BaseRetriever):
 
 def ask(engine, label: str, results: dict[str, tuple[float, float]], statuses: list) -> None:
     started = time.monotonic()
-    stream = engine.ask(QUESTION)
+    stream = engine.ask(QUESTION, within=None)
     stream.on_status = lambda s, label=label: statuses.append((label, s.message))
     first = None
     for _ in stream:

@@ -96,7 +96,7 @@ def run(row: Row, with_fallback: bool, counter: _Requests) -> tuple[str, str, fl
         engine = build_engine_over(settings, retriever, endpoints(settings))
         started = time.monotonic()
         try:
-            stream = engine.ask("When do backups run?", buffered=row.buffered)
+            stream = engine.ask("When do backups run?", buffered=row.buffered, within=None)
             for _ in stream:
                 pass
             answer = stream.result

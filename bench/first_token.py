@@ -70,7 +70,7 @@ def build_index(settings: Settings, embeddings, size: int) -> None:
 def measure(engine, questions: list[str], history: list[Turn]) -> list[float]:
     times = []
     for q in questions:
-        stream = engine.ask(q, history)
+        stream = engine.ask(q, history, within=None)
         list(stream)
         assert stream.result is not None
         times.append(stream.result.timings["first_token_ms"])
@@ -115,7 +115,7 @@ def main() -> None:
             follow = measure(engine, questions, history)
             retrieval = []
             for q in questions:
-                stream = engine.ask(q)
+                stream = engine.ask(q, within=None)
                 list(stream)
                 assert stream.result is not None
                 retrieval.append(stream.result.timings["retrieval_ms"])

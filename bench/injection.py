@@ -44,6 +44,7 @@ from bench.garak_payloads import PLANTED_DIR, Planted, load_manifest
 from ingest.chunking import HFTokenizer, TokenChunker
 from ingest.files import iter_files
 from ingest.loaders import open_stream
+from rag.access.principal import LOCAL
 from rag.errors import RagError
 from rag.guard import injection
 from rag.settings import load_settings
@@ -303,7 +304,7 @@ def run_answers(
         settings = load_settings(**overrides)
         service = stack.enter_context(open_service(settings))
         t = time.perf_counter()
-        report = service.ingest([*files, *(planted_dir / p.file for p in planted)])
+        report = service.ingest([*files, *(planted_dir / p.file for p in planted)], caller=LOCAL)
         ingest_s = time.perf_counter() - t
         print(
             f"ingested in {ingest_s:.0f} s: {report.chunks} chunks, "
@@ -319,7 +320,7 @@ def run_answers(
         asked = Counter[str]()
         t = time.perf_counter()
         for i, p in enumerate(planted, 1):
-            stream = service.ask(p.question, buffered=True)
+            stream = service.ask(p.question, buffered=True, caller=LOCAL)
             text = "".join(stream)
             result = stream.result
             cited = [c.get("source") for c in (result.to_json()["citations"] if result else [])]

@@ -158,7 +158,7 @@ class Checker:
 
 def query_hybrid(store: Any, retriever: Any, checker: Checker, query: str) -> None:
     """Hybrid retrieval: fused vector and keyword hits, with their relevance."""
-    hits = retriever.search(query)
+    hits = retriever.search(query, within=None)
     docs = [
         checker.hit(
             d.page_content,

@@ -19,11 +19,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
+from rag.access.principal import LOCAL_USER, Principal
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import InvalidInputError, JobNotFoundError, ProviderError
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_retriever
+from rag.service.components import build_access, build_retriever
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
@@ -145,6 +146,7 @@ def fake_service(
         engine,
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
+        lambda: build_access(settings),
     )
     return service, controls
 
@@ -153,6 +155,7 @@ def fake_service(
 class FakeJob:
     id: str
     kind: str
+    owner: str = LOCAL_USER
     state: str = "queued"
     done: int = 0
     total: int = 0
@@ -170,24 +173,39 @@ class FakeJob:
 
 
 class FakeJobs:
-    """The JobService interface in memory; each ``get`` of a running job advances it a step."""
+    """The JobService interface in memory; each ``get`` of a running job advances it a step.
+
+    Jobs belong to the caller that submitted them: another caller's job is not found, as
+    in ``JobService``.
+    """
 
     def __init__(self) -> None:
         self.jobs: dict[str, FakeJob] = {}
         self.files: list[tuple[str, bytes]] = []
         self.batch_files: list[tuple[str, bytes, int | None]] = []
+        self.collections: list[str | None] = []
         self._lock = threading.Lock()
 
-    def _new(self, kind: str, total: int, **options: Any) -> FakeJob:
+    def _new(self, kind: str, total: int, caller: Principal, **options: Any) -> FakeJob:
         with self._lock:
-            job = FakeJob(f"job{len(self.jobs) + 1}", kind, total=total, options=options)
+            job = FakeJob(
+                f"job{len(self.jobs) + 1}", kind, caller.user_id, total=total, options=options
+            )
             self.jobs[job.id] = job
             return job
+
+    def _job(self, job_id: str, caller: Principal) -> FakeJob:
+        job = self.jobs.get(job_id)
+        if job is None or job.owner != caller.user_id:
+            raise JobNotFoundError(job_id)
+        return job
 
     def submit_batch(
         self,
         questions: list[dict[str, Any]],
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> FakeJob:
@@ -197,7 +215,9 @@ class FakeJobs:
         good = list(parsed.rows.values())
         if not good:
             raise InvalidInputError("questions", "no row has a question")
-        job = self._new("batch", len(good), concurrency=concurrency, compare=compare)
+        job = self._new("batch", len(good), caller, concurrency=concurrency, compare=compare)
+        if collections is not None:
+            job.options["collections"] = collections
         job.errors = parsed.errors
         job.rows = [
             {"index": i, "question": q["question"], "answer": f"answer {i} [1]",
@@ -213,6 +233,8 @@ class FakeJobs:
         name: str,
         data: bytes,
         *,
+        caller: Principal,
+        collections: list[str] | None = None,
         concurrency: int | None = None,
         compare: list[str] | None = None,
     ) -> FakeJob:
@@ -221,20 +243,25 @@ class FakeJobs:
         parsed = parse_file(name, data)  # the job service's own parsing
         self.batch_files.append((name, data, concurrency))
         return self.submit_batch(
-            list(parsed.rows.values()), concurrency=concurrency, compare=compare
+            list(parsed.rows.values()),
+            caller=caller,
+            collections=collections,
+            concurrency=concurrency,
+            compare=compare,
         )
 
-    def submit_ingest(self, files: list[tuple[str, bytes]]) -> FakeJob:
+    def submit_ingest(
+        self, files: list[tuple[str, bytes]], *, caller: Principal, collection: str | None = None
+    ) -> FakeJob:
         self.files += files
-        job = self._new("ingest", len(files))
+        self.collections.append(collection)
+        job = self._new("ingest", len(files), caller)
         job.rows = [{"name": n, "status": "added", "reason": ""} for n, _ in files]
         return job
 
-    def get(self, job_id: str) -> FakeJob:
+    def get(self, job_id: str, *, caller: Principal) -> FakeJob:
         with self._lock:
-            job = self.jobs.get(job_id)
-            if job is None:
-                raise JobNotFoundError(job_id)
+            job = self._job(job_id, caller)
             if job.state in {"queued", "running"}:  # advance one step per look
                 job.state = "running"
                 job.done += 1
@@ -242,19 +269,15 @@ class FakeJobs:
                     job.state = "done"
             return job
 
-    def list(self) -> list[FakeJob]:
-        return list(reversed(self.jobs.values()))
+    def list(self, *, caller: Principal) -> list[FakeJob]:
+        return [j for j in reversed(self.jobs.values()) if j.owner == caller.user_id]
 
-    def cancel(self, job_id: str) -> FakeJob:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFoundError(job_id)
+    def cancel(self, job_id: str, *, caller: Principal) -> FakeJob:
+        job = self._job(job_id, caller)
         if job.state in {"queued", "running"}:
             job.state = "cancelled"
         return job
 
-    def results(self, job_id: str) -> list[dict[str, Any]]:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFoundError(job_id)
+    def results(self, job_id: str, *, caller: Principal) -> list[dict[str, Any]]:
+        job = self._job(job_id, caller)
         return job.rows[: job.done] if job.state != "done" else job.rows

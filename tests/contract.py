@@ -59,7 +59,7 @@ class StoreContract:
         store.add_texts(["red apples", "green pears"])
         retriever = store.as_retriever(search_kwargs={"k": 1})
         assert isinstance(retriever, BaseRetriever)
-        assert retriever.invoke("green pears")[0].page_content == "green pears"
+        assert retriever.invoke("green pears", within=None)[0].page_content == "green pears"
 
 
 class CollectionsContract:

@@ -20,7 +20,7 @@ from rag.jobs.queue import JobQueue
 from rag.jobs.store import SqliteJobStore
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_retriever
+from rag.service.components import build_access, build_retriever
 from rag.service.core import RagService
 from rag.service.jobs import JobService
 from rag.settings import Settings
@@ -100,9 +100,10 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
         store,
         memory,
         FakeModels(),
-        lambda *_: engine,
+        lambda *_: get_engine(),
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
+        lambda: build_access(settings),
     )
     queue = JobQueue(
         SqliteHuey("ragchat", filename=str(root / "queue.db"), results=False),
@@ -120,7 +121,7 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
             queue.start(2)
         return jobs
 
-    return Resources(settings, store, memory, get_engine, jobs=get_jobs), service
+    return Resources(service, get_jobs), service
 
 
 def fake_resources(folder: str, mode: str = "ok") -> Resources:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from rag.chain import AnswerStream, ChatEngine
+from rag.chain import AnswerStream
 from rag.errors import RagError
 from rag.guard.output import LinkPolicy
 from rag.llm.client import ModelStatus
@@ -35,7 +35,7 @@ from rag.memory import (
     Message,
 )
 from ui.render import answer_details, citation_card, escape_markdown, guard_stream, sanitize_answer
-from ui.resources import Resources
+from ui.resources import CallerChunks, Resources
 from ui.source import show_source
 from ui.state import SessionState, session, widget_value
 
@@ -57,7 +57,7 @@ def page(res: Resources, documents_page: StreamlitPage) -> None:
 
 def _conversation(res: Resources, state: SessionState, documents_page: StreamlitPage) -> None:
     try:
-        has_documents = bool(res.store.documents(res.within))
+        has_documents = bool(res.service.documents(caller=res.caller))
     except RagError as exc:
         st.error(str(exc))
         return
@@ -78,7 +78,7 @@ def _conversation(res: Resources, state: SessionState, documents_page: Streamlit
     exchanges: list[Exchange] = []
     if state.conversation_id is not None:
         try:
-            exchanges = res.memory.exchanges(state.conversation_id)
+            exchanges = res.service.exchanges(state.conversation_id, caller=res.caller)
         except RagError:
             exchanges = []
     for i, exchange in enumerate(exchanges):
@@ -105,14 +105,13 @@ def _settle(state: SessionState) -> None:
 
 def _store_question(res: Resources, state: SessionState, question: str) -> int:
     """Store a new question (starting a conversation if needed); returns its id."""
-    if state.conversation_id is not None:
-        try:
-            res.memory.get(state.conversation_id, owner=res.caller.user_id)
-        except ConversationNotFoundError:  # deleted from another tab meanwhile
-            state.conversation_id = None
-    if state.conversation_id is None:
-        state.conversation_id = res.memory.create(owner=res.caller.user_id).id
-    return res.memory.ask(state.conversation_id, question.strip()).id
+    try:
+        state.conversation_id, asked = res.service.store_question(
+            question, caller=res.caller, conversation_id=state.conversation_id
+        )
+    except ConversationNotFoundError:  # deleted from another tab meanwhile: a new one
+        state.conversation_id, asked = res.service.store_question(question, caller=res.caller)
+    return asked
 
 
 def _answer(res: Resources, state: SessionState, conversation_id: str, question_id: int) -> None:
@@ -128,10 +127,12 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
         status = st.empty()
         slot = st.empty()
         try:
-            engine: ChatEngine = res.engine()
-            stream = engine.retry_in(conversation_id, question_id, within=res.within)
+            with st.spinner("Loading the models…"):
+                stream = res.service.retry(conversation_id, question_id, caller=res.caller)
         except RagError as exc:  # no engine: the question still gets its outcome
-            res.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=str(exc))
+            res.service.store_outcome(
+                conversation_id, question_id, "", caller=res.caller, outcome=FAILED, error=str(exc)
+            )
             return
         feed = AnswerFeed(stream)
         state.in_flight = feed
@@ -148,9 +149,10 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
             if not feed.finished:  # interrupted: keep what arrived, end the request
                 feed.stop()
                 text = "".join(feed.shown).strip()
-                res.memory.answer(
-                    conversation_id, question_id, text, {"stopped": True}, outcome=STOPPED
-                )
+                res.service.store_outcome(
+                    conversation_id, question_id, text, caller=res.caller,
+                    meta={"stopped": True}, outcome=STOPPED,
+                )  # fmt: skip
             feed.settled.set()
 
 
@@ -312,7 +314,7 @@ def _footer(
                     citation,
                     text,
                     key=f"citation-{message_id}-{citation['n']}",
-                    on_source=lambda c: show_source(res.store, c, text),
+                    on_source=lambda c: show_source(CallerChunks(res.service, res.caller), c, text),
                 )
     st.caption(answer_details(meta))
     actions = st.container(horizontal=True, key=f"actions-{message_id}")
@@ -330,8 +332,8 @@ def _footer(
             "thumbs",
             key=key,
             default=message.feedback,
-            on_change=lambda: res.memory.set_feedback(
-                message_id, widget_value(key), owner=res.caller.user_id
+            on_change=lambda: res.service.set_feedback(
+                message_id, widget_value(key), caller=res.caller
             ),
         )
 
@@ -343,11 +345,11 @@ def _open(state: SessionState, conversation_id: str | None) -> None:
 def _rename(res: Resources, conversation_id: str, key: str) -> None:
     title = str(widget_value(key) or "").strip()
     if title:
-        res.memory.rename(conversation_id, title)
+        res.service.rename_conversation(conversation_id, title, caller=res.caller)
 
 
 def _delete(res: Resources, state: SessionState, conversation_id: str) -> None:
-    res.memory.delete(conversation_id)
+    res.service.delete_conversation(conversation_id, caller=res.caller)
     state.conversation_id = None
 
 
@@ -382,9 +384,8 @@ def _sidebar(res: Resources, state: SessionState) -> None:
             on_click=_open,
             args=(state, None),
         )
-        conversations = res.memory.conversations(
-            owner=res.caller.user_id
-        )  # those with at least one question
+        # those with at least one question
+        conversations = res.service.conversations(caller=res.caller)
         if conversations:
             st.caption("Conversations")
         zone = _zone()

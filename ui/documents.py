@@ -39,7 +39,7 @@ def page(res: Resources) -> None:
         _upload(res, state)
     _results(state)
     try:
-        docs = res.store.documents(res.within)
+        docs = res.service.documents(caller=res.caller)
     except RagError as exc:
         st.error(str(exc))
         return

@@ -19,6 +19,8 @@ from rag.service.documents import PreparedUploads, UploadResult, index_uploads, 
 from rag.settings import Settings
 
 if TYPE_CHECKING:
+    from langchain_core.documents import Document
+
     from ingest.pipeline import IngestPipeline, IngestReport, Progress
     from rag.access.principal import Principal, Scope
     from rag.chain import Answer, AnswerStream, ChatEngine
@@ -469,6 +471,45 @@ class RagService:
         """Delete a conversation and its messages (raises ``ConversationNotFoundError``)."""
         self.memory.get(conversation_id, owner=caller.user_id)
         self.memory.delete(conversation_id)
+
+    def store_question(
+        self, question: str, *, caller: Principal, conversation_id: str | None = None
+    ) -> tuple[str, int]:
+        """Store a question to answer with ``retry`` (the pages stream it on their next run).
+
+        A new conversation of the caller's is started when ``conversation_id`` is None.
+        Returns the conversation's id and the question's.
+
+        Raises:
+            InvalidInputError: the question is empty.
+            ConversationNotFoundError: the conversation is gone or not the caller's.
+        """
+        if not question.strip():
+            raise InvalidInputError("question", "the question is empty")
+        if conversation_id is None:
+            conversation_id = self.memory.create(owner=caller.user_id).id
+        else:
+            self.memory.get(conversation_id, owner=caller.user_id)
+        return conversation_id, self.memory.ask(conversation_id, question.strip()).id
+
+    def store_outcome(
+        self,
+        conversation_id: str,
+        question_id: int,
+        text: str,
+        *,
+        caller: Principal,
+        outcome: str,
+        meta: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Store an answer's outcome the engine could not (no model, the reader stopped it)."""
+        self.memory.get(conversation_id, owner=caller.user_id)
+        self.memory.answer(conversation_id, question_id, text, meta, outcome=outcome, error=error)
+
+    def chunks(self, ids: Sequence[str], *, caller: Principal) -> list[Document]:
+        """Stored chunks by id, those of collections the caller may read only."""
+        return self._store.get_by_ids(ids, self.scope(caller).collections)
 
     def set_feedback(self, message_id: int, score: int | None, *, caller: Principal) -> None:
         """Thumbs up (1), down (0) or cleared (None) on one of the caller's answers."""

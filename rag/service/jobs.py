@@ -61,7 +61,7 @@ class JobInfo:
     started_at: str | None
     finished_at: str | None
     timings: dict[str, float]
-    options: dict[str, Any]
+    options: dict[str, Any]  # as submitted; who submitted it is kept out
     metrics: dict[str, Any] | None
     # Ingest jobs: the pipeline's latest [done, total] per stage (parse, read, embed,
     # publish; wait: seconds waited for another ingestion).
@@ -80,7 +80,7 @@ class JobInfo:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "timings": self.timings,
-            "options": {k: v for k, v in self.options.items() if not k.startswith("_")},
+            "options": self.options,
             "metrics": self.metrics,
             "stages": self.stages,
         }
@@ -353,7 +353,7 @@ class JobService:
             started_at=record.started_at,
             finished_at=record.finished_at,
             timings=self._timings(record, rows),
-            options=record.options,
+            options={k: v for k, v in record.options.items() if not k.startswith("_")},
             metrics=record.metrics,
             stages=record.stages,
         )

@@ -1129,12 +1129,14 @@ class FaissStore(VectorStore):
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return self.relevance
 
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """Stored chunks by chunk id (unknown ids are skipped)."""
+    def get_by_ids(
+        self, ids: Sequence[str], /, within: frozenset[str] | None = None
+    ) -> list[Document]:
+        """Stored chunks by chunk id (unknown ids, and chunks outside ``within``, are skipped)."""
         if not ids or not self.exists():
             return []
         with self.reader() as view:
-            return view.get_by_ids(ids)
+            return view.get_by_ids(ids, within)
 
     def add_texts(
         self,

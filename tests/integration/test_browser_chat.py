@@ -88,7 +88,7 @@ def test_stop_retry_and_regenerate(browser: Browser, app: tuple[str, Path], stub
 
     # Regenerate: the last answer is replaced; the previous one is not shown.
     memory = ConversationStore(pdf.parent / "conversations.db")
-    (conv,) = memory.conversations()
+    (conv,) = memory.conversations(owner="local")
     replaced = memory.exchanges(conv.id)[-1].answer
     assert replaced is not None
     page.locator("[class*='st-key-regenerate-'] button").click()

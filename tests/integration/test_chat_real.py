@@ -74,7 +74,7 @@ def test_answers_stream_and_citations_map_to_real_chunks(llm_server, index, stor
         "When are the nightly backups written?",
         "What is the Fresnel lens polished with?",
     ):
-        stream = engine.ask(question)
+        stream = engine.ask(question, within=None)
         pieces = list(stream)
         assert len(pieces) > 1, "the answer did not stream"
         answer = stream.result
@@ -97,11 +97,11 @@ def test_answers_stream_and_citations_map_to_real_chunks(llm_server, index, stor
 def test_follow_up_resolves_against_the_previous_turn(llm_server, index, store):
     settings = settings_for(index, llm_server.base_url)
     engine = build_engine(settings, store, endpoints(settings))
-    first = engine.ask("What does the lighthouse keeper write in the logbook?")
+    first = engine.ask("What does the lighthouse keeper write in the logbook?", within=None)
     list(first)
     assert first.result is not None
     history = [Turn("user", first.result.question), Turn("assistant", first.result.text)]
-    follow = engine.ask("How often does he do that?", history)
+    follow = engine.ask("How often does he do that?", history, within=None)
     list(follow)
     assert follow.result is not None
     top = follow.result.sources[0]
@@ -112,7 +112,7 @@ def test_follow_up_resolves_against_the_previous_turn(llm_server, index, store):
 def test_irrelevant_question_abstains(llm_server, index, store):
     settings = settings_for(index, llm_server.base_url)
     stream = build_engine(settings, store, endpoints(settings)).ask(
-        "Who won the football world cup in 1998?"
+        "Who won the football world cup in 1998?", within=None
     )
     text = "".join(stream)
     assert stream.result is not None and stream.result.abstained
@@ -143,7 +143,7 @@ def test_endpoint_down_is_one_clear_error(index, store):
     engine = build_engine(settings, store, endpoints(settings))
     started = time.monotonic()
     with pytest.raises(ProviderError) as err:
-        list(engine.ask("When are the nightly backups written?"))
+        list(engine.ask("When are the nightly backups written?", within=None))
     assert f"127.0.0.1:{port}" in str(err.value) and "cannot connect" in str(err.value)
     assert time.monotonic() - started < settings.llm_timeout_s
 
@@ -173,7 +173,7 @@ def test_hanging_endpoint_times_out_within_the_timeout(index, store):
         engine = build_engine(settings, store, endpoints(settings))
         started = time.monotonic()
         with pytest.raises(ProviderError, match="timeout"):
-            list(engine.ask("When are the nightly backups written?"))
+            list(engine.ask("When are the nightly backups written?", within=None))
         elapsed = time.monotonic() - started
         assert elapsed < 3.0 + 1.0, elapsed  # the whole question, retries included
     finally:
@@ -192,7 +192,7 @@ def test_fallback_endpoint_answers_when_the_first_is_down(llm_server, index, sto
         llm_max_retries=0,
     )
     stream = build_engine(settings, store, endpoints(settings)).ask(
-        "When are the nightly backups written?"
+        "When are the nightly backups written?", within=None
     )
     assert "".join(stream)
     assert stream.result is not None and not stream.result.abstained
@@ -231,7 +231,7 @@ def test_terminal_chat_remembers_the_conversation(llm_server, index, tmp_path):
     from rag.memory import ConversationStore
 
     memory = ConversationStore(tmp_path / "conversations.db")
-    (conversation,) = memory.conversations()
+    (conversation,) = memory.conversations(owner="local")
     turns = memory.history(conversation.id)
     assert [t.role for t in turns] == ["user", "assistant"] * 2
     assert turns[2].content == "How often does he do that?"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.access.principal import LOCAL
 from rag.errors import PiiBlockedError
 from rag.service.components import open_service
 from rag.service.core import RagService
@@ -55,20 +56,22 @@ def service_over(tmp_path: Path, stub: FaultServer, pii: str) -> Iterator[RagSer
         min_relevance=0.0,
     )
     with open_service(settings) as service:
-        service.ingest([docs])
+        service.ingest([docs], caller=LOCAL)
         yield service
 
 
 def test_no_masked_value_ever_reaches_the_endpoint_and_the_user_reads_them(tmp_path, stub):
     for service in service_over(tmp_path, stub, "mask"):
-        (doc,) = service.documents()
+        (doc,) = service.documents(caller=LOCAL)
         assert doc.pii is not None and set(VALUES) <= set(doc.pii)
-        stream = service.ask("When are salaries paid to maria.keller@example.com?")
+        stream = service.ask("When are salaries paid to maria.keller@example.com?", caller=LOCAL)
         text = "".join(stream)
         # A follow-up in a conversation: the condensing call is guarded too.
-        conv = service.create_conversation()
-        "".join(service.ask("Who do I call about payroll?", conversation_id=conv.id))
-        "".join(service.ask("And their email, +1 415 555 0132?", conversation_id=conv.id))
+        conv = service.create_conversation(caller=LOCAL)
+        "".join(service.ask("Who do I call about payroll?", conversation_id=conv.id, caller=LOCAL))
+        "".join(
+            service.ask("And their email, +1 415 555 0132?", conversation_id=conv.id, caller=LOCAL)
+        )
     assert stub.requests >= 3
     sent = json.dumps(stub.bodies)
     for kind, values in VALUES.items():
@@ -83,8 +86,8 @@ def test_no_masked_value_ever_reaches_the_endpoint_and_the_user_reads_them(tmp_p
 def test_block_sends_nothing_with_personal_data(tmp_path, stub):
     for service in service_over(tmp_path, stub, "block"):
         with pytest.raises(PiiBlockedError, match="EMAIL_ADDRESS") as caught:
-            "".join(service.ask("Is maria.keller@example.com paid on the 25th?"))
+            "".join(service.ask("Is maria.keller@example.com paid on the 25th?", caller=LOCAL))
         assert "maria.keller" not in str(caught.value)
         with pytest.raises(PiiBlockedError, match="passages"):
-            "".join(service.ask("When are salaries paid?"))
+            "".join(service.ask("When are salaries paid?", caller=LOCAL))
     assert stub.requests == 0

@@ -23,6 +23,7 @@ import pytest
 from huey import RedisHuey
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from rag.access.principal import LOCAL
 from rag.jobs.queue import QUEUE_NAME, JobQueue
 from rag.jobs.redis_store import RedisJobStore
 from rag.llm.local import free_port
@@ -154,8 +155,12 @@ def jobs(redis_url: str) -> Iterator[JobService]:
 
 def _wait(jobs: JobService, job_id: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while jobs.get(job_id).state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
-        assert time.monotonic() < deadline, jobs.get(job_id)
+    while jobs.get(job_id, caller=LOCAL).state not in (
+        JobState.DONE,
+        JobState.FAILED,
+        JobState.CANCELLED,
+    ):
+        assert time.monotonic() < deadline, jobs.get(job_id, caller=LOCAL)
         time.sleep(0.1)
 
 
@@ -168,13 +173,13 @@ def test_two_workers_share_a_batch(
         try:
             workers.start()
             workers.start()
-            info = jobs.submit_batch(questions, concurrency=4)
+            info = jobs.submit_batch(questions, concurrency=4, caller=LOCAL)
             _wait(jobs, info.id, 60)
         finally:
             workers.stop()
         asked = Counter(_question(b) for b in stub.bodies)
-    done = jobs.get(info.id)
-    rows = jobs.results(info.id)
+    done = jobs.get(info.id, caller=LOCAL)
+    rows = jobs.results(info.id, caller=LOCAL)
     assert done.state is JobState.DONE and done.done == 16 and done.errors == []
     assert [r["question"] for r in rows] == [q["question"] for q in questions]
     assert all(r["answer"] and r["error"] is None for r in rows)
@@ -193,7 +198,7 @@ def test_a_killed_worker_loses_no_question_and_repeats_no_answer(
         try:
             doomed = workers.start()
             workers.start()
-            info = jobs.submit_batch(questions, concurrency=4)
+            info = jobs.submit_batch(questions, concurrency=4, caller=LOCAL)
             deadline = time.monotonic() + 60
             while jobs.store.row_count(info.id) < 6:
                 assert time.monotonic() < deadline
@@ -205,13 +210,13 @@ def test_a_killed_worker_loses_no_question_and_repeats_no_answer(
                 for r in jobs.store.rows(info.id).values()
                 if r["_worker"].split(":")[-2] == str(doomed.pid)
             }
-            assert jobs.get(info.id).state is JobState.RUNNING
+            assert jobs.get(info.id, caller=LOCAL).state is JobState.RUNNING
             workers.start()
             _wait(jobs, info.id, 60)
         finally:
             workers.stop()
         asked = Counter(_question(b) for b in stub.bodies)
-    rows = jobs.results(info.id)
+    rows = jobs.results(info.id, caller=LOCAL)
     assert [r["index"] for r in rows] == list(range(24))  # each question exactly once
     assert [r["question"] for r in rows] == [q["question"] for q in questions]
     assert all(r["error"] is None for r in rows)

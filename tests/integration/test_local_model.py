@@ -41,7 +41,7 @@ def server() -> Iterator[LocalLLMServer]:
 
 
 def ask(engine, statuses: list[ModelStatus] | None = None) -> Answer:
-    stream = engine.ask(QUESTION)
+    stream = engine.ask(QUESTION, within=None)
     if statuses is not None:
         stream.on_status = statuses.append
     for _ in stream:
@@ -63,7 +63,7 @@ def test_the_bundled_server_stops_at_the_answer_cap(server, monkeypatch):
     assert body["choices"][0]["finish_reason"] == "length"
     # And through the engine: the streamed answer ends at the cap, saying so.
     engine = build_engine_over(capped, retriever(), [endpoint])
-    pieces = list(engine.ask(LONG + " " + QUESTION))
+    pieces = list(engine.ask(LONG + " " + QUESTION, within=None))
     assert 0 < len(pieces) <= 16
 
 

@@ -87,7 +87,7 @@ def test_the_answer_in_the_third_chunk_of_an_html_page_is_retrieved(index: Path)
     # The page's first chunk matches the question best; before, it was the page's only
     # chunk until every other page had one, so the third never made the top k.
     found = build_retriever(settings, store).invoke(
-        "how many connections does the server accept by default?"
+        "how many connections does the server accept by default?", within=None
     )
 
     assert len(found) == settings.retrieval_k

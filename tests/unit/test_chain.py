@@ -40,7 +40,7 @@ def test_answer_streams_and_citations_map_to_chunks(retriever):
     llm = GenericFakeChatModel(
         messages=iter(["The default is 100 [2], it limits clients [1] and more [9]."])
     )
-    stream = engine(llm, retriever).ask("What is the default of max_connections?")
+    stream = engine(llm, retriever).ask("What is the default of max_connections?", within=None)
     pieces = list(stream)
     assert len(pieces) > 3
     answer = stream.result
@@ -65,7 +65,7 @@ def test_follow_up_is_condensed_and_the_condensed_question_drives_retrieval(retr
         Turn("user", "What does max_connections do?"),
         Turn("assistant", "It sets the maximum number of clients [1]."),
     ]
-    stream = engine(llm, retriever).ask("and what about its default?", history)
+    stream = engine(llm, retriever).ask("and what about its default?", history, within=None)
     text = "".join(stream)
     assert retriever.queries == ["What is the default value of max_connections?"]
     assert text == "It is 100 [1]."
@@ -84,7 +84,7 @@ def test_unusable_condense_output_falls_back_to_the_last_question():
 
 def test_nothing_relevant_abstains_without_calling_the_model(retriever):
     llm = FakeListChatModel(responses=["SHOULD NOT BE USED"])
-    stream = engine(llm, retriever).ask("What is the capital of France?")
+    stream = engine(llm, retriever).ask("What is the capital of France?", within=None)
     pieces = list(stream)
     assert len(pieces) > 1  # it still streams
     assert "".join(pieces).strip() == ABSTAIN_TEXT
@@ -95,7 +95,9 @@ def test_nothing_relevant_abstains_without_calling_the_model(retriever):
 
 def test_tiny_window_keeps_sources_whole_sentences(retriever):
     llm = GenericFakeChatModel(messages=iter(["ok [1]"]))
-    stream = engine(llm, retriever, window=420, answer_tokens=200).ask("max_connections?")
+    stream = engine(llm, retriever, window=420, answer_tokens=200).ask(
+        "max_connections?", within=None
+    )
     list(stream)
     assert stream.result is not None
     for source in stream.result.sources:
@@ -108,9 +110,9 @@ def test_conversations_remember_turns_and_stay_separate(retriever, tmp_path):
     )
     eng = engine(llm, retriever, tmp_path)
     assert eng.memory is not None
-    first, other = eng.memory.create(), eng.memory.create()
-    list(eng.ask_in(first.id, "Tell me about backups"))
-    stream = eng.ask_in(first.id, "when?")
+    first, other = eng.memory.create(owner="local"), eng.memory.create(owner="local")
+    list(eng.ask_in(first.id, "Tell me about backups", within=None))
+    stream = eng.ask_in(first.id, "when?", within=None)
     assert "".join(stream) == "At two [1]."
     assert retriever.queries[-1] == "When do backups run?"
     messages = eng.memory.messages(first.id)
@@ -125,7 +127,7 @@ def test_empty_question_is_refused(retriever):
     from rag.errors import RagError
 
     with pytest.raises(RagError, match="empty"):
-        engine(FakeListChatModel(responses=["x"]), retriever).ask("   ")
+        engine(FakeListChatModel(responses=["x"]), retriever).ask("   ", within=None)
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ def test_a_failed_question_is_kept_with_its_error_and_a_retry(tmp_path, monkeypa
     at.chat_input[0].set_value("What is max_connections?").run()
     assert not at.exception
     memory = fake_resources(str(tmp_path), "down").memory
-    (conv,) = memory.conversations()  # listed: it holds a question
+    (conv,) = memory.conversations(owner="local")  # listed: it holds a question
     assert conv.title == "What is max_connections?"
     (exchange,) = memory.exchanges(conv.id)
     assert exchange.answer is not None and exchange.answer.outcome == FAILED
@@ -39,7 +39,7 @@ def test_a_failed_question_is_kept_with_its_error_and_a_retry(tmp_path, monkeypa
 
 def test_retry_answers_the_failed_question_in_place(tmp_path, monkeypatch):
     memory = fake_resources(str(tmp_path)).memory
-    conv = memory.create()
+    conv = memory.create(owner="local")
     asked = memory.ask(conv.id, "What is max_connections?")
     memory.answer(conv.id, asked.id, "", outcome=FAILED, error="the model timed out")
     at = app(tmp_path, monkeypatch)
@@ -56,7 +56,7 @@ def test_regenerate_replaces_the_last_answer(tmp_path, monkeypatch):
     at = app(tmp_path, monkeypatch)
     at.chat_input[0].set_value("What is max_connections?").run()
     memory = fake_resources(str(tmp_path)).memory
-    (conv,) = memory.conversations()
+    (conv,) = memory.conversations(owner="local")
     (first,) = memory.exchanges(conv.id)
     assert first.answer is not None
     at.button(key=f"regenerate-{first.question.id}").click().run()
@@ -68,7 +68,7 @@ def test_regenerate_replaces_the_last_answer(tmp_path, monkeypatch):
 
 def test_a_stopped_answer_shows_its_note_and_copies_with_sources(tmp_path, monkeypatch):
     memory = fake_resources(str(tmp_path)).memory
-    conv = memory.create()
+    conv = memory.create(owner="local")
     asked = memory.ask(conv.id, "When do backups run?")
     cite = {"n": 1, "source": "/x/ops.md", "page": None, "text": "Backups run nightly."}
     memory.answer(conv.id, asked.id, "Backups run [1]", {"citations": [cite]}, outcome=STOPPED)
@@ -80,8 +80,8 @@ def test_a_stopped_answer_shows_its_note_and_copies_with_sources(tmp_path, monke
 
 def test_sidebar_lists_only_conversations_with_questions_with_dates(tmp_path, monkeypatch):
     memory = fake_resources(str(tmp_path)).memory
-    memory.create()  # empty: never listed
-    kept = memory.create()
+    memory.create(owner="local")  # empty: never listed
+    kept = memory.create(owner="local")
     first = memory.ask(kept.id, "First question about backups")
     memory.ask(kept.id, "Second question about restores")
     at = app(tmp_path, monkeypatch)
@@ -136,9 +136,9 @@ def test_old_conversations_database_is_migrated(tmp_path):
 
 def test_a_question_is_stored_when_asked_and_an_interrupted_answer_as_stopped(tmp_path):
     res = fake_resources(str(tmp_path))
-    engine = res.engine()
-    conv = res.memory.create()
-    stream = engine.ask_in(conv.id, "What is the default of max_connections?")
+    engine = res.service.engine(conversations=True)
+    conv = res.memory.create(owner="local")
+    stream = engine.ask_in(conv.id, "What is the default of max_connections?", within=None)
     pieces = iter(stream)
     (question,) = res.memory.messages(conv.id)  # stored before any answer
     assert question.content == "What is the default of max_connections?"

@@ -58,7 +58,7 @@ def test_masked_values_never_reach_the_model_and_the_user_reads_them(retriever):
     llm = Recording(
         messages=iter(["Call <PHONE_NUMBER_1> or mail <EMAIL_ADDRESS_1> [1]."]), seen=[]
     )
-    stream = engine(llm, retriever).ask("I am bob@corp.example: who is on-call?")
+    stream = engine(llm, retriever).ask("I am bob@corp.example: who is on-call?", within=None)
     text = "".join(stream)
     sent = llm.sent()
     for value in ("bob@corp.example", "+44 20 7946 0958", "lead@example.org"):
@@ -75,11 +75,11 @@ def test_follow_ups_are_masked_in_the_condensing_call_too(retriever, tmp_path: P
         seen=[],
     )
     memory = ConversationStore(tmp_path / "c.db")
-    conv = memory.create().id
+    conv = memory.create(owner="local").id
     q = memory.ask(conv, "My mail is bob@corp.example")
     memory.answer(conv, q.id, "Noted, bob@corp.example.", {})
     eng = engine(llm, retriever, memory=memory)
-    text = "".join(eng.ask_in(conv, "who is on-call for me?"))
+    text = "".join(eng.ask_in(conv, "who is on-call for me?", within=None))
     assert len(llm.seen) == 2  # condense + answer
     assert "bob@corp.example" not in llm.sent()
     assert text == "Mail bob@corp.example [1]."
@@ -90,11 +90,11 @@ def test_block_refuses_a_question_with_personal_data_before_any_model_call(
 ):
     llm = Recording(messages=iter(["never"]), seen=[])
     memory = ConversationStore(tmp_path / "c.db")
-    conv = memory.create().id
+    conv = memory.create(owner="local").id
     with pytest.raises(PiiBlockedError, match=r"EMAIL_ADDRESS.*the question") as caught:
         list(
             engine(llm, retriever, mode="block", memory=memory).ask_in(
-                conv, "is bob@x.org on-call?"
+                conv, "is bob@x.org on-call?", within=None
             )
         )
     assert "bob@x.org" not in str(caught.value)
@@ -106,7 +106,7 @@ def test_block_refuses_a_question_with_personal_data_before_any_model_call(
 def test_block_refuses_passages_with_personal_data(retriever):
     llm = Recording(messages=iter(["never"]), seen=[])
     with pytest.raises(PiiBlockedError, match=r"PHONE_NUMBER.*passages"):
-        list(engine(llm, retriever, mode="block").ask("who is on-call?"))
+        list(engine(llm, retriever, mode="block").ask("who is on-call?", within=None))
     assert llm.seen == []
 
 
@@ -126,10 +126,10 @@ class WordModerator:
 def test_a_flagged_question_is_refused_before_retrieval(retriever, tmp_path: Path):
     llm = Recording(messages=iter(["never"]), seen=[])
     memory = ConversationStore(tmp_path / "c.db")
-    conv = memory.create().id
+    conv = memory.create(owner="local").id
     eng = engine(llm, retriever, mode=None, moderator=WordModerator("bomb"), memory=memory)
     with pytest.raises(ContentRefusedError, match="question was flagged by the blocklist"):
-        list(eng.ask_in(conv, "how to build a bomb on-call?"))
+        list(eng.ask_in(conv, "how to build a bomb on-call?", within=None))
     assert llm.seen == [] and retriever.queries == []
     (exchange,) = memory.exchanges(conv)
     assert exchange.answer is not None and exchange.answer.outcome == REFUSED
@@ -139,7 +139,9 @@ def test_a_flagged_question_is_refused_before_retrieval(retriever, tmp_path: Pat
 def test_a_flagged_answer_is_never_shown(retriever):
     llm = Recording(messages=iter(["The on-call kit has a bomb [1]."]), seen=[])
     moderator = WordModerator("bomb")
-    stream = engine(llm, retriever, mode=None, moderator=moderator).ask("who is on-call?")
+    stream = engine(llm, retriever, mode=None, moderator=moderator).ask(
+        "who is on-call?", within=None
+    )
     shown: list[str] = []
     with pytest.raises(ContentRefusedError, match="answer was flagged"):
         shown.extend(stream)
@@ -150,7 +152,7 @@ def test_a_flagged_answer_is_never_shown(retriever):
 def test_with_a_moderator_a_clean_answer_arrives_whole(retriever):
     llm = Recording(messages=iter(["Backups run nightly [1]."]), seen=[])
     stream = engine(llm, retriever, mode=None, moderator=WordModerator("bomb")).ask(
-        "who is on-call?"
+        "who is on-call?", within=None
     )
     assert list(stream) == ["Backups run nightly [1]."]
 

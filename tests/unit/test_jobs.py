@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from huey import SqliteHuey
 
+from rag.access.principal import LOCAL
 from rag.errors import InvalidInputError, JobNotFoundError
 from rag.jobs.queue import JobQueue
 from rag.jobs.store import Claim, SqliteJobStore
@@ -31,11 +32,11 @@ def test_batch_answers_every_question_once_in_input_order(tmp_path: Path, model:
     jobs = job_service(tmp_path, model)
     try:
         questions = [{"question": f"when do backups run {i}?"} for i in range(12)]
-        info = jobs.submit_batch(questions, concurrency=4)
+        info = jobs.submit_batch(questions, concurrency=4, caller=LOCAL)
         assert info.kind == "batch" and info.total == 12
         assert info.state in (JobState.QUEUED, JobState.RUNNING)
         done = wait(jobs, info.id)
-        rows = jobs.results(info.id)
+        rows = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert done.state is JobState.DONE and done.done == 12 and done.errors == []
@@ -56,9 +57,9 @@ def test_bad_rows_are_reported_by_line_and_the_rest_run(tmp_path: Path, model: M
     try:
         questions = [{"question": "first?"}, {"question": ""}, {"nope": 1}, "text",
                      {"question": "second?", "pages": [0]}, {"question": "third?"}]  # fmt: skip
-        info = jobs.submit_batch(questions)  # type: ignore[arg-type]
+        info = jobs.submit_batch(questions, caller=LOCAL)  # type: ignore[arg-type]
         done = wait(jobs, info.id)
-        rows = jobs.results(info.id)
+        rows = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert done.total == 2 and done.state is JobState.DONE
@@ -73,18 +74,18 @@ def test_a_batch_with_no_usable_row_is_refused(tmp_path: Path, model: Model) -> 
     jobs = job_service(tmp_path, model, workers=0)
     try:
         with pytest.raises(InvalidInputError) as caught:
-            jobs.submit_batch([{"question": " "}, {}])
+            jobs.submit_batch([{"question": " "}, {}], caller=LOCAL)
         assert caught.value.field == "questions" and "line 1" in caught.value.reason
         with pytest.raises(InvalidInputError) as caught:
-            jobs.submit_batch("what?")  # type: ignore[arg-type]
+            jobs.submit_batch("what?", caller=LOCAL)  # type: ignore[arg-type]
         assert caught.value.field == "questions"
         with pytest.raises(InvalidInputError) as caught:
-            jobs.submit_batch([{"question": "a"}], concurrency=0)
+            jobs.submit_batch([{"question": "a"}], concurrency=0, caller=LOCAL)
         assert caught.value.field == "concurrency"
         with pytest.raises(InvalidInputError) as caught:
-            jobs.submit_batch([{"question": "a"}], compare=["only-one"])
+            jobs.submit_batch([{"question": "a"}], compare=["only-one"], caller=LOCAL)
         assert caught.value.field == "compare"
-        assert jobs.list() == []
+        assert jobs.list(caller=LOCAL) == []
     finally:
         jobs.close()
 
@@ -93,17 +94,17 @@ def test_batch_files_jsonl_and_csv(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
     try:
         jsonl = b'{"question": "one?"}\n\nnot json\n{"question": "two?", "sources": ["ops.pdf"]}\n'
-        a = jobs.submit_batch_file("q.jsonl", jsonl)
+        a = jobs.submit_batch_file("q.jsonl", jsonl, caller=LOCAL)
         csv = (b"question,sources,pages,reference_answer\n"
                b"when?,ops.pdf;other.pdf,3,at two\n"
                b"bad pages,ops.pdf,x,\n"
                b",,,\n"
                b"\"with, comma?\",,,\n")  # fmt: skip
-        b = jobs.submit_batch_file("Q.CSV", csv)
+        b = jobs.submit_batch_file("Q.CSV", csv, caller=LOCAL)
         info_a = wait(jobs, a.id)
-        rows_a = jobs.results(a.id)
+        rows_a = jobs.results(a.id, caller=LOCAL)
         info_b = wait(jobs, b.id)
-        rows_b = jobs.results(b.id)
+        rows_b = jobs.results(b.id, caller=LOCAL)
     finally:
         jobs.close()
     assert [r["question"] for r in rows_a] == ["one?", "two?"]
@@ -130,7 +131,7 @@ def test_unreadable_batch_files_name_the_file(
     jobs = job_service(tmp_path, model, workers=0)
     try:
         with pytest.raises(InvalidInputError) as caught:
-            jobs.submit_batch_file(name, data)
+            jobs.submit_batch_file(name, data, caller=LOCAL)
     finally:
         jobs.close()
     assert caught.value.field == "file" and reason in caught.value.reason
@@ -140,7 +141,9 @@ def test_concurrency_bounds_the_questions_in_flight(tmp_path: Path, model: Model
     model.delay_s = 0.05
     jobs = job_service(tmp_path, model, workers=6)
     try:
-        info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(10)], concurrency=2)
+        info = jobs.submit_batch(
+            [{"question": f"q{i}?"} for i in range(10)], concurrency=2, caller=LOCAL
+        )
         assert wait(jobs, info.id).state is JobState.DONE
     finally:
         jobs.close()
@@ -151,14 +154,16 @@ def test_concurrency_bounds_the_questions_in_flight(tmp_path: Path, model: Model
 def test_a_question_whose_task_runs_twice_is_asked_once(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        info = jobs.submit_batch([{"question": "a?"}, {"question": "twice?"}, {"question": "c?"}])
+        info = jobs.submit_batch(
+            [{"question": "a?"}, {"question": "twice?"}, {"question": "c?"}], caller=LOCAL
+        )
         jobs.queue.answer_task.call_local(info.id, 1)
         jobs.queue.answer_task.call_local(info.id, 1)  # the job is still running
-        first = jobs.results(info.id)
+        first = jobs.results(info.id, caller=LOCAL)
         jobs.queue.enqueue_questions(info.id, [1, 1])  # and the queue delivers it again
         jobs.queue.start(3, recover=False)
         wait(jobs, info.id)
-        rows = jobs.results(info.id)
+        rows = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert model.asked == {"a?": 1, "twice?": 1, "c?": 1}
@@ -171,7 +176,7 @@ def test_copies_of_a_task_on_threads_of_one_worker_ask_once(tmp_path: Path, mode
     model.delay_s = 0.3
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        info = jobs.submit_batch([{"question": "copied?"}], concurrency=4)
+        info = jobs.submit_batch([{"question": "copied?"}], concurrency=4, caller=LOCAL)
         jobs.queue.enqueue_questions(info.id, [0, 0, 0])
         jobs.queue.start(4, recover=False)
         wait(jobs, info.id)
@@ -183,10 +188,10 @@ def test_copies_of_a_task_on_threads_of_one_worker_ask_once(tmp_path: Path, mode
 def test_failed_answers_are_rows_with_their_error(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
     try:
-        info = jobs.submit_batch([{"question": "ok?"}, {"question": "FAIL now"}])
+        info = jobs.submit_batch([{"question": "ok?"}, {"question": "FAIL now"}], caller=LOCAL)
         done = wait(jobs, info.id)
-        rows = jobs.results(info.id)
-        all_failed = wait(jobs, jobs.submit_batch([{"question": "FAIL too"}]).id)
+        rows = jobs.results(info.id, caller=LOCAL)
+        all_failed = wait(jobs, jobs.submit_batch([{"question": "FAIL too"}], caller=LOCAL).id)
     finally:
         jobs.close()
     assert done.state is JobState.DONE and done.done == 2
@@ -198,12 +203,12 @@ def test_failed_answers_are_rows_with_their_error(tmp_path: Path, model: Model) 
 def test_cancel_stops_unstarted_questions(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(5)])
-        cancelled = jobs.cancel(info.id)
+        info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(5)], caller=LOCAL)
+        cancelled = jobs.cancel(info.id, caller=LOCAL)
         jobs.queue.start(2)
         time.sleep(0.4)
-        again = jobs.cancel(info.id)
-        rows = jobs.results(info.id)
+        again = jobs.cancel(info.id, caller=LOCAL)
+        rows = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert cancelled.state is JobState.CANCELLED and cancelled.finished_at
@@ -214,14 +219,14 @@ def test_cancel_stops_unstarted_questions(tmp_path: Path, model: Model) -> None:
 def test_cancelling_a_finished_job_changes_nothing(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
     try:
-        done = wait(jobs, jobs.submit_batch([{"question": "a?"}]).id)
-        assert jobs.cancel(done.id).state is JobState.DONE
+        done = wait(jobs, jobs.submit_batch([{"question": "a?"}], caller=LOCAL).id)
+        assert jobs.cancel(done.id, caller=LOCAL).state is JobState.DONE
         with pytest.raises(JobNotFoundError):
-            jobs.get("nope")
+            jobs.get("nope", caller=LOCAL)
         with pytest.raises(JobNotFoundError):
-            jobs.results("nope")
+            jobs.results("nope", caller=LOCAL)
         with pytest.raises(JobNotFoundError):
-            jobs.cancel("nope")
+            jobs.cancel("nope", caller=LOCAL)
     finally:
         jobs.close()
 
@@ -229,11 +234,11 @@ def test_cancelling_a_finished_job_changes_nothing(tmp_path: Path, model: Model)
 def test_jobs_are_listed_newest_first(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        first = jobs.submit_batch([{"question": "a?"}])
+        first = jobs.submit_batch([{"question": "a?"}], caller=LOCAL)
         time.sleep(0.005)
-        second = jobs.submit_batch([{"question": "b?"}])
-        assert [j.id for j in jobs.list()] == [second.id, first.id]
-        assert all(j.state is JobState.QUEUED for j in jobs.list())
+        second = jobs.submit_batch([{"question": "b?"}], caller=LOCAL)
+        assert [j.id for j in jobs.list(caller=LOCAL)] == [second.id, first.id]
+        assert all(j.state is JobState.QUEUED for j in jobs.list(caller=LOCAL))
     finally:
         jobs.close()
 
@@ -243,7 +248,9 @@ def test_a_restarted_worker_finishes_a_job_without_asking_twice(
 ) -> None:
     """A worker died: its popped tasks are gone, its claim lingers; a new one takes over."""
     jobs = job_service(tmp_path, model, workers=0)
-    info = jobs.submit_batch([{"question": f"q{i}?"} for i in range(6)], concurrency=3)
+    info = jobs.submit_batch(
+        [{"question": f"q{i}?"} for i in range(6)], concurrency=3, caller=LOCAL
+    )
     store = jobs.store
     # The dead worker had answered questions 0 and 1, was answering 2, and had popped
     # every task from the queue.
@@ -258,7 +265,7 @@ def test_a_restarted_worker_finishes_a_job_without_asking_twice(
     restarted = job_service(tmp_path, model, workers=3, claim_ttl_s=5.0)
     try:
         done = wait(restarted, info.id)
-        rows = restarted.results(info.id)
+        rows = restarted.results(info.id, caller=LOCAL)
     finally:
         restarted.close()
     assert done.state is JobState.DONE
@@ -269,7 +276,7 @@ def test_a_restarted_worker_finishes_a_job_without_asking_twice(
 def test_the_watchdog_requeues_tasks_lost_while_running(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        info = jobs.submit_batch([{"question": "lost?"}, {"question": "also lost?"}])
+        info = jobs.submit_batch([{"question": "lost?"}, {"question": "also lost?"}], caller=LOCAL)
         jobs.queue.huey.flush()  # a worker took them and died
         assert jobs.queue.watch() == []  # seen once: maybe between two steps
         assert jobs.queue.watch() == [info.id]  # seen twice: lost
@@ -284,10 +291,12 @@ def test_the_watchdog_requeues_tasks_lost_while_running(tmp_path: Path, model: M
 def test_resume_queues_only_the_missing_questions(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model, workers=0)
     try:
-        info = jobs.submit_batch([{"question": "a?"}, {"question": "b?"}, {"question": "c?"}])
+        info = jobs.submit_batch(
+            [{"question": "a?"}, {"question": "b?"}, {"question": "c?"}], caller=LOCAL
+        )
         jobs.queue.answer_task.call_local(info.id, 1)
         jobs.queue.huey.flush()
-        assert jobs.get(info.id).state is JobState.RUNNING
+        assert jobs.get(info.id, caller=LOCAL).state is JobState.RUNNING
         assert jobs.queue.resume(info.id) == [0, 2]
         jobs.queue.start(2, recover=False)
         assert wait(jobs, info.id).done == 3
@@ -304,11 +313,12 @@ def test_labelled_rows_give_the_eval_metrics(tmp_path: Path, model: Model) -> No
                 {"question": "when do backups run?", "sources": ["ops.pdf"], "pages": [3]},
                 {"question": "who?", "sources": ["missing.pdf"], "reference_answer": "x"},
                 {"question": "unlabelled?"},
-            ]
+            ],
+            caller=LOCAL,
         )
         done = wait(jobs, info.id)
-        rows = jobs.results(info.id)
-        plain = wait(jobs, jobs.submit_batch([{"question": "no labels"}]).id)
+        rows = jobs.results(info.id, caller=LOCAL)
+        plain = wait(jobs, jobs.submit_batch([{"question": "no labels"}], caller=LOCAL).id)
     finally:
         jobs.close()
     metrics = done.metrics
@@ -324,10 +334,10 @@ def test_compare_answers_each_question_with_every_model(tmp_path: Path, model: M
     a, b = Model(name="model-a"), Model(name="model-b")
     jobs = job_service(tmp_path, model, models={"a": a, "b": b})
     try:
-        info = jobs.submit_batch([{"question": "which?"}], compare=["a", "b"])
+        info = jobs.submit_batch([{"question": "which?"}], compare=["a", "b"], caller=LOCAL)
         assert info.options == {"concurrency": 4, "compare": ["a", "b"]}
         wait(jobs, info.id)
-        (row,) = jobs.results(info.id)
+        (row,) = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert set(row["answers"]) == {"a", "b"}
@@ -342,22 +352,23 @@ def test_an_ingestion_job_indexes_uploads_with_progress(tmp_path: Path, model: M
             [
                 ("notes.md", b"# Notes\n\nThe lighthouse lens is polished monthly.\n"),
                 ("fake.pdf", b"this is no pdf"),
-            ]
+            ],
+            caller=LOCAL,
         )
         assert info.kind == "ingest" and info.total == 2
         done = wait(jobs, info.id)
-        rows = jobs.results(info.id)
+        rows = jobs.results(info.id, caller=LOCAL)
         unchanged = jobs.submit_ingest([("again.md", b"# Notes\n\nThe lighthouse lens is "
-                                        b"polished monthly.\n")])  # fmt: skip
+                                        b"polished monthly.\n")], caller=LOCAL)  # fmt: skip
         with pytest.raises(InvalidInputError):
-            jobs.submit_ingest([])
+            jobs.submit_ingest([], caller=LOCAL)
     finally:
         jobs.close()
     assert done.state is JobState.DONE and done.done == 2
     assert [r["status"] for r in rows] == ["added", "failed"]
     assert done.errors and done.errors[0]["name"] == "fake.pdf"
     assert unchanged.state is JobState.DONE
-    assert jobs.results(unchanged.id)[0]["status"] == "unchanged"
+    assert jobs.results(unchanged.id, caller=LOCAL)[0]["status"] == "unchanged"
 
 
 def test_a_reindex_job_reads_documents_again_under_their_names(
@@ -365,28 +376,30 @@ def test_a_reindex_job_reads_documents_again_under_their_names(
 ) -> None:
     jobs = job_service(tmp_path, model)
     try:
-        added = wait(jobs, jobs.submit_ingest([("Pump Manual.md", b"# Pump\n\nOil it.\n")]).id)
+        added = wait(
+            jobs, jobs.submit_ingest([("Pump Manual.md", b"# Pump\n\nOil it.\n")], caller=LOCAL).id
+        )
         assert added.state is JobState.DONE
         service = jobs._service
         assert service is not None
-        (doc,) = [d for d in service.documents() if d.name == "Pump Manual.md"]
-        again = wait(jobs, jobs.submit_reindex([doc.id]).id)
+        (doc,) = [d for d in service.documents(caller=LOCAL) if d.name == "Pump Manual.md"]
+        again = wait(jobs, jobs.submit_reindex([doc.id], caller=LOCAL).id)
         assert again.state is JobState.DONE and again.stages["parse"] == [1, 1]
-        assert jobs.results(again.id) == [
+        assert jobs.results(again.id, caller=LOCAL) == [
             {"name": "Pump Manual.md", "status": "re-indexed", "reason": ""}
         ]
         Path(doc.sources[0]).unlink()  # its uploaded copy is gone
         with pytest.raises(InvalidInputError, match="gone; delete them instead"):
-            jobs.submit_reindex([doc.id])
+            jobs.submit_reindex([doc.id], caller=LOCAL)
         with pytest.raises(InvalidInputError):
-            jobs.submit_reindex([])
+            jobs.submit_reindex([], caller=LOCAL)
     finally:
         jobs.close()
 
 
 def test_job_records_survive_a_new_process(tmp_path: Path, model: Model) -> None:
     jobs = job_service(tmp_path, model)
-    info = jobs.submit_batch([{"question": "kept?"}])
+    info = jobs.submit_batch([{"question": "kept?"}], caller=LOCAL)
     wait(jobs, info.id)
     jobs.close()
     other = JobService(
@@ -397,8 +410,10 @@ def test_job_records_survive_a_new_process(tmp_path: Path, model: Model) -> None
         )
     )
     try:
-        assert other.get(info.id).state is JobState.DONE
-        assert json.loads(json.dumps(other.results(info.id)))[0]["question"] == "kept?"
+        assert other.get(info.id, caller=LOCAL).state is JobState.DONE
+        assert (
+            json.loads(json.dumps(other.results(info.id, caller=LOCAL)))[0]["question"] == "kept?"
+        )
     finally:
         other.close()
 
@@ -464,13 +479,15 @@ def test_a_job_whose_service_cannot_be_built_fails_with_its_reason(tmp_path: Pat
     queue.start(2)
     jobs = JobService(queue)
     try:
-        info = wait(jobs, jobs.submit_batch([{"question": "a?"}, {"question": "b?"}]).id)
+        info = wait(
+            jobs, jobs.submit_batch([{"question": "a?"}, {"question": "b?"}], caller=LOCAL).id
+        )
         deadline = time.monotonic() + 5
         while info.finished_at is None:  # marked just after the last row is stored
             assert time.monotonic() < deadline, "the job was never marked finished"
             time.sleep(0.02)
-            info = jobs.get(info.id)
-        rows = jobs.results(info.id)
+            info = jobs.get(info.id, caller=LOCAL)
+        rows = jobs.results(info.id, caller=LOCAL)
     finally:
         jobs.close()
     assert info.state is JobState.FAILED

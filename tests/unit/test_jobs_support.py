@@ -22,13 +22,14 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
+from rag.access.principal import LOCAL
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import ProviderError
 from rag.jobs.queue import JobQueue
 from rag.jobs.store import SqliteJobStore
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_retriever
+from rag.service.components import build_access, build_retriever
 from rag.service.core import RagService
 from rag.service.jobs import JobInfo, JobService, JobState
 from rag.settings import Settings
@@ -149,6 +150,7 @@ def fake_service(root: Path, model: Model) -> RagService:
         lambda mode, k, found, memory: engine,
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
+        lambda: build_access(settings),
     )
 
 
@@ -181,7 +183,7 @@ def job_service(
 def wait(jobs: JobService, job_id: str, timeout: float = 10.0) -> JobInfo:
     deadline = time.monotonic() + timeout
     while True:
-        info = jobs.get(job_id)
+        info = jobs.get(job_id, caller=LOCAL)
         # A batch reads as done once its last row is stored; finished_at follows at once.
         if info.state in FINAL and info.finished_at is not None:
             return info

@@ -28,7 +28,7 @@ def local_settings(**extra: object) -> Settings:
 
 
 def answer(engine, statuses: list[ModelStatus] | None = None) -> tuple[Answer, str]:
-    stream = engine.ask(QUESTION)
+    stream = engine.ask(QUESTION, within=None)
     if statuses is not None:
         stream.on_status = statuses.append
     shown = "".join(stream)

@@ -78,9 +78,11 @@ def ask(
         started = time.monotonic()
         try:
             if memory is not None:
-                stream = engine.ask_in(memory.create().id, QUESTION, buffered=buffered)
+                stream = engine.ask_in(
+                    memory.create(owner="local").id, QUESTION, buffered=buffered, within=None
+                )
             else:
-                stream = engine.ask(QUESTION, history, buffered=buffered)
+                stream = engine.ask(QUESTION, history, buffered=buffered, within=None)
             for piece in stream:
                 pieces.append(piece)
             answer = stream.result
@@ -239,7 +241,7 @@ def test_a_cut_answer_is_stored_with_its_note(tmp_path: Path):
     memory = ConversationStore(tmp_path / "c.db")
     out = ask(default=Fault("drop", after=3), memory=memory)
     assert out.answer is not None and out.answer.message_id is not None
-    (conversation,) = memory.conversations()
+    (conversation,) = memory.conversations(owner="local")
     stored = memory.messages(conversation.id)[-1]
     assert stored.content == out.answer.text and stored.content.startswith("Backups run nightly")
     assert stored.meta["cut"] == out.answer.cut
@@ -259,7 +261,7 @@ def test_condense_asks_for_few_tokens_and_the_answer_for_the_configured_cap():
     with FaultServer() as server:
         settings = Settings(llm_base_url=server.base_url, llm_timeout_s=TIMEOUT_S)
         engine = build_engine_over(settings, retriever(), endpoints(settings))
-        list(engine.ask(QUESTION, history))
+        list(engine.ask(QUESTION, history, within=None))
     condense, answer = server.bodies
     # Another endpoint than the bundled one gets both names of the cap (see rag/llm.py).
     assert condense["max_completion_tokens"] == condense["max_tokens"] == 96
@@ -305,7 +307,7 @@ def test_two_questions_at_once_both_complete_and_the_bundled_model_gets_one_at_a
         answers: list[Answer | None] = [None, None]
 
         def one(n: int) -> None:
-            stream = engine.ask(QUESTION)
+            stream = engine.ask(QUESTION, within=None)
             for _ in stream:
                 pass
             answers[n] = stream.result
@@ -334,7 +336,9 @@ def test_an_endpoint_gets_at_most_its_limit_of_requests_at_once() -> None:
         answers: list[Answer | None] = [None] * 6
 
         def one(n: int) -> None:
-            stream = engines[n % 2].ask(QUESTION)  # two engines: one limit per endpoint
+            stream = engines[n % 2].ask(
+                QUESTION, within=None
+            )  # two engines: one limit per endpoint
             for _ in stream:
                 pass
             answers[n] = stream.result

@@ -17,7 +17,7 @@ def test_a_cut_answer_shows_its_note_and_the_model_that_wrote_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     memory = ConversationStore(tmp_path / "conversations.db")
-    conversation = memory.create("Backups")
+    conversation = memory.create("Backups", owner="local")
     memory.add(conversation.id, "user", "When do backups run?")
     meta = {"model": "fallback-model", "prompt_version": "answer@v3", "cut": CUT}
     memory.add(conversation.id, "assistant", "Backups run nightly", meta)

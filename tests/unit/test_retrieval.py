@@ -119,7 +119,7 @@ def test_spread_out_limits_each_location_then_backfills():
 
 def test_vector_mode_with_threshold_and_gap(store):
     everything = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, max_chunks_per_page=0).invoke(
-        "pump oil"
+        "pump oil", within=None
     )
     assert texts(everything)[:2] == [
         "The pump needs fresh oil every spring.",
@@ -127,19 +127,21 @@ def test_vector_mode_with_threshold_and_gap(store):
     ]
     assert everything[1].metadata["relevance"] == pytest.approx(0.9, abs=1e-5)
     above = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, min_relevance=0.85)
-    assert len(above.invoke("pump oil")) == 2
+    assert len(above.invoke("pump oil", within=None)) == 2
     close = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, relevance_gap=0.05)
-    assert texts(close.invoke("pump oil")) == ["The pump needs fresh oil every spring."]
+    assert texts(close.invoke("pump oil", within=None)) == [
+        "The pump needs fresh oil every spring."
+    ]
 
 
 def test_keyword_mode_finds_exact_identifiers(store):
-    hits = HybridRetriever(store=store, mode=Mode.KEYWORD, k=2).invoke("serial 7781")
+    hits = HybridRetriever(store=store, mode=Mode.KEYWORD, k=2).invoke("serial 7781", within=None)
     assert texts(hits)[0] == "The pump model is P-200 with serial 7781."
 
 
 def test_hybrid_fuses_both_rankings(store):
     retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=4)
-    hits = retriever.search("pump oil")
+    hits = retriever.search("pump oil", within=None)
     # keyword ranks "pump ... oil" first and "pump model" second; vector agrees on the first
     assert texts(d for d, _ in hits)[0] == "The pump needs fresh oil every spring."
     assert "The pump model is P-200 with serial 7781." in texts(d for d, _ in hits)
@@ -149,8 +151,11 @@ def test_hybrid_fuses_both_rankings(store):
 def test_abstention_threshold_applies_to_fused_results(store):
     retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=4, min_relevance=0.6)
     # "serial 7781" matches a chunk by keyword, but nothing is semantically close
-    assert retriever.invoke("serial 7781") == []
-    assert texts(retriever.invoke("pump oil"))[0] == "The pump needs fresh oil every spring."
+    assert retriever.invoke("serial 7781", within=None) == []
+    assert (
+        texts(retriever.invoke("pump oil", within=None))[0]
+        == "The pump needs fresh oil every spring."
+    )
 
 
 def test_mmr_prefers_a_different_second_result():
@@ -168,7 +173,10 @@ class ReverseAlphabet:
 
 def test_reranker_reorders_candidates(store):
     retriever = HybridRetriever(store=store, mode=Mode.VECTOR, k=4, reranker=ReverseAlphabet())
-    assert texts(retriever.invoke("pump oil"))[0] == "Greasing the bearings keeps them quiet."
+    assert (
+        texts(retriever.invoke("pump oil", within=None))[0]
+        == "Greasing the bearings keeps them quiet."
+    )
 
 
 def test_one_chunk_per_page_before_a_second(tmp_path: Path):
@@ -184,12 +192,14 @@ def test_one_chunk_per_page_before_a_second(tmp_path: Path):
                 vectors=np.asarray(emb.embed_documents(chunks), dtype="float32"),
             )  # fmt: skip
     # cosines: manual 1.0 and 0.8 (both page 1), other 0.6
-    spread = HybridRetriever(store=store, mode=Mode.VECTOR, k=3).invoke("pump oil")
+    spread = HybridRetriever(store=store, mode=Mode.VECTOR, k=3).invoke("pump oil", within=None)
     assert texts(spread) == [manual[0], other[0], manual[1]]
     packed = HybridRetriever(store=store, mode=Mode.VECTOR, k=3, max_chunks_per_page=0)
-    assert texts(packed.invoke("pump oil")) == [manual[0], manual[1], other[0]]
+    assert texts(packed.invoke("pump oil", within=None)) == [manual[0], manual[1], other[0]]
     # the share only orders: with k=2 the second chunk of page 1 gives way to the other page
-    assert texts(HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil")) == [
+    assert texts(
+        HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil", within=None)
+    ) == [
         manual[0],
         other[0],
     ]
@@ -223,7 +233,7 @@ def test_sections_of_a_page_less_file_are_separate_locations(tmp_path: Path):
         tmp_path,
         [NewChunk(oil, heading="Oil", offset=0), NewChunk(LEVEL, heading="Level", offset=900)],
     )
-    top = HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    top = HybridRetriever(store=store, mode=Mode.VECTOR, k=2).invoke("pump oil", within=None)
     assert texts(top) == [oil, LEVEL]
 
 
@@ -240,19 +250,19 @@ def test_a_files_second_section_leads_only_when_it_stands_out(tmp_path: Path):
         retriever = HybridRetriever(
             store=store, mode=Mode.VECTOR, k=2, document_penalty=penalty, section_gap=np.inf
         )
-        assert texts(retriever.invoke("pump oil")) == [oil, second], penalty
+        assert texts(retriever.invoke("pump oil", within=None)) == [oil, second], penalty
     # more than the gap behind its file's best, a section is that file again: it waits
     for gap, second in [(SECTION_GAP, greasing), (1.0, greasing), (1.5, winter)]:
         retriever = HybridRetriever(
             store=store, mode=Mode.VECTOR, k=2, document_penalty=0.5, section_gap=gap
         )
-        assert texts(retriever.invoke("pump oil")) == [oil, second], gap
+        assert texts(retriever.invoke("pump oil", within=None)) == [oil, second], gap
     # whatever leads, nothing is lost: the rest still fills the list
     for retriever in (
         HybridRetriever(store=store, mode=Mode.VECTOR, k=3, document_penalty=5.0),
         HybridRetriever(store=store, mode=Mode.VECTOR, k=3),
     ):
-        assert texts(retriever.invoke("pump oil")) == [oil, greasing, winter]
+        assert texts(retriever.invoke("pump oil", within=None)) == [oil, greasing, winter]
 
 
 def test_far_apart_chunks_of_one_long_section_are_separate_locations(tmp_path: Path):
@@ -261,32 +271,34 @@ def test_far_apart_chunks_of_one_long_section_are_separate_locations(tmp_path: P
         tmp_path / "far",
         [NewChunk(oil, heading="Care", offset=0), NewChunk(LEVEL, heading="Care", offset=9000)],
     )
-    top = HybridRetriever(store=far, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    top = HybridRetriever(store=far, mode=Mode.VECTOR, k=2).invoke("pump oil", within=None)
     assert texts(top) == [oil, LEVEL]
     # neighbouring chunks of one section still count as one place: the other file leads
     near = page_less_store(
         tmp_path / "near",
         [NewChunk(oil, heading="Care", offset=0), NewChunk(LEVEL, heading="Care", offset=900)],
     )
-    top = HybridRetriever(store=near, mode=Mode.VECTOR, k=2).invoke("pump oil")
+    top = HybridRetriever(store=near, mode=Mode.VECTOR, k=2).invoke("pump oil", within=None)
     assert texts(top) == [oil, "Greasing the bearings keeps them quiet."]
 
 
 def test_rrf_fusion_is_selectable(store):
     retriever = HybridRetriever(store=store, mode=Mode.HYBRID, k=4, fusion=Fusion.RRF)
-    hits = retriever.search("pump oil")
+    hits = retriever.search("pump oil", within=None)
     assert texts(d for d, _ in hits)[0] == "The pump needs fresh oil every spring."
     assert hits[0][1] == pytest.approx(2 / 61)  # first in both rankings
 
 
 def test_mmr_in_the_retriever_trades_relevance_for_variety(store):
     plain = HybridRetriever(store=store, mode=Mode.VECTOR, k=2, max_chunks_per_page=0)
-    assert texts(plain.invoke("pump oil"))[1] == "Lubricate moving parts before winter."
+    assert (
+        texts(plain.invoke("pump oil", within=None))[1] == "Lubricate moving parts before winter."
+    )
     varied = HybridRetriever(
         store=store, mode=Mode.VECTOR, k=2, max_chunks_per_page=0, mmr_lambda=0.3
     )
     # after the best chunk, the one least like it wins: 0.3*0 - 0.7*0 beats 0.3*0.8 - 0.7*0.8
-    assert texts(varied.invoke("pump oil")) == [
+    assert texts(varied.invoke("pump oil", within=None)) == [
         "The pump needs fresh oil every spring.",
         "The pump model is P-200 with serial 7781.",
     ]

@@ -10,11 +10,12 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
+from rag.access.principal import LOCAL
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import DocumentNotFoundError, RagError
 from rag.memory import ConversationNotFoundError, ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_retriever
+from rag.service.components import build_access, build_retriever
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
@@ -72,6 +73,7 @@ def service_in(root: Path, answers: list[str] | None = None) -> tuple[RagService
         engine,
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
+        lambda: build_access(settings),
     )
     return service, models
 
@@ -84,7 +86,7 @@ def answer(stream: Any) -> Any:
 
 def test_a_one_off_question_is_answered_with_citations_and_not_stored(tmp_path):
     service, _ = service_in(tmp_path)
-    text, result = answer(service.ask("When do backups run?", mode="keyword"))
+    text, result = answer(service.ask("When do backups run?", mode="keyword", caller=LOCAL))
     assert "nightly" in text and "[1]" in text
     assert result.citations and result.citations[0].source.source.endswith("ops.md")
     assert not service.settings.resolved_conversations_path.exists()  # nothing opened
@@ -92,24 +94,24 @@ def test_a_one_off_question_is_answered_with_citations_and_not_stored(tmp_path):
 
 def test_a_question_in_a_conversation_is_stored_with_its_answer(tmp_path):
     service, _ = service_in(tmp_path)
-    conversation = service.create_conversation()
-    answer(service.ask("When do backups run?", conversation_id=conversation.id))
-    messages = service.messages(conversation.id)
+    conversation = service.create_conversation(caller=LOCAL)
+    answer(service.ask("When do backups run?", conversation_id=conversation.id, caller=LOCAL))
+    messages = service.messages(conversation.id, caller=LOCAL)
     assert [m.role for m in messages] == ["user", "assistant"]
     assert "nightly" in messages[1].content
-    assert [c.id for c in service.conversations()] == [conversation.id]
-    service.delete_conversation(conversation.id)
-    assert service.conversations() == []
+    assert [c.id for c in service.conversations(caller=LOCAL)] == [conversation.id]
+    service.delete_conversation(conversation.id, caller=LOCAL)
+    assert service.conversations(caller=LOCAL) == []
     with pytest.raises(ConversationNotFoundError):
-        service.messages(conversation.id)
+        service.messages(conversation.id, caller=LOCAL)
     with pytest.raises(ConversationNotFoundError):
-        service.delete_conversation(conversation.id)
+        service.delete_conversation(conversation.id, caller=LOCAL)
 
 
 def test_an_empty_question_is_refused(tmp_path):
     service, models = service_in(tmp_path)
     with pytest.raises(RagError, match="empty"):
-        service.ask("   ")
+        service.ask("   ", caller=LOCAL)
     assert models.asked == 0  # no model was started for it
 
 
@@ -123,35 +125,37 @@ def test_engines_are_built_once_per_mode_and_k(tmp_path):
 
 def test_search_returns_chunks_with_relevance_and_titles(tmp_path):
     service, _ = service_in(tmp_path)
-    hits = service.search("backups nightly", k=2, mode="keyword")
+    hits = service.search("backups nightly", k=2, mode="keyword", caller=LOCAL)
     assert hits[0].title == "ops.md" and hits[0].page is None
     assert 0 <= hits[0].relevance <= 1
     assert set(hits[0].to_json()) == {
         "score", "relevance", "source", "title", "page", "chunk_id", "text", "flags",
     }  # fmt: skip
     with pytest.raises(RagError, match="k: must be at least 1"):
-        service.search("x", k=0)
+        service.search("x", k=0, caller=LOCAL)
 
 
 def test_documents_are_listed_found_and_deleted(tmp_path):
     service, _ = service_in(tmp_path)
-    assert sorted(d.name for d in service.documents()) == ["manual.pdf", "ops.md"]
-    deleted = service.delete_document("b" * 12)
+    assert sorted(d.name for d in service.documents(caller=LOCAL)) == ["manual.pdf", "ops.md"]
+    deleted = service.delete_document("b" * 12, caller=LOCAL)
     assert deleted.name == "ops.md" and deleted.chunks == 1
-    assert [d.name for d in service.documents()] == ["manual.pdf"]
+    assert [d.name for d in service.documents(caller=LOCAL)] == ["manual.pdf"]
     with pytest.raises(DocumentNotFoundError):
-        service.delete_document("b" * 12)
+        service.delete_document("b" * 12, caller=LOCAL)
 
 
 def test_uploads_are_saved_indexed_and_recognised_again(tmp_path):
     service, _ = service_in(tmp_path)
     seen: list[str] = []
     (result,) = service.add_uploads(
-        [("pumps.md", b"# Pumps\n\nOil them in spring.")], lambda stage, *_: seen.append(stage)
+        [("pumps.md", b"# Pumps\n\nOil them in spring.")],
+        lambda stage, *_: seen.append(stage),
+        caller=LOCAL,
     )
     assert (result.name, result.status) == ("pumps.md", "added") and "embed" in seen
-    assert "pumps.md" in {d.name for d in service.documents()}
-    (again,) = service.add_uploads([("copy.md", b"# Pumps\n\nOil them in spring.")])
+    assert "pumps.md" in {d.name for d in service.documents(caller=LOCAL)}
+    (again,) = service.add_uploads([("copy.md", b"# Pumps\n\nOil them in spring.")], caller=LOCAL)
     assert again.status == "unchanged" and "pumps.md" in again.reason
 
 
@@ -164,7 +168,7 @@ def test_ready_names_what_is_wrong(tmp_path):
 
 def test_close_stops_the_models_and_the_memory(tmp_path):
     service, models = service_in(tmp_path)
-    conversation = service.create_conversation()
+    conversation = service.create_conversation(caller=LOCAL)
     service.close()
     assert models.closed
     with pytest.raises(Exception, match="closed"):
@@ -174,9 +178,10 @@ def test_close_stops_the_models_and_the_memory(tmp_path):
 def test_two_uploads_with_one_name_each_keep_their_outcome(tmp_path):
     service, _ = service_in(tmp_path)
     results = service.add_uploads(
-        [("a/report.md", b"# Report\n\nThe first report."), ("b/report.md", b"# R\n\nSecond.")]
+        [("a/report.md", b"# Report\n\nThe first report."), ("b/report.md", b"# R\n\nSecond.")],
+        caller=LOCAL,
     )
     assert [(r.name, r.status) for r in results] == [
         ("report.md", "added"), ("report (2).md", "added"),
     ]  # fmt: skip
-    assert {"report.md", "report (2).md"} <= {d.name for d in service.documents()}
+    assert {"report.md", "report (2).md"} <= {d.name for d in service.documents(caller=LOCAL)}

@@ -78,7 +78,7 @@ def test_the_model_gets_fenced_marked_sources_and_the_rule_that_they_are_data():
     fence = Fence("datamark")
     chain = build_chain(llm, retriever, prompts, ChainConfig(fence=fence))
     engine = ChatEngine(chain, prompts, model_name="m", fence=fence)
-    stream = engine.ask("When do backups run?")
+    stream = engine.ask("When do backups run?", within=None)
     text = "".join(stream)
     assert text == "Backups run nightly [1]."  # the copied mark is gone
     system, *_, user = llm.seen[0]

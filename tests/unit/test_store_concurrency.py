@@ -69,7 +69,7 @@ def test_threads_sharing_one_store_never_fail_while_it_is_republished(index_dir)
     def ask() -> None:
         while not stop.is_set():
             try:
-                docs = retriever.invoke("pumps chunk")
+                docs = retriever.invoke("pumps chunk", within=None)
                 assert docs and all("pumps" in d.page_content for d in docs)
                 with counting:
                     queries[0] += 1

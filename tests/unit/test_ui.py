@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from rag.access.principal import LOCAL
 from rag.service.documents import display_name
 from tests.docgen import make_pdf
 from tests.ui_fakes import fake_pipeline, fake_resources
@@ -53,7 +54,7 @@ def test_chat_streams_an_answer_with_citation_cards(tmp_path, monkeypatch):
     assert [m.name for m in at.chat_message] == ["user", "assistant"] * 2
     assert "It counts each session once [1]." in all_markdown(at)
     memory = fake_resources(str(tmp_path)).memory
-    (conv,) = memory.conversations()
+    (conv,) = memory.conversations(owner="local")
     assert len(memory.messages(conv.id)) == 4
 
 
@@ -61,7 +62,7 @@ def test_conversations_can_be_renamed_reopened_and_deleted(tmp_path, monkeypatch
     at = app(tmp_path, monkeypatch)
     at.chat_input[0].set_value("What is max_connections?").run()
     memory = fake_resources(str(tmp_path)).memory
-    (conv,) = memory.conversations()
+    (conv,) = memory.conversations(owner="local")
     at.text_input(key=f"title-{conv.id}").set_value("Connections").run()
     assert memory.get(conv.id).title == "Connections"
     at.sidebar.button[0].click().run()  # New chat
@@ -69,7 +70,7 @@ def test_conversations_can_be_renamed_reopened_and_deleted(tmp_path, monkeypatch
     at.button(key=f"conv-{conv.id}").click().run()
     assert len(at.chat_message) == 2
     at.button(key="delete-conv").click().run()
-    assert memory.conversations() == [] and not at.chat_message
+    assert memory.conversations(owner="local") == [] and not at.chat_message
 
 
 def test_feedback_is_stored_with_the_answer(tmp_path, monkeypatch):
@@ -77,7 +78,7 @@ def test_feedback_is_stored_with_the_answer(tmp_path, monkeypatch):
     at.chat_input[0].set_value("max_connections?").run()
     at.get("feedback")[0].set_value(1).run()
     memory = fake_resources(str(tmp_path)).memory
-    (conv,) = memory.conversations()
+    (conv,) = memory.conversations(owner="local")
     assert memory.messages(conv.id)[1].feedback == 1
 
 
@@ -503,7 +504,7 @@ def test_batch_page_runs_a_file_and_offers_the_answers(tmp_path, monkeypatch):
     assert at.title[0].value == "Batch questions"
     jobs = fake_resources(str(tmp_path)).jobs()  # type: ignore[misc]  # the page's
     lines = b'{"question": "When do backups run?"}\n{"question": "What is max_connections?"}\n'
-    info = jobs.submit_batch_file("q.jsonl", lines)
+    info = jobs.submit_batch_file("q.jsonl", lines, caller=LOCAL)
     # The page follows the session's job; here the test picks it as a user would.
     at.session_state["ragchat"].batch_job = info.id
     deadline = time.monotonic() + 20
