@@ -38,6 +38,9 @@ RUN useradd --create-home --uid 10001 ragchat \
 USER 10001
 VOLUME ["/data"]
 EXPOSE 8501
+# Client addresses are the peer's, never taken from X-Forwarded-For (RAG_AUTH=header
+# believes the proxy by its address, RAG_TRUSTED_PROXIES).
+ENV FORWARDED_ALLOW_IPS=""
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["curl", "--fail", "--silent", "http://127.0.0.1:8501/api/health"]

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # The sample knowledge base (docs/) is indexed first; re-running skips unchanged files.
 run: install
 	$(VENV)/bin/ragchat ingest docs
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	FORWARDED_ALLOW_IPS='' $(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: install browser redis
 	$(PY) -m pytest

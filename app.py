@@ -22,18 +22,36 @@ from rag.errors import RagError
 logger = logging.getLogger("ragchat.app")
 
 if __name__ == "__main__":  # a browser session: the pages
+    from rag.errors import AuthenticationError
+    from rag.service.components import shared_jobs, shared_service
     from ui.app import run
-    from ui.resources import resources
+    from ui.resources import Resources
+    from ui.signin import account_box, page_caller, refusal, signin_page
 
     st.set_page_config(page_title="ragchat", page_icon=":material/forum:", layout="wide")
     try:
-        shared = resources()
+        service = shared_service()
     except RagError as exc:  # a bad setting or an unreadable index: say so, keep serving
         st.error(str(exc))
         st.stop()
-    run(shared)
+    try:
+        caller = page_caller(service)
+    except AuthenticationError as exc:  # tampered, expired, disabled: sign in again
+        signin_page(service, refusal(exc))
+        st.stop()
+    except RagError as exc:
+        st.error(str(exc))
+        st.stop()
+    if caller is None:
+        signin_page(service)
+        st.stop()
+    account_box(service, caller)
+    run(Resources(service, shared_jobs, caller))
 else:  # the server: imported by uvicorn (through `streamlit run`)
-    from rag.api.app import create_api, mount
+    from starlette.middleware import Middleware
+
+    from rag.api.app import LoopbackOnly, create_api, mount, remote_allowed
+    from rag.api.auth import auth_routes, check_proxy_setup, streamlit_secrets
     from rag.service.components import (
         close_shared_service,
         redact_logs,
@@ -64,6 +82,7 @@ else:  # the server: imported by uvicorn (through `streamlit run`)
             logger.warning("ragchat cannot start its service: %s", exc)
             yield
             return
+        check_proxy_setup(service.settings)  # raised: the server does not start
         threading.Thread(target=_warm, args=(service,), name="warm-up", daemon=True).start()
         try:
             yield
@@ -71,4 +90,11 @@ else:  # the server: imported by uvicorn (through `streamlit run`)
             close_shared_service()
 
     api = create_api(shared_service, shared_jobs)
-    app = st.App(__file__, lifespan=lifespan, routes=[mount(api)])
+    app = st.App(
+        __file__,
+        lifespan=lifespan,
+        routes=[mount(api), *auth_routes(shared_service)],
+        # With RAG_AUTH=none the pages, like the API, answer this machine only.
+        middleware=[Middleware(LoopbackOnly, allow_remote=remote_allowed(shared_service))],
+        secrets=streamlit_secrets(),
+    )

@@ -128,6 +128,28 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = Field(
         default="groups", description="RAG_AUTH=oidc: the ID token claim listing the groups."
     )
+    oidc_metadata_url: str | None = Field(
+        default=None,
+        description=(
+            "RAG_AUTH=oidc: the provider's discovery document "
+            "(https://.../.well-known/openid-configuration). Unset: Streamlit's own "
+            "[auth] section in .streamlit/secrets.toml configures st.login."
+        ),
+    )
+    oidc_client_id: str | None = Field(
+        default=None, description="RAG_AUTH=oidc: the client id registered at the provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="RAG_AUTH=oidc: the client secret registered at the provider."
+    )
+    oidc_redirect_uri: str = Field(
+        default="http://localhost:{port}/oauth2callback",
+        description=(
+            "RAG_AUTH=oidc: the address the provider sends browsers back to (registered at "
+            "the provider; {port} is the server's port). Browsers must open ragchat at "
+            "this same host."
+        ),
+    )
     rate_requests_per_minute: int = Field(
         default=120, ge=0, description="Requests per minute per user (0: no limit)."
     )
@@ -508,6 +530,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RAG_AUTH=header needs RAG_TRUSTED_PROXIES: the addresses of the proxies "
                 "whose user header is believed"
+            )
+        if (
+            self.auth == "oidc"
+            and self.oidc_metadata_url
+            and not (self.oidc_client_id and self.oidc_client_secret)
+        ):
+            raise ValueError(
+                "RAG_OIDC_METADATA_URL needs RAG_OIDC_CLIENT_ID and RAG_OIDC_CLIENT_SECRET too"
             )
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(

@@ -93,7 +93,11 @@ def _progress(res: Resources) -> None:
     """The running job's progress, polled each second; its results once it ends."""
     state = session()
     try:
-        info = _jobs(res).get(state.ingest_job).to_json() if state.ingest_job else None
+        info = (
+            _jobs(res).get(state.ingest_job, caller=res.caller).to_json()
+            if state.ingest_job
+            else None
+        )
     except RagError as exc:  # forgotten (a new data folder) or the queue is unreadable
         logger.warning("cannot follow ingestion job %s: %s", state.ingest_job, exc)
         info = None
@@ -104,7 +108,7 @@ def _progress(res: Resources) -> None:
     if info["state"] in ("done", "failed", "cancelled"):
         state.ingest_job = None
         state.job_label = ""
-        rows = _jobs(res).results(info["id"])
+        rows = _jobs(res).results(info["id"], caller=res.caller)
         state.upload_results = [UploadResult(**row) for row in rows]
         failures = [e["error"] for e in info["errors"] if "index" not in e]
         state.upload_results += [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException
 from starlette.applications import Starlette
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 from rag.api import ask, conversations, documents, health, jobs, search
 from rag.api.deps import Jobs
 from rag.api.errors import error_response, install_error_handlers
+from rag.errors import RagError
 
 if TYPE_CHECKING:
     from rag.service.core import RagService
@@ -142,17 +143,26 @@ def create_api(
     for module in (ask, search, documents, conversations, jobs, health):
         api.include_router(module.router)
 
-    def allow_remote() -> bool:
-        settings = get_service().settings
-        return settings.auth != "none" or settings.allow_remote
-
     def upload_limit() -> int:
         return get_service().settings.upload_max_mb
 
     # Added last runs first: the address check comes before anything reads the body.
     api.add_middleware(BodyLimit, upload_limit=upload_limit)
-    api.add_middleware(LoopbackOnly, allow_remote=allow_remote)
+    api.add_middleware(LoopbackOnly, allow_remote=remote_allowed(get_service))
     return api
+
+
+def remote_allowed(get_service: Callable[[], Any]) -> Callable[[], bool]:
+    """Whether other machines are served: with sign-in on, or RAG_ALLOW_REMOTE=true."""
+
+    def allowed() -> bool:
+        try:
+            settings = get_service().settings
+        except RagError:  # no service (a bad setting): refuse, as with RAG_AUTH=none
+            return False
+        return settings.auth != "none" or settings.allow_remote
+
+    return allowed
 
 
 def mount(api: FastAPI) -> Mount:

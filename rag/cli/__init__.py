@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.cli.batch import add_commands as add_batch_commands
 
     add_batch_commands(sub, _settings, add_index_option)
+    from rag.cli.admin import add_commands as add_admin_commands
+
+    add_admin_commands(sub, _settings)
 
     p = sub.add_parser(
         "search",

@@ -141,16 +141,20 @@ class AccessService:
         Raises:
             AuthenticationError: the account is disabled.
         """
+        principal, user = self._external(provider, subject, name, groups)
+        self.record_as(user.name, "sign-in", user.id, {"address": address, "via": provider})
+        return principal, self._cookie(user, provider, principal.groups)
+
+    def _external(
+        self, provider: str, subject: str, name: str, groups: Iterable[str]
+    ) -> tuple[Principal, User]:
         if not subject:
             raise AuthenticationError(f"{provider} gave no user identity")
         user = self.accounts.external_user(provider, subject, name, self.config.default_role)
         if user.disabled:
             self.record_as(user.name, "sign-in failed", user.id, {"why": "disabled"})
             raise AuthenticationError("this account is disabled")
-        group_set = frozenset(g for g in groups if g)
-        self.record_as(user.name, "sign-in", user.id, {"address": address, "via": provider})
-        principal = user.principal(group_set, via=provider)
-        return principal, self._cookie(user, provider, group_set)
+        return user.principal(frozenset(g for g in groups if g), via=provider), user
 
     def _cookie(self, user: User, via: str, groups: frozenset[str] = frozenset()) -> str:
         return self.signer.sign(SessionClaims(user.id, user.epoch, via, groups))
@@ -240,9 +244,8 @@ class AccessService:
                 "(RAG_TRUSTED_PROXIES)"
             )
         groups = lowered.get(self.config.groups_header.lower(), "")
-        principal, _ = self.sign_in_external(
-            "header", name, name, (g.strip() for g in groups.split(",")), address
-        )
+        # Every request names its user: the proxy signed them in, so no sign-in is recorded.
+        principal, _ = self._external("header", name, name, (g.strip() for g in groups.split(",")))
         return principal
 
     def trusted(self, address: str) -> bool:
