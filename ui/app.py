@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import batch, chat, documents
+from ui import access, batch, chat, documents
 from ui.resources import Resources
 
 
@@ -31,4 +31,11 @@ def run(res: Resources, *, default: str = "chat") -> None:
         url_path="batch",
         default=default == "batch",
     )
-    st.navigation([chat_page, docs_page, batch_page]).run()
+    access_page = st.Page(
+        lambda: access.page(res),
+        title="Access",
+        icon=":material/admin_panel_settings:",
+        url_path="access",
+        default=default == "access",
+    )
+    st.navigation([chat_page, docs_page, batch_page, access_page]).run()

@@ -128,7 +128,9 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
         slot = st.empty()
         try:
             with st.spinner("Loading the models…"):
-                stream = res.service.retry(conversation_id, question_id, caller=res.caller)
+                stream = res.service.retry(
+                    conversation_id, question_id, caller=res.caller, collections=state.collections
+                )
         except RagError as exc:  # no engine: the question still gets its outcome
             res.service.store_outcome(
                 conversation_id, question_id, "", caller=res.caller, outcome=FAILED, error=str(exc)
@@ -384,6 +386,7 @@ def _sidebar(res: Resources, state: SessionState) -> None:
             on_click=_open,
             args=(state, None),
         )
+        _collection_picker(res, state)
         # those with at least one question
         conversations = res.service.conversations(caller=res.caller)
         if conversations:
@@ -420,3 +423,20 @@ def _sidebar(res: Resources, state: SessionState) -> None:
                 on_click=_delete,
                 args=(res, state, current.id),
             )
+
+
+def _collection_picker(res: Resources, state: SessionState) -> None:
+    """Which of the user's collections answers come from (shown when there are several)."""
+    readable = {c.id: c.name for c in res.service.access.collections(res.caller)}
+    if len(readable) < 2:
+        state.collections = None
+        return
+    chosen = st.multiselect(
+        "Answer from",
+        list(readable),
+        default=[c for c in state.collections or readable if c in readable],
+        format_func=lambda cid: escape_markdown(readable[cid]),
+        key="chat-collections",
+        help="The collections the next answers draw on; none chosen: all of them.",
+    )
+    state.collections = chosen if chosen and len(chosen) < len(readable) else None

@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from rag.errors import RagError
-from rag.service.documents import UploadResult, delete_documents, display_name, summary
+from rag.service.documents import UploadResult, display_name, summary
 from rag.store.faiss import DocumentInfo
 from rag.text import safe_label
 from ui.render import escape_markdown
@@ -52,6 +52,22 @@ def page(res: Resources) -> None:
 
 def _upload(res: Resources, state: SessionState) -> None:
     limit = res.settings.upload_max_mb
+    editable = res.service.access.editable(res.caller)
+    if not editable:
+        st.info("You may read and ask about these documents; adding or changing them is not "
+                "open to you.")  # fmt: skip
+        return
+    names = {c.id: c.name for c in editable}
+    default = res.service.access.default_collection(res.caller)
+    target = default if default in names else next(iter(names))
+    if len(names) > 1:
+        target = st.selectbox(
+            "Add to collection",
+            options=list(names),
+            index=list(names).index(target),
+            format_func=lambda cid: safe_label(names[cid]),
+            key="upload-collection",
+        )
     # The widget takes files up to the server's transport cap (server.maxUploadSize), not
     # up to our limit: a file the widget refuses only gets a tooltip, while one we refuse
     # gets a result line that says why.
@@ -65,7 +81,12 @@ def _upload(res: Resources, state: SessionState) -> None:
         uploads = [(f.name, f.getvalue()) for f in files]
         state.uploader_nonce += 1  # clears the uploader
         label = _job_label("Adding", [display_name(name) for name, _ in uploads])
-        _start(res, state, label, lambda jobs: jobs.submit_ingest(uploads, caller=res.caller))
+        _start(
+            res,
+            state,
+            label,
+            lambda jobs: jobs.submit_ingest(uploads, caller=res.caller, collection=target),
+        )
         st.rerun()
 
 
@@ -175,10 +196,11 @@ def _results(state: SessionState) -> None:
     )
 
 
-def _rows(docs: list[DocumentInfo]) -> list[dict[str, Any]]:
+def _rows(docs: list[DocumentInfo], collections: dict[str, str]) -> list[dict[str, Any]]:
     return [
         {
             "name": safe_label(d.name),
+            "collection": safe_label(collections.get(d.collection, d.collection)),
             "pages": str(d.pages) if d.pages else "",  # only documents with pages have any
             # One type per column (Arrow refuses a column of numbers and text).
             "chunks": f"{d.chunks:,}"
@@ -217,7 +239,8 @@ def _table(res: Resources, state: SessionState, docs: list[DocumentInfo], *, bus
             f"such passages are marked; {kept}",
             icon=":material/gpp_maybe:",
         )
-    st.dataframe(_rows(docs), hide_index=True, use_container_width=True)
+    collections = {c.id: c.name for c in res.service.access.collections(res.caller)}
+    st.dataframe(_rows(docs, collections), hide_index=True, use_container_width=True)
     names = {d.id: f"{safe_label(d.name)} ({d.id[:8]})" for d in docs}
     chosen = st.multiselect("Select documents", options=list(names), format_func=lambda i: names[i])
     left, right, _ = st.columns([1, 1, 4])
@@ -252,11 +275,11 @@ def _confirm_delete(res: Resources, state: SessionState, docs: list[DocumentInfo
     if yes.button("Yes, delete", type="primary", icon=":material/delete_forever:"):
         state.delete_pending = []
         try:
-            removed = delete_documents(res, doomed)
+            removed = res.service.delete_documents([d.id for d in doomed], caller=res.caller)
         except RagError as exc:
             st.error(str(exc))
             return
-        state.upload_results = [UploadResult(n, "deleted") for n in removed]
+        state.upload_results = [UploadResult(safe_label(d.name), "deleted") for d in removed]
         st.rerun()
     if no.button("Cancel"):
         state.delete_pending = []

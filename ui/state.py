@@ -27,6 +27,8 @@ class SessionState:
     delete_pending: list[str] = field(default_factory=list)  # ids awaiting "Yes, delete"
     batch_job: str | None = None  # the batch run the Batch page shows
     batch_nonce: int = 0
+    # The collections the chat answers from (None: all the user may read).
+    collections: list[str] | None = None
 
 
 def session() -> SessionState:

@@ -21,7 +21,6 @@ from rag.settings import Settings
 from rag.text import safe_label
 
 if TYPE_CHECKING:
-    from rag.access.accounts import Collection
     from rag.access.principal import Principal
     from rag.service.core import RagService
 
@@ -233,25 +232,6 @@ def _member(args: argparse.Namespace) -> tuple[str, str]:
     return "user", args.member_user
 
 
-def collection_json(service: RagService, collection: Collection) -> dict[str, Any]:
-    """A collection with its owner's and members' names (``collections list --json``)."""
-    names = {u.id: u.name for u in service.access.accounts.users()}
-    return {
-        "id": collection.id,
-        "name": collection.name,
-        "owner": names.get(collection.owner, collection.owner),
-        "created_at": collection.created_at,
-        "members": [
-            {
-                "kind": m.kind,
-                "member": names.get(m.member, m.member),
-                "right": str(m.right),
-            }
-            for m in collection.members
-        ],
-    }
-
-
 def _cmd_col_create(args: argparse.Namespace, service: RagService, caller: Principal) -> int:
     created = service.access.create_collection(caller, args.name, args.owner)
     print(f"created collection {safe_label(created.name)}")
@@ -259,7 +239,7 @@ def _cmd_col_create(args: argparse.Namespace, service: RagService, caller: Princ
 
 
 def _cmd_col_list(args: argparse.Namespace, service: RagService, caller: Principal) -> int:
-    found = [collection_json(service, c) for c in service.access.collections(caller)]
+    found = [service.access.describe(caller, c) for c in service.access.collections(caller)]
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

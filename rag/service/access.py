@@ -317,6 +317,28 @@ class AccessService:
             )
         return found
 
+    def describe(self, caller: Principal, collection: Collection) -> dict[str, Any]:
+        """A collection with its owner's and members' names and the caller's right."""
+        names = {u.id: u.name for u in self.accounts.users()}
+        right = collection.right_of(caller)
+        return {
+            "id": collection.id,
+            "name": collection.name,
+            "owner": names.get(collection.owner, collection.owner),
+            "created_at": collection.created_at,
+            "your_right": None if right is None else str(right),
+            "members": [
+                {"kind": m.kind, "member": names.get(m.member, m.member), "right": str(m.right)}
+                for m in collection.members
+            ],
+        }
+
+    def editable(self, caller: Principal) -> list[Collection]:
+        """The collections the caller may change (none for viewers and read-only keys)."""
+        if caller.read_only or caller.role is Role.VIEWER:
+            return []
+        return [c for c in self.collections(caller) if c.right_of(caller) is Right.EDITOR]
+
     def default_collection(self, caller: Principal) -> str:
         """Where uploads go when no collection is named.
 

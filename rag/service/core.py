@@ -364,6 +364,18 @@ class RagService:
         self.access.record(caller, "document deleted", doc.id, {"collection": doc.collection})
         return doc
 
+    def delete_documents(self, keys: Sequence[str], *, caller: Principal) -> list[DocumentInfo]:
+        """Delete several documents in one publish, each checked as ``delete_document``."""
+        from rag.service.documents import delete_documents
+
+        docs = [self.document(key, caller=caller) for key in keys]
+        for doc in docs:
+            self.access.writable(caller, doc.collection)
+        delete_documents(self, docs)
+        for doc in docs:
+            self.access.record(caller, "document deleted", doc.id, {"collection": doc.collection})
+        return docs
+
     def delete_collection(self, name: str, *, caller: Principal) -> None:
         """Delete a collection with its documents (its owner, or an admin)."""
         from rag.service.documents import delete_documents
