@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         description=(
             "How people sign in. none: one local user (an admin), no sign-in, served to this "
             "machine only; password: local accounts (`ragchat users add`); oidc: an OpenID "
-            "Connect provider through Streamlit's st.login (configured in "
+            "Connect provider through Streamlit's st.login (RAG_OIDC_*, or "
             ".streamlit/secrets.toml [auth]); header: a user name set by a trusted reverse "
             "proxy (RAG_TRUSTED_PROXIES, RAG_AUTH_HEADER)."
         ),
