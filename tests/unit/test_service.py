@@ -42,8 +42,10 @@ class FakeModels:
         self.closed = True
 
 
-def service_in(root: Path, answers: list[str] | None = None) -> tuple[RagService, FakeModels]:
-    settings = Settings(data_dir=root, min_relevance=0.0, relevance_gap=1.0)
+def service_in(
+    root: Path, answers: list[str] | None = None, **overrides: Any
+) -> tuple[RagService, FakeModels]:
+    settings = Settings(data_dir=root, min_relevance=0.0, relevance_gap=1.0, **overrides)
     embeddings = CountingEmbeddings(size=32)
     store = FaissStore(settings.resolved_index_dir, embeddings, model_id="fake", dimension=32)
     add(store, "a" * 64, str(root / "manual.pdf"), ["max_connections sets clients."], 5)
