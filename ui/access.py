@@ -1,4 +1,4 @@
-"""The access page: collections and who may read them, API keys, and (admins) users and audit.
+"""Access: collections and sharing (on the documents page), API keys, users and the audit trail.
 
 Every action goes to the access service as the signed-in caller, which checks it and
 records it in the audit trail; the page only shows what the service returns.
@@ -21,9 +21,8 @@ ROLES = ["member", "viewer", "admin"]
 
 
 def page(res: Resources) -> None:
-    """Render the access page."""
+    """Render the access page: API keys; for admins also users, roles and the audit trail."""
     st.title("Access")
-    _collections(res)
     _keys(res)
     if res.caller.is_admin:
         _users(res)
@@ -44,7 +43,8 @@ def _act(what: str, action: Any) -> bool:
 # Collections -----------------------------------------------------------------------------
 
 
-def _collections(res: Resources) -> None:
+def collections_section(res: Resources) -> None:
+    """The caller's collections with their shares; create, share, unshare and delete."""
     access, caller = res.service.access, res.caller
     st.subheader("Collections")
     found = access.collections(caller)

@@ -19,6 +19,7 @@ from rag.errors import RagError
 from rag.service.documents import UploadResult, display_name, summary
 from rag.store.faiss import DocumentInfo
 from rag.text import safe_label
+from ui.access import collections_section
 from ui.render import escape_markdown
 from ui.resources import Resources
 from ui.state import SessionState, session
@@ -43,11 +44,11 @@ def page(res: Resources) -> None:
     except RagError as exc:
         st.error(str(exc))
         return
-    if not docs:
-        if not busy:
-            st.info("Nothing is indexed yet. Upload PDF, Word, Markdown, HTML or text files above.")
-        return
-    _table(res, state, docs, busy=busy)
+    if docs:
+        _table(res, state, docs, busy=busy)
+    elif not busy:
+        st.info("Nothing is indexed yet. Upload PDF, Word, Markdown, HTML or text files above.")
+    collections_section(res)
 
 
 def _upload(res: Resources, state: SessionState) -> None:

@@ -140,7 +140,9 @@ def _keys(sub: Any, settings_of: SettingsOf) -> None:
     keys = sub.add_parser("keys", help="API keys for programs (Authorization: Bearer)")
     k = keys.add_subparsers(dest="keys_command", required=True)
     p = k.add_parser("create", help="a new key; its secret is printed once")
-    p.add_argument("--for", dest="owner", metavar="USER", help="whose key (default: yours)")
+    p.add_argument(
+        "--user", "--for", dest="owner", metavar="NAME", help="whose key (default: yours)"
+    )
     p.add_argument("--name", default="", help="what the key is for")
     p.add_argument(
         "--collection",

@@ -125,7 +125,7 @@ def test_admin_commands_manage_users_keys_collections_and_audit(
     (hr,) = [c for c in json.loads(out) if c["name"] == "hr"]
     assert hr["owner"] == "alice" and hr["your_right"] == "viewer"
     assert hr["members"] == [{"kind": "user", "member": "bob", "right": "viewer"}]
-    code, out, _ = run("keys", "create", "--for", "alice", "--collection", "hr", "--json")
+    code, out, _ = run("keys", "create", "--user", "alice", "--collection", "hr", "--json")
     created = json.loads(out)
     assert code == 0 and created["key"].startswith("rck_") and created["user"]
     code, _, err = run("--user", "bob", "users", "list")

@@ -535,16 +535,18 @@ def test_documents_page_shows_personal_data_and_warns_of_flagged_text(tmp_path, 
     assert any("instruction-like" in w.value and "notes" in w.value for w in at.warning)
 
 
-def test_access_page_creates_a_collection_and_a_key_shown_once(tmp_path, monkeypatch):
-    at = app(tmp_path, monkeypatch, page="access")
-    assert not at.exception
-    assert [h.value for h in at.subheader] == ["Collections", "API keys", "Users", "Audit trail"]
-    new = next(t for t in at.text_input if t.label == "New collection")
+def test_collections_on_the_documents_page_and_a_key_shown_once(tmp_path, monkeypatch):
+    docs = app(tmp_path, monkeypatch, page="documents")
+    assert "Collections" in [h.value for h in docs.subheader]
+    new = next(t for t in docs.text_input if t.label == "New collection")
     new.set_value("handbooks")
-    next(b for b in at.button if b.label == "Create collection").click().run()
-    assert not at.exception
+    next(b for b in docs.button if b.label == "Create collection").click().run()
+    assert not docs.exception
     access = fake_resources(str(tmp_path)).service.access
     assert "handbooks" in {c.name for c in access.collections(LOCAL)}
+    at = app(tmp_path, monkeypatch, page="access")
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["API keys", "Users", "Audit trail"]
     next(t for t in at.text_input if t.label == "What the key is for").set_value("ci")
     next(b for b in at.button if b.label == "Create key").click().run()
     (secret,) = [c.value for c in at.code if c.value.startswith("rck_")]
