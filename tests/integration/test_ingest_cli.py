@@ -123,7 +123,7 @@ def test_incremental_reingest_prune_and_delete(capsys, corpus, tmp_path):
     assert len(listed) == 3
     assert set(listed[0]) == {
         "id", "sources", "pages", "chunks", "ingested_at", "complete", "name", "titles",
-        "pii", "flagged_chunks",
+        "pii", "flagged_chunks", "collection",
     }  # fmt: skip
     assert all(d["complete"] for d in listed)
     pdf = next(d for d in listed if d["sources"][0].endswith(".pdf"))
