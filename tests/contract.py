@@ -103,6 +103,22 @@ class CollectionsContract:
         assert len(hits) == 6
         assert all(r.source.startswith("a") for r, _ in hits)
 
+    def test_keyword_search_within_most_of_the_index_still_gives_k(self, store: Any) -> None:
+        self._fill(store)
+        store.add_texts(
+            [f"unrelated memo {i}" for i in range(60)],
+            metadatas=[{"source": f"c{i}.txt"} for i in range(60)],
+            collection="c",
+        )
+        # 72 % of the chunks admitted, none of the best 23 matches: every one is looked at.
+        hits = store.keyword_search("solar panel", 6, frozenset({"a", "c"}))
+        assert len(hits) == 6 and all(r.source.startswith("a") for r, _ in hits)
+        # 85 % admitted, the best matches among them.
+        best = store.keyword_search("solar panel", 6, frozenset({"b", "c"}))
+        assert [r.source for r, _ in best] == [
+            r.source for r, _ in store.keyword_search("solar panel", 6)
+        ]
+
     def test_nothing_is_found_outside_every_collection(self, store: Any) -> None:
         self._fill(store)
         vector = store.embeddings.embed_query("solar panel")

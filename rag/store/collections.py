@@ -10,12 +10,14 @@ copies are separate documents with separate chunks.
 
 Searches are filtered inside FAISS and FTS5, so a caller gets a full top-k from the
 collections it may read: FAISS with a bitmap ``IDSelector`` over the flat index's
-positions (built once per generation, then a mask per query), FTS5 with a join.
+positions, FTS5 with a function of the rowid tested inside its scan (both from a table of
+each chunk's collection, built once per generation).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -121,13 +123,26 @@ class PositionCodes:
             codes[positions[found]] = row_codes[found]
         self.codes = codes
         self.names = names
+        self.counts = np.bincount(codes, minlength=len(names))  # chunks per collection code
+        # The code of each chunk id (FTS5 rowid), for the keyword search's filter.
+        by_id = np.full(int(self.labels.max()) + 1 if len(self.labels) else 0, -1, np.int32)
+        by_id[self.labels] = codes
+        self.by_id: list[int] = by_id.tolist()
+
+    def wanted(self, within: Iterable[str]) -> frozenset[int]:
+        """The codes of the collections ``within`` (unknown names admit nothing)."""
+        return frozenset(self.names[c] for c in within if c in self.names)
+
+    def admitted(self, wanted: frozenset[int]) -> int:
+        """How many chunks the collection codes ``wanted`` admit."""
+        return int(sum(int(self.counts[c]) for c in wanted))
 
     def mask(self, within: Iterable[str]) -> np.ndarray | None:
         """Positions admitted by ``within`` (a bool array), None when all are."""
-        wanted = [self.names[c] for c in within if c in self.names]
-        if len(wanted) == len(self.names):
+        wanted = self.wanted(within)
+        if self.admitted(wanted) == len(self.codes):
             return None
-        return np.isin(self.codes, np.asarray(wanted, dtype=np.int32))
+        return np.isin(self.codes, np.asarray(sorted(wanted), dtype=np.int32))
 
 
 def position_codes(cache: dict[str, Any], index: Any, db: sqlite3.Connection) -> PositionCodes:
@@ -163,3 +178,53 @@ def filtered_search(
     scores, positions = inner.search(query, min(k, admitted), params=params)
     labels = np.where(positions >= 0, codes.labels[np.maximum(positions, 0)], -1)
     return scores, labels
+
+
+# FTS5 queries of ``keyword_search``: ``{extra}`` is empty or the filter's condition.
+_KEYWORD_SQL = (
+    "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
+    "WHERE chunks_fts MATCH ? {extra}ORDER BY s DESC LIMIT ?"
+)
+
+
+def keyword_rows(
+    db: sqlite3.Connection,
+    codes: PositionCodes | None,
+    args: tuple[Any, ...],
+    k: int,
+    within: frozenset[str] | None,
+) -> list[tuple[int, float]]:
+    """The best ``k`` (rowid, score) FTS5 rows for ``args`` (weight, match), ``within`` only.
+
+    A join to the chunks table per match would cost 3-4x the search (bench/filter.py), so
+    the filter reads each rowid's collection from ``codes``: when most chunks are admitted
+    a few more of the best rows are taken and the others dropped; otherwise a function
+    registered on this connection (used by one view at a time) rejects rows inside the
+    scan, before their BM25 is computed. ``codes`` may be None only without ``within``.
+    """
+    if within is None:
+        return db.execute(_KEYWORD_SQL.format(extra=""), (*args, k)).fetchall()
+    assert codes is not None
+    wanted = codes.wanted(within)
+    admitted = codes.admitted(wanted)
+    total = len(codes.codes)
+    if admitted == 0:
+        return []
+    if admitted == total:
+        return db.execute(_KEYWORD_SQL.format(extra=""), (*args, k)).fetchall()
+    by_id = codes.by_id
+
+    def admits(rowid: int) -> bool:
+        return 0 <= rowid < len(by_id) and by_id[rowid] in wanted
+
+    share = admitted / total
+    if share >= 0.5:
+        limit = math.ceil(2 * k / share) + k
+        top = db.execute(_KEYWORD_SQL.format(extra=""), (*args, limit)).fetchall()
+        kept = [r for r in top if admits(r[0])]
+        if len(kept) >= k or len(top) < limit:  # enough, or every match was looked at
+            return kept[:k]
+    db.create_function("ragchat_within", 1, admits, deterministic=True)
+    return db.execute(
+        _KEYWORD_SQL.format(extra="AND ragchat_within(rowid) "), (*args, k)
+    ).fetchall()

@@ -566,20 +566,10 @@ class StoreView:
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
-        if within is None:
-            rows = db.execute(
-                "SELECT rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts "
-                "WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT ?",
-                (KEYWORD_HEADING_WEIGHT, match, k),
-            ).fetchall()
-        else:
-            condition, args = collections.sql_filter(db, within, "c.doc_id")
-            rows = db.execute(
-                "SELECT f.rowid, -bm25(chunks_fts, 1.0, ?) AS s FROM chunks_fts f "
-                "JOIN chunks c ON c.id = f.rowid "
-                f"WHERE chunks_fts MATCH ? AND {condition} ORDER BY s DESC LIMIT ?",
-                (KEYWORD_HEADING_WEIGHT, match, *args, k),
-            ).fetchall()
+        codes = None
+        if within is not None:
+            codes = collections.position_codes(self._gen.cache, self._gen.index, db)
+        rows = collections.keyword_rows(db, codes, (KEYWORD_HEADING_WEIGHT, match), k, within)
         records = self.records([r[0] for r in rows])
         return [(records[i], float(s)) for i, s in rows if i in records]
 
