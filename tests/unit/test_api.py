@@ -373,7 +373,7 @@ def test_unknown_route_and_method_are_json(env):
 def test_an_unexpected_error_is_a_bare_500_and_logged(env, monkeypatch, caplog):
     client, service, _, _ = env
 
-    def broken() -> list:
+    def broken(**_: Any) -> list:
         raise RuntimeError("secret detail /etc/passwd")
 
     monkeypatch.setattr(service, "documents", broken)
@@ -384,7 +384,7 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(env, monkeypatch, caplog):
         "error": {"type": "internal", "message": "internal error; see the server log"}
     }
     assert "secret" not in r.text
-    assert any("secret detail" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)
+    assert "secret detail" in caplog.text  # the traceback is in the log, not the response
 
 
 def test_a_config_error_is_a_500_with_its_message(env, monkeypatch):
