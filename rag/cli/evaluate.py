@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.cli.caller import cli_caller
 from rag.errors import RagError
 from rag.evaluation import (
     DEPTH,
@@ -102,16 +103,19 @@ def _progress(enabled: bool, label: str, total: int) -> Iterator[Callable[[int, 
 
 
 def _search(
-    service: RagService, mode: str, depth: int
+    service: RagService, mode: str, depth: int, within: frozenset[str] | None
 ) -> tuple[Callable[[str], list[Retrieved]], dict[str, Any]]:
-    """A search function for ``evaluate_retrieval`` and the settings its retriever uses."""
+    """A search function for ``evaluate_retrieval`` and the settings its retriever uses.
+
+    ``within``: the collections the caller may read (None: the operator's whole index).
+    """
     retriever = service.retriever(mode=mode, k=depth, unfiltered=True)
 
     def search(question: str) -> list[Retrieved]:
         return [
             Retrieved(d.metadata["source"], d.metadata["page"], d.page_content,
                       d.metadata.get("title"))
-            for d, _ in retriever.search(question, within=None)  # the whole index
+            for d, _ in retriever.search(question, within=within)
         ]  # fmt: skip
 
     return search, retriever.describe()
@@ -122,12 +126,13 @@ def _answer_all(
     items: list[EvalItem],
     report: ModeReport,
     progress: Callable[[int, int], None],
+    within: frozenset[str] | None,
 ) -> None:
     answered: list[tuple[EvalItem, AnsweredItem]] = []
     for n, item in enumerate(items, 1):
         try:
-            # The operator evaluates the whole index (within=None); batch: nothing shown midway.
-            stream = engine.ask(item.question, within=None, buffered=True)
+            # Within what the caller may read; batch: nothing shown midway.
+            stream = engine.ask(item.question, within=within, buffered=True)
             for _ in stream:
                 pass
         except RagError as exc:
@@ -161,9 +166,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     reports = []
     with open_service(settings, one_shot=True) as service:
         service.store.snapshot()
+        within = service.scope(cli_caller(service, args)).collections  # --user NAME's only
         service.store.embeddings.embed_query("warm up")
         for mode in modes:
-            search, config = _search(service, mode, max(DEPTH, args.k or 0))
+            search, config = _search(service, mode, max(DEPTH, args.k or 0), within)
             with _progress(show, f"retrieval ({mode})", len(items)) as progress:
                 report = evaluate_retrieval(items, search, mode=mode, cutoffs=cutoffs,
                                             progress=progress)  # fmt: skip
@@ -174,7 +180,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             for report in reports:
                 engine = service.engine(mode=report.mode)
                 with _progress(show, f"answers ({report.mode})", len(items)) as progress:
-                    _answer_all(engine, items, report, progress)
+                    _answer_all(engine, items, report, progress, within)
     if args.report:
         path = write_report(reports, args.dataset, args.report)
         print(f"report written to {path}", file=sys.stderr)
