@@ -154,3 +154,27 @@ def test_model_tokens_per_day_are_counted_per_user(tmp_path: Path) -> None:
     with pytest.raises(RateLimitedError) as refused:
         service.ask("And restores?", caller=carol)
     assert refused.value.retry_after_s >= 1
+
+
+def test_a_proxy_header_is_believed_from_trusted_proxies_only(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag.api.app import create_api, serve_api
+    from rag.errors import AuthenticationError
+    from tests.api_fakes import FakeJobs
+
+    service, _ = service_in(tmp_path, auth="header", trusted_proxies=["10.0.0.0/24"])
+    access = service.access
+    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Groups": "staff, ops"}
+    carol = access.from_proxy(headers, "10.0.0.7")
+    assert carol is not None and carol.name == "carol" and carol.groups == {"staff", "ops"}
+    assert str(carol.role) == "member"  # RAG_AUTH_DEFAULT_ROLE at the first sign-in
+    assert access.from_proxy({}, "10.0.0.7") is None
+    with pytest.raises(AuthenticationError, match="trusted proxy"):
+        access.from_proxy(headers, "192.0.2.9")
+    app = serve_api(create_api(lambda: service, FakeJobs))
+    via_proxy = TestClient(app, client=("10.0.0.7", 40000))
+    assert via_proxy.get("/api/v1/documents", headers=headers).status_code == 200
+    assert via_proxy.get("/api/v1/documents").status_code == 401  # no header: nobody
+    direct = TestClient(app, client=("192.0.2.9", 40000))
+    assert direct.get("/api/v1/documents", headers=headers).status_code == 401
