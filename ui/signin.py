@@ -75,10 +75,11 @@ def signin_page(service: RagService, problem: str | None = None) -> None:
     """The sign-in page of the configured mode (``problem``: why the last one was refused)."""
     st.title("Sign in to ragchat")
     outcome = st.query_params.get(OUTCOME_PARAM)
-    if problem:
-        st.error(escape_markdown(problem), icon=":material/lock:")
-    elif outcome in _OUTCOMES:
+    # The latest sign-in's outcome first: a refused old cookie must not hide it.
+    if outcome in _OUTCOMES:
         st.error(_OUTCOMES[str(outcome)], icon=":material/lock:")
+    elif problem:
+        st.error(escape_markdown(problem), icon=":material/lock:")
     mode = service.access.mode
     if mode == "password":
         st.html(_signin_form())
