@@ -1,8 +1,16 @@
-"""Helpers of the isolation attack suite: a served app, sign-ins, jobs, leak checks."""
+"""Helpers of the isolation attack suite: a served app, sign-ins, jobs, leak checks.
+
+Run as ``python -m tests.isolation_support`` it is a driver for many ``ragchat`` commands
+in one process (JSON in on stdin, JSON out): each goes through ``rag.cli.main`` as typed,
+and the imports are paid once rather than per command.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -124,3 +132,47 @@ def ragchat(
         cwd=ROOT,
         timeout=timeout_s,
     )
+
+
+def ragchat_many(
+    env: dict[str, str], commands: dict[str, tuple[list[str], str]], timeout_s: float = 300
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run ``{name: (argv, stdin)}`` one after the other in one ``ragchat`` process.
+
+    Returns each command's ``{"code", "out", "err"}`` and the process's own stderr (logs).
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.isolation_support"],
+        env=env,
+        input=json.dumps(commands),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stderr
+    results: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    return results, done.stderr
+
+
+def _drive() -> None:
+    """The driver's side of ``ragchat_many``."""
+    from rag.cli import main
+
+    commands: dict[str, tuple[list[str], str]] = json.load(sys.stdin)
+    logging.basicConfig(stream=sys.__stderr__)  # main's own basicConfig is then a no-op
+    results = {}
+    for name, (argv, stdin) in commands.items():
+        out, err = io.StringIO(), io.StringIO()
+        sys.stdin = io.StringIO(stdin)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else 2
+        results[name] = {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+    sys.__stdout__.write(json.dumps(results))
+
+
+if __name__ == "__main__":
+    _drive()

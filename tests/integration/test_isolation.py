@@ -43,6 +43,7 @@ from tests.isolation_support import (
     flipped,
     leaked,
     ragchat,
+    ragchat_many,
     served,
     session_cookie,
     sign_in,
@@ -732,11 +733,18 @@ CLI_ADMIN = {
 
 @pytest.fixture(scope="module")
 def cli(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    """Every command above as ``ragchat --user bob``, a few at a time, plus controls."""
+    """Every command above as ``ragchat --user bob`` (and ``eval``), plus controls."""
     folder = tmp_path_factory.mktemp("cli")
     questions = folder / "questions.jsonl"
     row = {"question": VAULT_QUESTION, "sources": ["vault.md"], "passage": "vault code"}
     questions.write_text(json.dumps(row) + "\n")
+    # A labelled row naming alice's file and a passage of her canary: for ``eval`` an
+    # oracle (a hit tells bob the text is there) unless it measures only what bob may read.
+    probe = folder / "probe.jsonl"
+    probe.write_text(
+        json.dumps({"question": VAULT_QUESTION, "sources": ["vault.md"], "passage": "WOMBAT-4471"})
+        + "\n"
+    )
     evil = folder / "evil.md"
     evil.write_text("# Evil\n\nThe vault code is 0000.\n")
     fill = {
@@ -753,28 +761,34 @@ def cli(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run
         RAG_MIN_RELEVANCE="0",
         RAG_RELEVANCE_GAP="1",
     )
-    commands = {
-        name: ["--user", "bob", *(fill.get(a, a) for a in args)]
-        for name, args in {**CLI_READS, **CLI_ADMIN}.items()
+    reads = {
+        name: (["--user", "bob", *(fill.get(a, a) for a in args)], "")
+        for name, args in CLI_READS.items()
     }
-    commands["chat --conversation alice's"] = [
-        "--user", "bob", "chat", "--conversation", world.alice_conversation,
-    ]  # fmt: skip
-    commands["control: search as the operator"] = ["search", VAULT_QUESTION, "-k", "3"]
-    commands["control: docs list as alice"] = ["--user", "alice", "docs", "list"]
-    stdin = {"chat": f"{VAULT_QUESTION}\n/quit\n"}
-
-    def run(name: str) -> tuple[str, Run]:
-        done = ragchat(env, *commands[name], stdin=stdin.get(name, ""))
-        return name, Run(done.returncode, done.stdout, done.stderr)
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        runs = dict(pool.map(run, commands))
+    reads["chat"] = (reads["chat"][0], f"{VAULT_QUESTION}\n/quit\n")
+    reads["eval"] = (["--user", "bob", "eval", str(probe), "--json"], "")
+    refusals = {
+        name: (["--user", "bob", *(fill.get(a, a) for a in args)], "")
+        for name, args in CLI_ADMIN.items()
+    }
+    refusals["chat --conversation alice's"] = (
+        ["--user", "bob", "chat", "--conversation", world.alice_conversation],
+        "",
+    )
+    refusals["control: search as the operator"] = (["search", VAULT_QUESTION, "-k", "3"], "")
+    refusals["control: docs list as alice"] = (["--user", "alice", "docs", "list"], "")
+    refusals["control: eval as the operator"] = (["eval", str(probe), "--json"], "")
+    # Two processes (two cores), each running its commands through rag.cli.main in turn.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda batch: ragchat_many(env, batch), [reads, refusals]))
+    runs = {name: Run(**r) for results, _ in done for name, r in results.items()}
+    logs = "".join(log for _, log in done)
+    runs["logs"] = Run(0, "", logs)
     runs["batch output"] = Run(0, Path(fill["{out}"]).read_text(), "")
     return runs
 
 
-@pytest.mark.parametrize("name", [*CLI_READS, "batch output"])
+@pytest.mark.parametrize("name", [*CLI_READS, "batch output", "logs"])
 def test_cli_reads_as_bob_never_print_alices_canary(cli: dict[str, Run], name: str) -> None:
     run = cli[name]
     expected = 2 if name == "ask --collection alice-private" else 0
@@ -795,6 +809,16 @@ def test_cli_controls_see_alices_canary(cli: dict[str, Run]) -> None:
 def test_cli_batch_as_bob_finds_none_of_alices_sources(cli: dict[str, Run]) -> None:
     summary = json.loads(cli["batch"].out)
     assert summary["state"] == "done" and summary["metrics"]["hit@5"] == 0.0
+
+
+def test_cli_eval_as_bob_measures_only_what_bob_may_read(cli: dict[str, Run]) -> None:
+    """``ragchat --user bob eval`` cannot confirm alice's canary (it once searched everything)."""
+    control = cli["control: eval as the operator"]
+    assert control.code == 0, control.err
+    assert json.loads(control.out)["hit@5"] == 1.0  # the probe finds it for the operator
+    as_bob = cli["eval"]
+    assert as_bob.code == 0, as_bob.err
+    assert json.loads(as_bob.out)["hit@5"] == 0.0, "bob confirmed alice's canary"
 
 
 @pytest.mark.parametrize("name", [*CLI_ADMIN, "chat --conversation alice's"])
@@ -847,28 +871,3 @@ def test_audit_verifies_after_the_attacks_and_names_a_tampered_record(
     broken = ragchat(env, "audit", "verify")
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"record {seq}" in broken.stdout
-
-
-# -- known leak: keep last (pytest -x) ---------------------------------------------------
-
-
-def test_cli_eval_as_bob_cannot_probe_alices_documents(world: World, tmp_path: Path) -> None:
-    """``ragchat --user bob eval`` must measure what bob may read, not the whole index.
-
-    A labelled row naming alice's file and a passage of her canary is an oracle: a hit
-    tells bob the text is there.
-    """
-    dataset = tmp_path / "probe.jsonl"
-    row = {"question": VAULT_QUESTION, "sources": ["vault.md"], "passage": "WOMBAT-4471"}
-    dataset.write_text(json.dumps(row) + "\n")
-    env = cli_env(world.data_dir, RAG_AUTH="password", RAG_SESSION_SECRET=SECRET)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        as_operator, as_bob = pool.map(
-            lambda prefix: ragchat(env, *prefix, "eval", str(dataset), "--json"),
-            [[], ["--user", "bob"]],
-        )
-    assert as_operator.returncode == 0, as_operator.stderr
-    assert json.loads(as_operator.stdout)["hit@5"] == 1.0  # the probe works
-    assert as_bob.returncode in (0, 2), as_bob.stderr
-    if as_bob.returncode == 0:
-        assert json.loads(as_bob.stdout)["hit@5"] == 0.0, "bob confirmed alice's canary"
