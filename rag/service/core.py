@@ -356,12 +356,7 @@ class RagService:
             DocumentNotFoundError: nothing the caller may read matches.
             PermissionDeniedError: the caller may read its collection, not change it.
         """
-        from rag.service.documents import delete_documents
-
-        doc = self.document(key, caller=caller)
-        self.access.writable(caller, doc.collection)
-        delete_documents(self, [doc])
-        self.access.record(caller, "document deleted", doc.id, {"collection": doc.collection})
+        (doc,) = self.delete_documents([key], caller=caller)
         return doc
 
     def delete_documents(self, keys: Sequence[str], *, caller: Principal) -> list[DocumentInfo]:
