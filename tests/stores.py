@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,14 @@ def add_doc(store: FaissStore, doc_id: str, texts: list[str]) -> None:
             doc_id, kind="text", pages=None, source=f"/{doc_id}.txt",
             chunks=[NewChunk(t) for t in texts], vectors=vectors,
         )  # fmt: skip
+
+
+def segment_files(index_dir: Path, generation: str) -> list[Path]:
+    """The vector segment files a generation's manifest lists, oldest first."""
+    data = json.loads((index_dir / "manifests" / f"{generation}.json").read_text())
+    return [index_dir / "segments" / f"{s['name']}.faiss" for s in data["segments"]]
+
+
+def newest_segment(index_dir: Path, generation: str) -> Path:
+    """The segment a generation added last (the one its writer wrote)."""
+    return segment_files(index_dir, generation)[-1]

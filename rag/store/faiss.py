@@ -1,34 +1,38 @@
-"""The document index: FAISS for vectors, SQLite for chunk text and metadata.
+"""The document index: FAISS segments for vectors, one SQLite database for everything else.
 
 Layout of an index folder::
 
-    CURRENT            name of the published generation, replaced atomically
-    g000007/           one immutable generation
-        manifest.json  embedding model, dimension, format version, counts
-        vectors.faiss  faiss.IndexIDMap2(IndexFlatIP) over normalised vectors
-        meta.sqlite    documents, their sources and their chunks
-    writer.lock        held (flock) by the one process writing
+    CURRENT              name of the published generation (g000042), replaced atomically
+    manifests/g000042.json  what that generation is: model, counts, its vector segments
+    segments/seg000017.faiss  immutable vector segments (``rag.store.segments``)
+    meta.sqlite          documents, sources, chunks and their keyword index, in WAL mode;
+                         every row carries the generations that added and removed it
+                         (``rag.store.meta``)
+    writer.lock          held (flock) by the one process writing
+    compact.lock         held by the one process compacting
 
-A writer copies the published generation into a new folder, changes it and publishes it
-by renaming ``CURRENT``; a crash at any moment leaves ``CURRENT`` on the old generation,
-whose files are never modified. Readers only open published generations, so they never
-see a half-written index. Nothing is ever unpickled.
+A writer adds its vectors as a new small segment and its rows tagged with the generation
+it builds, commits the database, writes the manifest and publishes it by renaming
+``CURRENT``: the cost of an ingestion grows with what it changes, not with the index. A
+crash at any moment leaves ``CURRENT`` on the old generation, which reads exactly as
+before: rows of unpublished generations are invisible to it and rolled back by the next
+writer; segment files are never modified. Deletions are recorded (a row's
+``removed_gen``), and the vectors they leave behind are skipped by searches until a
+compaction merges segments without them. Readers switch generations by loading only the
+new segments (memory-mapped). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,65 +53,34 @@ from rag.errors import (
     IndexNotFoundError,
     IndexUnwritableError,
 )
-from rag.store import collections, scan
+from rag.store import collections, meta, scan, segments
 from rag.store.scan import ChunkScan
+from rag.store.segments import Segment, SegmentInfo
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CURRENT = "CURRENT"
-MANIFEST = "manifest.json"
-VECTORS = "vectors.faiss"
+MANIFESTS = "manifests"
+SEGMENTS = "segments"
 META = "meta.sqlite"
 LOCK = "writer.lock"
+COMPACT_LOCK = "compact.lock"
 _GEN = re.compile(r"^g(\d{6,})$")
-
-_SCHEMA = """
-CREATE TABLE documents (
-    doc_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    pages INTEGER,
-    chunks INTEGER NOT NULL,
-    ingested_at TEXT NOT NULL
-);
-CREATE TABLE sources (
-    path TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-    added_at TEXT NOT NULL,
-    title TEXT
-);
-CREATE INDEX sources_doc ON sources(doc_id);
-CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY,
-    chunk_id TEXT NOT NULL UNIQUE,
-    doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-    seq INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    page INTEGER,
-    heading TEXT,
-    char_offset INTEGER NOT NULL
-);
-CREATE INDEX chunks_doc ON chunks(doc_id);
--- The keyword (BM25) index: SQLite FTS5 over the chunks, kept in step by triggers, so it
--- is updated incrementally and published atomically with the rest of the generation.
-CREATE VIRTUAL TABLE chunks_fts USING fts5(
-    text, heading, content='chunks', content_rowid='id',
-    tokenize='porter unicode61 remove_diacritics 2'
-);
-CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text, heading) VALUES (new.id, new.text, new.heading);
-END;
-CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading)
-    VALUES ('delete', old.id, old.text, old.heading);
-END;
-CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT INTO counters VALUES ('next_id', 1);
-"""
+_MANIFEST_FILE = re.compile(r"^(g\d{6,})\.json$")
+_SEGMENT_FILE = re.compile(r"^(seg\d{6,})\.faiss$")
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _gen_number(name: str) -> int:
+    return int(name[1:])
+
+
+def _gen_name(number: int) -> str:
+    return f"g{number:06d}"
 
 
 def _fsync(path: Path) -> None:
@@ -122,19 +95,14 @@ def _fsync(path: Path) -> None:
 # that touches the disk, and the seams the tests use to fail a step (a full disk, say).
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-
-
 def _connect_writable(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path)
+    db = meta.connect(str(path), readonly=False)
+    db.execute("PRAGMA synchronous = FULL")  # a commit survives a power cut
+    return db
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
-    # immutable=1: no locks and no journal, since a published generation never changes.
-    # A connection stays readable after a writer deletes the folder (the inode lives on).
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+    return meta.connect(str(path), readonly=True)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -145,13 +113,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_index(index: Any, path: Path) -> None:
-    # Through a Python file object, so a failed write raises OSError with its errno (FAISS's
-    # own writer reports errors at close only on stderr).
-    with path.open("wb") as fh:
-        writer = faiss.PyCallbackIOWriter(fh.write)  # type: ignore[attr-defined]
-        faiss.write_index(index, writer)
-        fh.flush()
-        os.fsync(fh.fileno())
+    segments.write_index(index, path)
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -187,6 +149,10 @@ def _disk_reason(exc: BaseException) -> str:
 
 
 REPAIR_HINT = "run `ragchat index repair` to go back to the last intact generation"
+META_LOST = (
+    "the text and metadata of every generation live in it: restore the index folder from a "
+    "backup or ingest the documents again into a new index folder"
+)
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -303,7 +269,7 @@ class NewChunk:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What an index was built with."""
+    """What a generation is: the model it was built with, its counts and its segments."""
 
     embedding_model: str
     dimension: int
@@ -312,121 +278,146 @@ class Manifest:
     documents: int = 0
     chunks: int = 0
     published_at: str = ""
+    segments: tuple[SegmentInfo, ...] = ()
+    scanned_with: str | None = None  # scanner version every chunk was scanned with
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
         """Load and check a manifest file."""
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["segments"] = tuple(SegmentInfo.from_json(s) for s in data.get("segments", []))
+        return cls(**fields)
 
     def write(self, path: Path) -> None:
         """Write the manifest as JSON."""
-        _write_text(path, json.dumps(self.__dict__, indent=2) + "\n")
+        data = dict(self.__dict__)
+        data["segments"] = [s.to_json() for s in self.segments]
+        _write_text(path, json.dumps(data, indent=2) + "\n")
+
+    @property
+    def segment_names(self) -> list[str]:
+        """Names of the generation's segments."""
+        return [s.name for s in self.segments]
+
+    @property
+    def vectors(self) -> int:
+        """Vectors in its segments, tombstoned ones included."""
+        return sum(s.count for s in self.segments)
 
 
-_CHUNK_SELECT = """
+def _first_source_select(gen: int) -> str:
+    return f"""
 SELECT c.id, c.chunk_id, c.doc_id, c.text, c.page, c.heading, c.char_offset, s.path, s.title
 FROM chunks c
-JOIN sources s ON s.rowid = (
-    SELECT s2.rowid FROM sources s2 WHERE s2.doc_id = c.doc_id
-    ORDER BY s2.added_at, s2.rowid LIMIT 1
+JOIN sources s ON s.rid = (
+    SELECT s2.rid FROM sources s2 WHERE s2.doc_id = c.doc_id AND {meta.live("s2", gen)}
+    ORDER BY s2.added_at, s2.rid LIMIT 1
 )
-"""
+WHERE {meta.live("c", gen)}"""
 
 
-# Documents stored in part, with the file they come from. Created by the first ingestion
-# that publishes a partial document, so indexes without one keep their format version.
-_PARTIAL_SCHEMA = """
-CREATE TABLE IF NOT EXISTS partial_documents (
-    doc_id TEXT PRIMARY KEY REFERENCES documents(doc_id),
-    source TEXT NOT NULL,
-    chunks_done INTEGER NOT NULL
-)
-"""
-
-
-def _partial_rows(db: sqlite3.Connection) -> dict[str, tuple[str, int]]:
-    """doc_id -> (source, chunks stored) of each partial document."""
-    found = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial_documents'"
-    ).fetchone()
-    if found is None:
-        return {}
-    rows = db.execute("SELECT doc_id, source, chunks_done FROM partial_documents")
+def _partial_rows(db: sqlite3.Connection, gen: int) -> dict[str, tuple[str, int]]:
+    """doc_id -> (source, chunks stored) of each partial document of generation ``gen``."""
+    rows = db.execute(
+        "SELECT doc_id, partial_source, chunks FROM documents d "
+        f"WHERE partial_source IS NOT NULL AND {meta.live('d', gen)}"
+    )
     return {doc_id: (source, done) for doc_id, source, done in rows}
 
 
-def _documents(db: sqlite3.Connection, within: frozenset[str] | None = None) -> list[DocumentInfo]:
-    """The documents (of the collections ``within``; None: all), oldest first."""
-    filed = collections.of_documents(db)
+def _documents(
+    db: sqlite3.Connection,
+    gen: int,
+    scanned: bool,
+    within: frozenset[str] | None = None,
+) -> list[DocumentInfo]:
+    """The documents of generation ``gen`` (of the collections ``within``), oldest first."""
     sources: dict[str, list[str]] = {}
     titles: dict[str, list[str]] = {}
     for path, doc_id, title in db.execute(
-        "SELECT path, doc_id, title FROM sources ORDER BY added_at, rowid"
+        f"SELECT path, doc_id, title FROM sources s WHERE {meta.live('s', gen)} "
+        "ORDER BY added_at, rid"
     ):
         sources.setdefault(doc_id, []).append(path)
         titles.setdefault(doc_id, []).append(title or Path(path).name)
-    partial = _partial_rows(db)
-    found = scan.summaries(db)
-    for doc_id, (path, _) in partial.items():
-        # A partial new version of a file is listed under the file's path, which still names
-        # the complete old version until the new one is complete.
-        if doc_id not in sources:
-            sources[doc_id] = [path]
-            titles[doc_id] = [Path(path).name]
-    return [
-        DocumentInfo(
-            id=doc_id,
-            kind=kind,
-            sources=sources.get(doc_id, []),
-            titles=titles.get(doc_id, []),
-            pages=pages,
-            chunks=chunks,
-            ingested_at=ingested_at,
-            complete=doc_id not in partial,
-            pii=None if found is None else found.get(doc_id, scan.GuardSummary()).pii,
-            flagged=0 if found is None else found.get(doc_id, scan.GuardSummary()).flagged,
-            collection=filed.get(doc_id, collections.DEFAULT_COLLECTION),
+    found = scan.summaries(db, gen) if scanned else None
+    condition, args = "1", list[str]()
+    if within is not None:
+        condition, args = collections.sql_filter(within, "d.collection")
+    out = []
+    for doc_id, kind, pages, chunks, ingested_at, collection, partial in db.execute(
+        "SELECT doc_id, kind, pages, chunks, ingested_at, collection, partial_source "
+        f"FROM documents d WHERE {meta.live('d', gen)} AND {condition} "
+        "ORDER BY ingested_at, doc_id",
+        args,
+    ):
+        if partial is not None and doc_id not in sources:
+            # A partial new version of a file is listed under the file's path, which still
+            # names the complete old version until the new one is complete.
+            sources[doc_id] = [partial]
+            titles[doc_id] = [Path(partial).name]
+        summary = None if found is None else found.get(doc_id, scan.GuardSummary())
+        out.append(
+            DocumentInfo(
+                id=doc_id,
+                kind=kind,
+                sources=sources.get(doc_id, []),
+                titles=titles.get(doc_id, []),
+                pages=pages,
+                chunks=chunks,
+                ingested_at=ingested_at,
+                complete=partial is None,
+                pii=None if summary is None else summary.pii,
+                flagged=0 if summary is None else summary.flagged,
+                collection=collection,
+            )
         )
-        for doc_id, kind, pages, chunks, ingested_at in db.execute(
-            "SELECT doc_id, kind, pages, chunks, ingested_at FROM documents "
-            "ORDER BY ingested_at, doc_id"
-        )
-        if within is None or filed.get(doc_id, collections.DEFAULT_COLLECTION) in within
-    ]
+    return out
+
+
+def _dead_ids(db: sqlite3.Connection, gen: int, names: Iterable[str]) -> np.ndarray:
+    """Chunk ids whose vectors are in the segments ``names`` but are gone in ``gen``."""
+    names = sorted(set(names))
+    if not names:
+        return np.zeros(0, dtype=np.int64)
+    marks = ",".join("?" * len(names))
+    rows = db.execute(
+        "SELECT id FROM chunks WHERE removed_gen IS NOT NULL AND removed_gen <= ? "
+        f"AND segment IN ({marks})",
+        (gen, *names),
+    ).fetchall()
+    return np.asarray([r[0] for r in rows], dtype=np.int64)
 
 
 class _Generation:
     """A published generation opened for reading, shared by the views that pin it.
 
-    Its SQLite connections are pooled: a view takes one for itself and gives it back, so no
-    connection is used by two threads at once. The generation is closed only when it is no
-    longer the one this store serves and no view pins it, never under a running query.
-    Pins, the pool and the flags change only under the owning store's lock.
+    Its segments are shared with the store's other generations (a new generation loads only
+    the segments it adds). Pins and flags change only under the owning store's lock.
     """
 
     def __init__(
-        self, name: str, manifest: Manifest, index: Any, db_path: Path, db: sqlite3.Connection
+        self,
+        name: str,
+        identity: tuple[int, int] | None,
+        manifest: Manifest,
+        loaded: list[Segment],
+        dead: np.ndarray,
     ) -> None:
         self.name = name
-        # Which file this is, not just its name: a repaired index may reuse a name. The file
-        # stays open through the pool, so its inode cannot be reused while we serve it.
-        self.identity = _identity(db_path)
+        self.number = _gen_number(name)
+        # Which manifest file this is, not just its name: a repaired index may reuse a name.
+        self.identity = identity
         self.manifest = manifest
-        self.index = index
-        self.db_path = db_path
-        self.idle: list[sqlite3.Connection] = [db]
+        self.segments = loaded
+        self.dead = dead  # chunk ids tombstoned in this generation's segments
         self.pins = 0
         self.retired = False
-        self.closed = False
-        self.cache: dict[str, Any] = {}  # derived from the generation (it never changes)
-
-    def detach(self) -> list[sqlite3.Connection]:
-        """Mark closed and hand over the connections to close (under the store's lock)."""
-        self.closed = True
-        idle, self.idle = self.idle, []
-        self.index = None
-        return idle
+        self.cache: dict[Any, Any] = {}  # derived from the generation (it never changes)
+        self.cache_lock = threading.Lock()
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -437,20 +428,20 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _close_all(connections: list[sqlite3.Connection]) -> None:
-    for db in connections:
-        db.close()
+_ADMISSION_CACHE = 16  # admissions (collection filters) kept per generation
 
 
 class StoreView:
     """One published generation, pinned for the length of a query: every read agrees.
 
-    Built by ``FaissStore.reader()``; usable only inside that ``with`` block.
+    Built by ``FaissStore.reader()``; usable only inside that ``with`` block. Its reads
+    run in one SQLite read transaction.
     """
 
-    def __init__(self, generation: _Generation, db: sqlite3.Connection) -> None:
+    def __init__(self, generation: _Generation, db: sqlite3.Connection, store: FaissStore) -> None:
         self._gen = generation
         self._db: sqlite3.Connection | None = db
+        self._store = store
 
     @property
     def generation(self) -> str:
@@ -473,33 +464,39 @@ class StoreView:
         return db
 
     def chunk_count(self) -> int:
-        """Number of chunks (and vectors) in the generation."""
+        """Number of chunks in the generation."""
         self._conn()
-        return int(self._gen.index.ntotal)
+        return self._gen.manifest.chunks
 
     def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
         """Every indexed document (of the collections ``within``), oldest first."""
-        return _documents(self._conn(), within)
+        scanned = self._gen.manifest.scanned_with is not None
+        return _documents(self._conn(), self._gen.number, scanned, within)
 
     def all_chunks(self) -> list[ChunkRecord]:
         """Every stored chunk, in document order."""
-        rows = self._conn().execute(_CHUNK_SELECT + " ORDER BY c.doc_id, c.seq").fetchall()
+        sql = _first_source_select(self._gen.number) + " ORDER BY c.doc_id, c.seq"
+        rows = self._conn().execute(sql).fetchall()
         return self._flagged([ChunkRecord(*row) for row in rows])
 
     def _flagged(self, records: list[ChunkRecord]) -> list[ChunkRecord]:
         """The records with the injection flags ingestion gave them."""
-        flags = scan.chunk_flags(self._conn(), [r.id for r in records])
+        flags = scan.chunk_flags(self._conn(), [r.id for r in records], self._gen.number)
         return [replace(r, flags=flags[r.id]) if r.id in flags else r for r in records]
 
     def flagged_count(self) -> int:
         """Chunks flagged at ingestion for instruction-like text."""
-        return scan.flagged_count(self._conn())
+        return scan.flagged_count(self._conn(), self._gen.number)
 
     def chunk_text(self, doc_id: str, seq: int) -> str | None:
         """The text of a document's chunk number ``seq`` (partial documents included)."""
         row = (
             self._conn()
-            .execute("SELECT text FROM chunks WHERE doc_id = ? AND seq = ?", (doc_id, seq))
+            .execute(
+                f"SELECT text FROM chunks c WHERE doc_id = ? AND seq = ? "
+                f"AND {meta.live('c', self._gen.number)}",
+                (doc_id, seq),
+            )
             .fetchone()
         )
         return row[0] if row else None
@@ -509,12 +506,41 @@ class StoreView:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = (
-            self._conn()
-            .execute(_CHUNK_SELECT + f" WHERE c.id IN ({marks})", [int(i) for i in ids])
-            .fetchall()
-        )
+        sql = _first_source_select(self._gen.number) + f" AND c.id IN ({marks})"
+        rows = self._conn().execute(sql, [int(i) for i in ids]).fetchall()
         return {r.id: r for r in self._flagged([ChunkRecord(*row) for row in rows])}
+
+    def _admission(self, within: frozenset[str] | None) -> collections.Admission:
+        """What searches of this generation may return (cached per ``within``)."""
+        gen = self._gen
+        key = ("admission", within)
+        found = gen.cache.get(key)
+        if found is None:
+            found = collections.admission(
+                self._store._codes, self._conn(), gen.number, within, gen.dead,
+                gen.manifest.chunks,
+            )  # fmt: skip
+            with gen.cache_lock:
+                if len([k for k in gen.cache if k[0] == "admission"]) >= _ADMISSION_CACHE:
+                    for old in [k for k in gen.cache if k[0] in ("admission", "allowed")]:
+                        gen.cache.pop(old, None)
+                gen.cache[key] = found
+        assert isinstance(found, collections.Admission)
+        return found
+
+    def _allowed(
+        self, within: frozenset[str] | None, seg: Segment
+    ) -> tuple[np.ndarray | None, int]:
+        """Positions of ``seg`` a search may return (None: all) and how many."""
+        key = ("allowed", within, seg.info.name)
+        found = self._gen.cache.get(key)
+        if found is None:
+            allowed = self._admission(within).positions(seg.labels)
+            count = seg.count if allowed is None else int(np.count_nonzero(allowed))
+            found = (allowed, count)
+            with self._gen.cache_lock:
+                self._gen.cache[key] = found
+        return found
 
     def search_chunks_by_vector(
         self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
@@ -522,13 +548,13 @@ class StoreView:
         """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first.
 
         ``within``: only chunks of these collections (None: all), filtered inside the
-        search, so there are ``k`` of them whenever the collections hold ``k``.
+        search, so there are ``k`` of them whenever the collections hold ``k``. Large
+        segments are searched approximately (HNSW), small ones exactly.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        db = self._conn()
-        index = self._gen.index
-        if index.ntotal == 0:
+        self._conn()
+        if self._gen.manifest.chunks == 0:
             return []
         query = np.asarray([vector], dtype="float32")
         faiss.normalize_L2(query)
@@ -537,16 +563,18 @@ class StoreView:
         # query over 12k / 200k vectors: 2.1 / 30.6 ms on 2 threads, 0.8 / 17.3 ms on one.
         # (The setting belongs to the calling thread.)
         faiss.omp_set_num_threads(1)
-        found = None
-        if within is not None:
-            codes = collections.position_codes(self._gen.cache, index, db)
-            found = collections.filtered_search(index, codes, query, k, within)
-        scores, ids = found if found is not None else index.search(query, min(k, index.ntotal))
-        hits = [
-            (int(i), min(1.0, max(-1.0, float(s))))
-            for i, s in zip(ids[0], scores[0], strict=True)
-            if i >= 0
-        ]
+        found_scores, found_ids = [], []
+        for seg in self._gen.segments:
+            allowed, admitted = self._allowed(within, seg)
+            scores, ids = seg.search(query, k, allowed, admitted)
+            found_scores.append(scores)
+            found_ids.append(ids)
+        if not found_scores:
+            return []
+        scores = np.concatenate(found_scores)
+        ids = np.concatenate(found_ids)
+        order = np.argsort(-scores, kind="stable")[:k]
+        hits = [(int(ids[i]), min(1.0, max(-1.0, float(scores[i])))) for i in order]
         records = self.records([i for i, _ in hits])
         return [(records[i], s) for i, s in hits if i in records]
 
@@ -566,10 +594,14 @@ class StoreView:
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)
-        codes = None
-        if within is not None:
-            codes = collections.position_codes(self._gen.cache, self._gen.index, db)
-        rows = collections.keyword_rows(db, codes, (KEYWORD_HEADING_WEIGHT, match), k, within)
+        # Rows a writer committed for a generation it has not published yet (rare, brief).
+        unseen = frozenset(
+            r[0]
+            for r in db.execute("SELECT id FROM chunks WHERE added_gen > ?", (self._gen.number,))
+        )
+        rows = collections.keyword_rows(
+            db, self._admission(within), unseen, (KEYWORD_HEADING_WEIGHT, match), k
+        )
         records = self.records([r[0] for r in rows])
         return [(records[i], float(s)) for i, s in rows if i in records]
 
@@ -587,10 +619,26 @@ class StoreView:
         }
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """The stored (normalised) vectors of chunks, in order."""
+        """The stored (normalised) vectors of chunks, in order.
+
+        Raises:
+            KeyError: a chunk id is not in this generation's segments.
+        """
         self._conn()
-        index = self._gen.index
-        return np.asarray([index.reconstruct(int(c)) for c in chunk_ids], dtype="float32")
+        ids = np.asarray([int(c) for c in chunk_ids], dtype=np.int64)
+        out = np.zeros((len(ids), self._gen.manifest.dimension), dtype=np.float32)
+        todo = np.ones(len(ids), dtype=bool)
+        for seg in reversed(self._gen.segments):  # newest first
+            if not todo.any():
+                break
+            pos = seg.positions(ids)
+            hit = todo & (pos >= 0)
+            if hit.any():
+                out[hit] = seg.vectors_view()[pos[hit]]
+                todo &= ~hit
+        if todo.any():
+            raise KeyError(f"chunk {int(ids[todo][0])} is not in generation {self._gen.name}")
+        return out
 
     def get_by_ids(
         self, ids: Sequence[str], within: frozenset[str] | None = None
@@ -605,9 +653,11 @@ class StoreView:
         marks = ",".join("?" * len(ids))
         condition, args = "1", list[str]()
         if within is not None:
-            condition, args = collections.sql_filter(db, within, "c.doc_id")
+            condition, args = collections.sql_filter(within, "c.collection")
         rows = db.execute(
-            _CHUNK_SELECT + f" WHERE c.chunk_id IN ({marks}) AND {condition}", [*ids, *args]
+            _first_source_select(self._gen.number)
+            + f" AND c.chunk_id IN ({marks}) AND {condition}",
+            [*ids, *args],
         ).fetchall()
         by_id = {
             r.chunk_id: r.to_document() for r in self._flagged([ChunkRecord(*r) for r in rows])
@@ -622,7 +672,7 @@ class RepairReport:
     problem: str | None  # what was wrong with the published generation; None: nothing
     before: str | None  # the generation CURRENT named before (None: missing or unreadable)
     current: str  # the generation CURRENT names now
-    removed: list[str]  # leftover generation folders deleted
+    removed: list[str]  # leftover generations deleted
 
 
 @dataclass(frozen=True)
@@ -637,12 +687,26 @@ class IndexStatus:
     documents: int
     chunks: int
     disk_bytes: int
-    generations: list[str]  # every generation folder present, oldest first
-    leftovers: list[str]  # folders newer than the published one: left by crashed writers
+    generations: list[str]  # every generation manifest present, oldest first
+    leftovers: list[str]  # generations newer than the published one: left by crashed writers
+    segments: list[dict[str, Any]] = field(default_factory=list)  # name, count, kind, dead
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat index status --json`` prints."""
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """What one compaction did."""
+
+    merged: list[str]  # segments replaced
+    into: str  # the segment that replaced them
+    kind: str
+    vectors: int  # vectors in the new segment
+    dropped: int  # tombstoned vectors left out
+    seconds: float
+    generation: str  # the generation that published it
 
 
 _PIN_ATTEMPTS = 50
@@ -665,6 +729,7 @@ class FaissStore(VectorStore):
         dimension: int | None = None,
         lock_timeout_s: float = 600.0,
         scanner: scan.Scanner | None = None,
+        auto_compact: bool = True,
     ) -> None:
         if not model_id:
             raise ValueError("model_id must name the embedding model")
@@ -677,9 +742,17 @@ class FaissStore(VectorStore):
         self.lock_timeout_s = lock_timeout_s
         # Scans each chunk written for injected instructions and personal data (None: off).
         self.scanner = scanner
+        # Merge segments in a background thread when a publish leaves them due (bench and
+        # tests turn it off to compact when they choose).
+        self.auto_compact = auto_compact
         self._current: _Generation | None = None
-        self._lock = threading.Lock()  # guards _current and every generation's pins and pool
+        self._segments: dict[str, Segment] = {}  # loaded segments, shared by generations
+        self._codes = collections.IdCodes()
+        self._idle: list[sqlite3.Connection] = []  # pooled read connections
+        self._db_identity: tuple[int, int] | None = None
+        self._lock = threading.Lock()  # guards _current, pins, the pool and _segments
         self._open_lock = threading.Lock()  # one thread opens a new generation at a time
+        self._compacting = threading.Lock()  # one compaction thread per store
 
     # -- reading ----------------------------------------------------------------------
 
@@ -740,87 +813,113 @@ class FaissStore(VectorStore):
             )
         return name
 
-    def _read_generation(self, gen_dir: Path) -> tuple[Manifest, Any]:
-        """Manifest (checked against our model) and FAISS index of a generation.
+    def _manifest_path(self, generation: str) -> Path:
+        return self.index_dir / MANIFESTS / f"{generation}.json"
+
+    def segment_path(self, name: str) -> Path:
+        """The file of a segment."""
+        return self.index_dir / SEGMENTS / f"{name}.faiss"
+
+    def _read_manifest(self, generation: str) -> Manifest:
+        """A generation's manifest, checked against our model.
 
         Raises:
-            FileNotFoundError: the generation vanished (a writer replaced it).
-            IndexCorruptError: a file is unreadable.
+            FileNotFoundError: it is missing.
+            IndexCorruptError: it is unreadable or of another format.
             IndexMismatchError: it was built with another embedding model.
         """
+        path = self._manifest_path(generation)
         try:
-            manifest = Manifest.read(gen_dir / MANIFEST)
+            manifest = Manifest.read(path)
         except FileNotFoundError:
+            if (self.index_dir / generation / "manifest.json").is_file():
+                raise IndexCorruptError(self.index_dir, _OLD_FORMAT) from None
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise IndexCorruptError(self.index_dir, f"bad {MANIFEST}: {exc}") from exc
+            raise IndexCorruptError(self.index_dir, f"bad {path.name}: {exc}") from exc
         self.check_manifest(manifest)
-        try:
-            index = faiss.read_index(str(gen_dir / VECTORS))
-        except RuntimeError as exc:
-            if not (gen_dir / VECTORS).exists():
-                raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / VECTORS)) from exc
-            raise IndexCorruptError(self.index_dir, f"bad {VECTORS}: {exc}") from exc
-        if not (gen_dir / META).is_file():
-            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META))
-        return manifest, index
+        return manifest
 
-    def check_consistent(self, db: sqlite3.Connection, index: Any) -> None:
-        """The SQLite side and the FAISS side must hold the same chunks.
+    def _load_segments(self, manifest: Manifest) -> list[Segment]:
+        """The manifest's segments, loading only those not loaded yet.
 
         Raises:
-            IndexCorruptError: the metadata is unreadable or disagrees with the vectors.
+            FileNotFoundError: a segment file is missing.
+            IndexCorruptError: one is unreadable or does not match the manifest.
         """
+        out = []
+        for info in manifest.segments:
+            with self._lock:
+                seg = self._segments.get(info.name)
+            if seg is None or seg.info != info:
+                try:
+                    seg = segments.read_segment(info, self.segment_path(info.name))
+                except ValueError as exc:
+                    raise IndexCorruptError(self.index_dir, str(exc)) from exc
+                if seg.index.d != manifest.dimension:
+                    raise IndexCorruptError(
+                        self.index_dir, f"{info.name} has dimension {seg.index.d}"
+                    )
+            out.append(seg)
+        return out
+
+    def _check_meta(self, db: sqlite3.Connection, manifest: Manifest) -> None:
+        """The database must hold the generation the manifest describes.
+
+        Raises:
+            IndexCorruptError: it is unreadable or disagrees with the manifest.
+        """
+        gen = manifest.generation
         try:
-            (n_chunks,) = db.execute("SELECT COUNT(*) FROM chunks").fetchone()
-            db.execute(_CHUNK_SELECT + " LIMIT 0").fetchall()  # the columns we read exist
+            db.execute(_first_source_select(gen) + " LIMIT 0").fetchall()
+            (n_chunks,) = db.execute(
+                f"SELECT COUNT(*) FROM chunks c WHERE {meta.live('c', gen)}"
+            ).fetchone()
+            dead = len(_dead_ids(db, gen, manifest.segment_names))
         except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}") from exc
-        if n_chunks != index.ntotal:
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
+        if n_chunks != manifest.chunks or manifest.vectors - dead != n_chunks:
             raise IndexCorruptError(
-                self.index_dir, f"{META} has {n_chunks} chunks but {VECTORS} {index.ntotal}"
+                self.index_dir,
+                f"g{gen:06d} lists {manifest.chunks} chunks and {manifest.vectors - dead} live "
+                f"vectors, {META} has {n_chunks}",
             )
 
-    def _verify(self, generation: str) -> tuple[Manifest, Any]:
-        """Open a generation's three files and check that they agree; its manifest and index.
+    def _verify(self, generation: str) -> Manifest:
+        """Check a generation fully: manifest, every segment, the database agreeing.
 
         Raises:
             FileNotFoundError: a file of the generation is missing.
             IndexCorruptError: a file is unreadable, or the files disagree.
             IndexMismatchError: it was built with another embedding model.
         """
-        manifest, index, db = self._open_checked(generation)
-        db.close()
-        return manifest, index
-
-    def _open_checked(self, generation: str) -> tuple[Manifest, Any, sqlite3.Connection]:
-        """A generation's manifest, FAISS index and a read-only connection, checked to agree.
-
-        Raises:
-            FileNotFoundError: a file of the generation is missing.
-            IndexCorruptError: a file is unreadable, or the files disagree.
-            IndexMismatchError: it was built with another embedding model.
-        """
-        gen_dir = self.index_dir / generation
-        manifest, index = self._read_generation(gen_dir)
+        manifest = self._read_manifest(generation)
+        self._load_segments(manifest)
+        db = self._open_db(readonly=True)
         try:
-            db = _connect_readonly(gen_dir / META)
-        except sqlite3.OperationalError as exc:
-            raise FileNotFoundError(errno.ENOENT, "missing", str(gen_dir / META)) from exc
-        try:
-            self.check_consistent(db, index)
-        except BaseException:
+            db.execute("BEGIN")
+            self._check_meta(db, manifest)
+        finally:
             db.close()
-            raise
-        return manifest, index, db
+        return manifest
 
-    def _published_base(self) -> tuple[str | None, Manifest | None, Any]:
-        """The published generation, fully checked, for a writer to start from.
+    def _open_db(self, *, readonly: bool) -> sqlite3.Connection:
+        path = self.index_dir / META
+        if not path.is_file():
+            raise FileNotFoundError(2, "missing", str(path))
+        try:
+            return _connect_readonly(path) if readonly else _connect_writable(path)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
+
+    def _published_base(self) -> tuple[str | None, Manifest | None]:
+        """The published generation, checked, for a writer to start from.
 
         With no ``CURRENT`` but an intact generation on disk (a run killed between writing
-        its last file and publishing, or ``CURRENT`` deleted by hand), that generation is
+        its manifest and publishing, or ``CURRENT`` deleted by hand), that generation is
         published first: it is complete, so this is the state after that run, and nothing
-        intact is ever thrown away.
+        intact is ever thrown away. Segments are checked to be there, not loaded (a writer
+        does not read vectors).
 
         Raises:
             IndexCorruptError: ``CURRENT`` names a missing or broken generation (nothing is
@@ -830,7 +929,7 @@ class FaissStore(VectorStore):
         if base is None:
             intact = self._newest_intact(self.generations())
             if intact is None:
-                return None, None, None
+                return None, None
             logger.warning("%s was missing; publishing the intact generation %s", CURRENT, intact)
             try:
                 _publish(self.index_dir, intact)
@@ -838,7 +937,8 @@ class FaissStore(VectorStore):
                 raise self._unwritable(exc, intact) from exc
             base = intact
         try:
-            manifest, index = self._verify(base)
+            manifest = self._read_manifest(base)
+            self._check_segment_files(manifest)
         except FileNotFoundError as exc:
             raise IndexCorruptError(
                 self.index_dir, f"{CURRENT} names {base}, but {exc.filename} is missing; "
@@ -846,11 +946,24 @@ class FaissStore(VectorStore):
             ) from exc  # fmt: skip
         except IndexCorruptError as exc:
             raise self._repairable(exc) from exc
-        return base, manifest, index
+        return base, manifest
+
+    def _check_segment_files(self, manifest: Manifest) -> None:
+        """Check that the manifest's segment files are there, whole (by size).
+
+        Raises:
+            FileNotFoundError: one is missing.
+            IndexCorruptError: one has another size than written.
+        """
+        for info in manifest.segments:
+            try:
+                info.check_file(self.segment_path(info.name))
+            except ValueError as exc:
+                raise IndexCorruptError(self.index_dir, str(exc)) from exc
 
     def _repairable(self, exc: IndexCorruptError) -> IndexCorruptError:
-        """The error with the way out added, unless the whole index has an old format."""
-        if exc.reason.startswith("format version"):
+        """The error with the way out added, unless repair cannot help."""
+        if exc.reason.startswith("format version") or META_LOST in exc.reason:
             return IndexCorruptError(self.index_dir, exc.reason)
         return IndexCorruptError(self.index_dir, f"{exc.reason}; {REPAIR_HINT}")
 
@@ -864,15 +977,6 @@ class FaissStore(VectorStore):
                 continue
             return gen
         return None
-
-    def _open(self, generation: str) -> _Generation:
-        """Open a generation for reading (one pooled connection to start with)."""
-        try:
-            manifest, index, db = self._open_checked(generation)
-        except IndexCorruptError as exc:
-            raise self._repairable(exc) from exc
-        logger.debug("opened index generation %s", generation)
-        return _Generation(generation, manifest, index, self.index_dir / generation / META, db)
 
     def check_manifest(self, manifest: Manifest) -> None:
         """Refuse an index built with another embedding model or format."""
@@ -896,14 +1000,14 @@ class FaissStore(VectorStore):
         """A read view of the published generation, pinned until the block ends.
 
         Every call on the view reads that one generation, whatever writers publish
-        meanwhile; its files and connections stay open until the last view on it ends.
+        meanwhile, inside one read transaction of the database.
 
         Raises:
             IndexNotFoundError: nothing has been published yet.
             IndexCorruptError: the published generation is missing or broken.
         """
         gen, db = self._pin()
-        view = StoreView(gen, db)
+        view = StoreView(gen, db, self)
         try:
             yield view
         finally:
@@ -914,34 +1018,48 @@ class FaissStore(VectorStore):
             name = self.current_generation()
             if name is None:
                 raise IndexNotFoundError(self.index_dir)
-            identity = _identity(self.index_dir / name / META)
+            identity = _identity(self._manifest_path(name))
             gen: _Generation | None = None
-            db: sqlite3.Connection | None = None
             with self._lock:
-                current = self._current
-                if current is not None and self._serves(name, identity):
-                    gen = current
+                if self._serves(name, identity):
+                    gen = self._current
+                    assert gen is not None
                     gen.pins += 1
-                    db = gen.idle.pop() if gen.idle else None
             if gen is None:
                 gen = self._install()
                 if gen is None:
                     continue  # replaced and removed while we opened it: read CURRENT again
-                with self._lock:
-                    db = gen.idle.pop() if gen.idle else None
+            db = self._read_connection(gen)
             if db is not None:
                 return gen, db
-            try:
-                return gen, _connect_readonly(gen.db_path)
-            except sqlite3.OperationalError as exc:
-                self._unpin(gen, None)
-                if self.current_generation() == gen.name:
-                    raise IndexCorruptError(
-                        self.index_dir, f"{gen.db_path} cannot be opened: {exc}; {REPAIR_HINT}"
-                    ) from exc
+            self._unpin(gen, None)  # purged under it: CURRENT moved on twice meanwhile
         raise IndexCorruptError(
             self.index_dir, f"{CURRENT} kept changing while it was read; try again"
         )
+
+    def _read_connection(self, gen: _Generation) -> sqlite3.Connection | None:
+        """A pooled connection in a read transaction that still holds ``gen`` (else None)."""
+        with self._lock:
+            db = self._idle.pop() if self._idle else None
+        try:
+            if db is None:
+                db = self._open_db(readonly=True)
+            db.execute("BEGIN")
+            oldest = meta.counter(db, "oldest_readable")
+        except FileNotFoundError as exc:
+            raise IndexCorruptError(
+                self.index_dir, f"{exc.filename} is missing; {META_LOST}"
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
+        if gen.number < oldest:
+            db.execute("ROLLBACK")
+            with self._lock:
+                self._idle.append(db)
+            return None
+        return db
 
     def _install(self) -> _Generation | None:
         """Open the generation ``CURRENT`` names now and serve it; returned pinned.
@@ -952,14 +1070,17 @@ class FaissStore(VectorStore):
             name = self.current_generation()
             if name is None:
                 raise IndexNotFoundError(self.index_dir)
-            identity = _identity(self.index_dir / name / META)
+            identity = _identity(self._manifest_path(name))
             with self._lock:
-                gen = self._current
-                if gen is not None and self._serves(name, identity):
+                if self._serves(name, identity):
+                    gen = self._current
+                    assert gen is not None
                     gen.pins += 1
                     return gen
             try:
-                gen = self._open(name)
+                manifest = self._read_manifest(name)
+                loaded = self._load_segments(manifest)
+                dead = self._read_dead(manifest)
             except FileNotFoundError as exc:
                 if self.current_generation() == name:
                     raise IndexCorruptError(
@@ -967,12 +1088,30 @@ class FaissStore(VectorStore):
                         f"{CURRENT} names {name}, but {exc.filename} is missing; {REPAIR_HINT}",
                     ) from exc
                 return None
+            except IndexCorruptError as exc:
+                raise self._repairable(exc) from exc
+            gen = _Generation(name, identity, manifest, loaded, dead)
+            logger.debug("opened index generation %s", name)
             with self._lock:
                 old, self._current = self._current, gen
                 gen.pins += 1
-                closing = self._retire(old)
-            _close_all(closing)
+                if old is not None:
+                    old.retired = True
+                # Keep the segments of the generations still served; the rest stay alive
+                # for as long as a pinned generation references them.
+                # Pinned older generations hold their own segments.
+                self._segments = {s.info.name: s for s in loaded}
             return gen
+
+    def _read_dead(self, manifest: Manifest) -> np.ndarray:
+        db = self._open_db(readonly=True)
+        try:
+            db.execute("BEGIN")
+            return _dead_ids(db, manifest.generation, manifest.segment_names)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
+        finally:
+            db.close()
 
     def _serves(self, name: str, identity: tuple[int, int] | None) -> bool:
         """Whether the open generation is the one named, in the same file (under the lock)."""
@@ -984,32 +1123,26 @@ class FaissStore(VectorStore):
             and gen.identity == identity
         )
 
-    def _retire(self, gen: _Generation | None) -> list[sqlite3.Connection]:
-        """Mark a generation as no longer served; closed now if unpinned (under the lock)."""
-        if gen is None:
-            return []
-        gen.retired = True
-        return gen.detach() if gen.pins == 0 and not gen.closed else []
-
     def _unpin(self, gen: _Generation, db: sqlite3.Connection | None) -> None:
-        closing = []
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")  # ends the read transaction
         with self._lock:
             gen.pins -= 1
             if db is not None:
-                if gen.closed:
-                    closing.append(db)
-                else:
-                    gen.idle.append(db)
-            if gen.retired and gen.pins == 0 and not gen.closed:
-                closing.extend(gen.detach())
-        _close_all(closing)
+                self._idle.append(db)
 
     def close(self) -> None:
-        """Release the open generation (views still open keep theirs until they end)."""
+        """Release the open generation and pooled connections (open views keep theirs)."""
         with self._lock:
             old, self._current = self._current, None
-            closing = self._retire(old)
-        _close_all(closing)
+            if old is not None:
+                old.retired = True
+            idle, self._idle = self._idle, []
+            self._segments = {}
+            self._codes = collections.IdCodes()
+        for db in idle:
+            db.close()
 
     def snapshot(self) -> Manifest:
         """Open the published generation now, so a missing or broken index fails early.
@@ -1039,7 +1172,7 @@ class FaissStore(VectorStore):
             return view.documents(within)
 
     def chunk_count(self) -> int:
-        """Number of chunks (and vectors) in the index."""
+        """Number of chunks in the index."""
         if not self.exists():
             return 0
         with self.reader() as view:
@@ -1235,10 +1368,288 @@ class FaissStore(VectorStore):
         if self.scanner is None or not self.exists():
             return False
         with self.reader() as view:
-            if scan.scanned_with(view._conn()) == self.scanner.version:
+            if view.manifest.scanned_with == self.scanner.version:
                 return False
         with self.writer(on_wait) as w:
             return w.changed
+
+    def generations(self) -> list[str]:
+        """Generation manifests present on disk, oldest first (published or not)."""
+        folder = self.index_dir / MANIFESTS
+        if not folder.is_dir():
+            return []
+        names = [m.group(1) for p in folder.iterdir() if (m := _MANIFEST_FILE.match(p.name))]
+        return sorted(names, key=_gen_number)
+
+    # -- checking and repairing -------------------------------------------------------
+
+    def repair(self) -> RepairReport:
+        """Point ``CURRENT`` at the newest intact generation and remove crashed leftovers.
+
+        Takes the writer lock (waiting like a writer). When the published generation is
+        intact, only what crashed writers left behind is removed. Rows of generations after
+        the one published are rolled back.
+
+        Raises:
+            IndexNotFoundError: the folder holds no index.
+            IndexCorruptError: no intact generation is left to recover (nothing is deleted).
+            IndexMismatchError: the index was built with another embedding model.
+            IndexUnwritableError: ``CURRENT`` could not be rewritten (it is as it was).
+        """
+        problem = self._path_problem()
+        if problem:
+            raise IndexCorruptError(self.index_dir, problem)
+        if not self.index_dir.is_dir():
+            raise IndexNotFoundError(self.index_dir)
+        with self._locked(None):
+            gens = self.generations()
+            before, problem = self._published_problem()
+            if problem is None and before is not None:
+                current = before
+            else:
+                if not gens and before is None and not self.exists():
+                    raise IndexNotFoundError(self.index_dir)
+                found = self._newest_intact(gens)
+                if found is None:
+                    checked = ", ".join(gens) or "no generation"
+                    raise IndexCorruptError(
+                        self.index_dir,
+                        f"{problem}; nothing to recover: no intact generation ({checked}); "
+                        "ingest the documents again into a new index folder",
+                    )
+                current = found
+                try:
+                    _publish(self.index_dir, current)
+                    _fsync(self.index_dir)
+                except OSError as exc:
+                    raise IndexUnwritableError(
+                        self.index_dir, f"{_disk_reason(exc)}; {CURRENT} is as it was"
+                    ) from exc
+                logger.info("repair: %s now names %s (%s)", CURRENT, current, problem)
+            removed = [g for g in gens if _gen_number(g) > _gen_number(current)]
+            db = self._open_db(readonly=False)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                meta.roll_back_unpublished(db, _gen_number(current))
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            for gen in removed:
+                logger.info("repair: removing leftover generation %s", gen)
+                segments.remove_quietly(self._manifest_path(gen))
+            self._remove_unreferenced(self._retained(current))
+            segments.remove_quietly(self.index_dir / f"{CURRENT}.tmp")
+        self.close()  # views of this store reopen what CURRENT names now
+        return RepairReport(problem=problem, before=before, current=current, removed=removed)
+
+    def _published_problem(self) -> tuple[str | None, str | None]:
+        """The generation ``CURRENT`` names (if readable) and what is wrong with it (if any)."""
+        try:
+            before = self.current_generation()
+        except IndexCorruptError as exc:
+            return None, exc.reason.removesuffix(f"; {REPAIR_HINT}")
+        if before is None:
+            return None, f"{CURRENT} is missing"
+        try:
+            self._verify(before)
+        except FileNotFoundError as exc:
+            return before, f"{CURRENT} names {before}, but {exc.filename} is missing"
+        except IndexCorruptError as exc:
+            return before, f"{before} is broken: {exc.reason}"
+        return before, None
+
+    def _retained(self, published: str) -> list[Manifest]:
+        """The manifests kept beside the published one: it and the one before (if readable)."""
+        kept = []
+        number = _gen_number(published)
+        for name in (published, _gen_name(number - 1)):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexCorruptError,
+                                     IndexMismatchError):  # fmt: skip
+                kept.append(self._read_manifest(name))
+        return kept
+
+    def _remove_unreferenced(self, kept: Sequence[Manifest]) -> None:
+        """Delete manifests older than those kept and segment files none of them uses.
+
+        Temporary segment files are left to a compaction still building them.
+        """
+        if not kept:
+            return
+        oldest = min(m.generation for m in kept)
+        for gen in self.generations():
+            if _gen_number(gen) < oldest:
+                segments.remove_quietly(self._manifest_path(gen))
+        used = {name for m in kept for name in m.segment_names}
+        folder = self.index_dir / SEGMENTS
+        if not folder.is_dir():
+            return
+        compacting = self._compaction_running()
+        for path in folder.iterdir():
+            m = _SEGMENT_FILE.match(path.name)
+            unused = m is not None and m.group(1) not in used
+            if unused or (path.name.endswith(".tmp") and not compacting):
+                segments.remove_quietly(path)
+
+    def status(self) -> IndexStatus:
+        """Published generation, counts, model, segments and disk use of the index.
+
+        Raises:
+            IndexNotFoundError: nothing has been published yet.
+            IndexCorruptError: the published generation is missing or broken.
+        """
+        with self.reader() as view:
+            manifest, generation = view.manifest, view.generation
+            documents, chunks = len(view.documents()), view.chunk_count()
+            dead = self._dead_by_segment(view._conn(), manifest)
+        gens = self.generations()
+        return IndexStatus(
+            index_dir=str(self.index_dir),
+            generation=generation,
+            published_at=manifest.published_at,
+            embedding_model=manifest.embedding_model,
+            dimension=manifest.dimension,
+            documents=documents,
+            chunks=chunks,
+            disk_bytes=_disk_bytes(self.index_dir),
+            generations=gens,
+            leftovers=[g for g in gens if _gen_number(g) > _gen_number(generation)],
+            segments=[{**s.to_json(), "dead": dead.get(s.name, 0)} for s in manifest.segments],
+        )
+
+    @staticmethod
+    def _dead_by_segment(db: sqlite3.Connection, manifest: Manifest) -> dict[str, int]:
+        """Tombstoned vectors per segment of a generation."""
+        rows = db.execute(
+            "SELECT segment, COUNT(*) FROM chunks WHERE removed_gen IS NOT NULL "
+            "AND removed_gen <= ? GROUP BY segment",
+            (manifest.generation,),
+        )
+        names = set(manifest.segment_names)
+        return {name: int(n) for name, n in rows if name in names}
+
+    # -- compaction -------------------------------------------------------------------
+
+    def _compaction_running(self) -> bool:
+        """Whether some process holds the compaction lock."""
+        try:
+            fd = os.open(self.index_dir / COMPACT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return True  # cannot tell: assume so, and leave its files alone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases it if we took it
+        return False
+
+    def compaction_due(self) -> list[str]:
+        """Segments a compaction would merge now ([]: none due)."""
+        if not self.exists():
+            return []
+        with self.reader() as view:
+            dead = self._dead_by_segment(view._conn(), view.manifest)
+            return [s.name for s in segments.plan_compaction(view.manifest.segments, dead)]
+
+    def compact(
+        self, *, threads: int = 0, on_wait: Callable[[float], None] | None = None
+    ) -> CompactionReport | None:
+        """Merge the segments that are due into one HNSW segment, without tombstones.
+
+        The new segment is built outside the writer lock, from immutable segments of the
+        published generation; the lock is taken only to publish it (the generation keeps
+        every row, and chunks deleted meanwhile stay tombstoned). Returns None when nothing
+        was due, or another process is compacting. ``threads``: OpenMP threads for the
+        build (0: FAISS's default, every core).
+
+        Raises:
+            IndexUnwritableError: the segment could not be written (nothing is published).
+        """
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.index_dir / COMPACT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise IndexUnwritableError(self.index_dir, _disk_reason(exc)) from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return self._compact_locked(threads, on_wait)
+        finally:
+            os.close(fd)
+
+    def _compact_locked(
+        self, threads: int, on_wait: Callable[[float], None] | None
+    ) -> CompactionReport | None:
+        started = time.monotonic()
+        if not self.exists():
+            return None
+        with self.reader() as view:
+            manifest = view.manifest
+            dead_by_segment = self._dead_by_segment(view._conn(), manifest)
+            plan = segments.plan_compaction(manifest.segments, dead_by_segment)
+            if not plan:
+                return None
+            chosen = {s.name for s in plan}
+            parts = [s for s in view._gen.segments if s.info.name in chosen]
+            dead = view._gen.dead
+            vectors, ids = [], []
+            for seg in parts:
+                keep = ~np.isin(seg.labels, dead)
+                vectors.append(np.asarray(seg.vectors_view()[keep]))
+                ids.append(seg.labels[keep])
+        all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension))
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+        del vectors
+        kind = segments.HNSW
+        logger.info("compacting %d segments (%d vectors) into one", len(plan), len(all_ids))
+        index = segments.build_index(kind, all_vectors, all_ids, threads=threads)
+        del all_vectors
+        folder = self.index_dir / SEGMENTS
+        tmp = folder / f"compact-{os.getpid()}-{threading.get_ident()}.faiss.tmp"
+        try:
+            _write_index(index, tmp)
+        except OSError as exc:
+            segments.remove_quietly(tmp)
+            raise self._unwritable(exc, "a compacted segment") from exc
+        count = int(index.ntotal)
+        del index
+        try:
+            with self.writer(on_wait) as w:
+                into = w.replace_segments(plan, tmp, kind, count, manifest.generation)
+                generation = w.generation
+        finally:
+            segments.remove_quietly(tmp)
+        if into is None:
+            return None
+        dropped = sum(s.count for s in plan) - count
+        report = CompactionReport(
+            merged=sorted(chosen), into=into, kind=kind, vectors=count, dropped=dropped,
+            seconds=time.monotonic() - started, generation=generation,
+        )  # fmt: skip
+        logger.info("compacted %s into %s (%d vectors, %d dropped) in %.1f s",
+                    ", ".join(report.merged), into, count, dropped, report.seconds)  # fmt: skip
+        return report
+
+    def _after_publish(self, manifest: Manifest) -> None:
+        """Start a background compaction when one is due (one thread per store)."""
+        if not self.auto_compact:
+            return
+        if not segments.plan_compaction(manifest.segments, {}):
+            return
+        if not self._compacting.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                self.compact()
+            except Exception:  # a background task: log, the next publish tries again
+                logger.exception("background compaction of %s failed", self.index_dir)
+            finally:
+                self._compacting.release()
+
+        threading.Thread(target=run, name="ragchat-compact", daemon=True).start()
 
     @contextlib.contextmanager
     def _locked(self, on_wait: Callable[[float], None] | None) -> Iterator[None]:
@@ -1277,106 +1688,6 @@ class FaissStore(VectorStore):
             self.index_dir,
             f"{_disk_reason(exc)} while writing {generation}; nothing was published, "
             "the index is as it was",
-        )
-
-    def generations(self) -> list[str]:
-        """Generation folders present on disk, oldest first (published or not)."""
-        if not self.index_dir.is_dir():
-            return []
-        names = [p.name for p in self.index_dir.iterdir() if p.is_dir() and _GEN.match(p.name)]
-        return sorted(names, key=lambda n: int(n[1:]))
-
-    # -- checking and repairing -------------------------------------------------------
-
-    def repair(self) -> RepairReport:
-        """Point ``CURRENT`` at the newest intact generation and remove crashed leftovers.
-
-        Takes the writer lock (waiting like a writer). When the published generation is
-        intact, only the folders crashed writers left behind are removed.
-
-        Raises:
-            IndexNotFoundError: the folder holds no index.
-            IndexCorruptError: no intact generation is left to recover (nothing is deleted).
-            IndexMismatchError: the index was built with another embedding model.
-            IndexUnwritableError: ``CURRENT`` could not be rewritten (it is as it was).
-        """
-        problem = self._path_problem()
-        if problem:
-            raise IndexCorruptError(self.index_dir, problem)
-        if not self.index_dir.is_dir():
-            raise IndexNotFoundError(self.index_dir)
-        with self._locked(None):
-            gens = self.generations()
-            before, problem = self._published_problem()
-            if problem is None and before is not None:
-                current = before
-            else:
-                if not gens and before is None and not self.exists():
-                    raise IndexNotFoundError(self.index_dir)
-                found = self._newest_intact(gens)
-                if found is None:
-                    checked = ", ".join(gens) or "no generation folder"
-                    raise IndexCorruptError(
-                        self.index_dir,
-                        f"{problem}; nothing to recover: no intact generation ({checked}); "
-                        "ingest the documents again into a new index folder",
-                    )
-                current = found
-                try:
-                    _publish(self.index_dir, current)
-                    _fsync(self.index_dir)
-                except OSError as exc:
-                    raise IndexUnwritableError(
-                        self.index_dir, f"{_disk_reason(exc)}; {CURRENT} is as it was"
-                    ) from exc
-                logger.info("repair: %s now names %s (%s)", CURRENT, current, problem)
-            removed = [g for g in gens if int(g[1:]) > int(current[1:])]
-            for gen in removed:
-                logger.info("repair: removing leftover generation %s", gen)
-                shutil.rmtree(self.index_dir / gen, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                (self.index_dir / f"{CURRENT}.tmp").unlink()
-        self.close()  # views of this store reopen what CURRENT names now
-        return RepairReport(problem=problem, before=before, current=current, removed=removed)
-
-    def _published_problem(self) -> tuple[str | None, str | None]:
-        """The generation ``CURRENT`` names (if readable) and what is wrong with it (if any)."""
-        try:
-            before = self.current_generation()
-        except IndexCorruptError as exc:
-            return None, exc.reason.removesuffix(f"; {REPAIR_HINT}")
-        if before is None:
-            return None, f"{CURRENT} is missing"
-        try:
-            self._verify(before)
-        except FileNotFoundError as exc:
-            return before, f"{CURRENT} names {before}, but {exc.filename} is missing"
-        except IndexCorruptError as exc:
-            return before, f"{before} is broken: {exc.reason}"
-        return before, None
-
-    def status(self) -> IndexStatus:
-        """Published generation, counts, model and disk use of the index.
-
-        Raises:
-            IndexNotFoundError: nothing has been published yet.
-            IndexCorruptError: the published generation is missing or broken.
-        """
-        with self.reader() as view:
-            manifest, generation = view.manifest, view.generation
-            documents, chunks = len(view.documents()), view.chunk_count()
-        gens = self.generations()
-        return IndexStatus(
-            index_dir=str(self.index_dir),
-            generation=generation,
-            published_at=manifest.published_at,
-            embedding_model=manifest.embedding_model,
-            dimension=manifest.dimension,
-            documents=documents,
-            chunks=chunks,
-            disk_bytes=_disk_bytes(self.index_dir),
-            generations=gens,
-            leftovers=[g for g in gens if int(g[1:]) > int(generation[1:])],
         )
 
     def find_document(self, key: str, within: frozenset[str] | None = None) -> str:
@@ -1424,99 +1735,140 @@ def content_id(data: bytes) -> str:
 
 
 class IndexWriter:
-    """Changes to one new generation; built by ``FaissStore.writer()`` under the lock."""
+    """Changes for one new generation; built by ``FaissStore.writer()`` under the lock.
+
+    Its rows go into the database inside one transaction, tagged with the generation; its
+    vectors into one new segment, written at commit.
+    """
 
     def __init__(self, store: FaissStore) -> None:
         self.store = store
         self.index_dir = store.index_dir
         # Check the published generation before touching anything, so a writer never removes
         # the only intact copy when CURRENT names a missing or broken one.
-        self._base, manifest, index = store._published_base()
-        self._clean_stale()
-        numbers = [int(n[1:]) for n in store.generations()]
-        self.generation = f"g{(max(numbers) + 1 if numbers else 1):06d}"
-        self.dir = self.index_dir / self.generation
+        self._base, self._base_manifest = store._published_base()
+        base_no = _gen_number(self._base) if self._base else 0
+        self.gen = base_no + 1
+        self.generation = _gen_name(self.gen)
         self.changed = False
-        self._removed_ids: list[int] = []
-        if manifest is not None:
-            self.dimension = manifest.dimension
-            self.index = index
+        self._new_ids: list[np.ndarray] = []
+        self._new_vectors: list[np.ndarray] = []
+        self._dropped_new: set[int] = set()  # chunks this writer added, then deleted
+        self._segment: str | None = None  # the segment this writer's vectors go to
+        self._segments: list[SegmentInfo] = list(
+            self._base_manifest.segments if self._base_manifest else ()
+        )
+        self._chunks = self._base_manifest.chunks if self._base_manifest else 0
+        self._new_files: list[Path] = []
+        if self._base_manifest is not None:
+            self.dimension = self._base_manifest.dimension
         else:
             self.dimension = store.dimension
-            self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
         try:
-            self.db = self._create()
+            self._clean_stale()
+            self.db = self._begin()
         except (OSError, sqlite3.Error) as exc:
-            shutil.rmtree(self.dir, ignore_errors=True)
             if _is_disk_error(exc):
                 raise store._unwritable(exc, self.generation) from exc
             raise
 
-    def _create(self) -> sqlite3.Connection:
-        """The new generation's folder and its metadata database (a copy of the base's)."""
-        self.dir.mkdir()
-        if self._base is not None:
-            _copy_file(self.index_dir / self._base / META, self.dir / META)
-        db = _connect_writable(self.dir / META)
+    def _begin(self) -> sqlite3.Connection:
+        """Open the database (created with the first generation) and begin the transaction."""
+        (self.index_dir / SEGMENTS).mkdir(parents=True, exist_ok=True)
+        (self.index_dir / MANIFESTS).mkdir(parents=True, exist_ok=True)
+        path = self.index_dir / META
+        fresh = not path.exists()
         try:
-            if self._base is None:
-                db.executescript(_SCHEMA)
-            # The folder is thrown away on failure, so no journal is needed for safety.
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            self.scanning, rescanned = scan.prepare(db, self.store.scanner)
-            # A rescan is a change worth publishing even when nothing else is written.
-            self.changed = rescanned
+            db = _connect_writable(path)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
+        try:
+            if fresh or not _has_schema(db):
+                meta.create(db)
+            db.execute("BEGIN IMMEDIATE")
+            base_no = self.gen - 1
+            undone = meta.roll_back_unpublished(db, base_no)
+            if undone:
+                logger.info("rolled back %d rows of unpublished generations", undone)
+            if base_no > 1 and self._base is not None:
+                kept = self.store._retained(self._base)
+                meta.purge(db, base_no - 1, {n for m in kept for n in m.segment_names})
+            scanner = self.store.scanner
+            self.scanning = scanner is not None
+            scanned = self._base_manifest.scanned_with if self._base_manifest else None
+            if scanner is not None and self._base_manifest is not None:
+                if scanned != scanner.version:
+                    scan.rescan(db, scanner, self.gen)
+                    self.changed = True  # a rescan is worth publishing on its own
+            elif scanner is None and scanned is not None:
+                self.changed = True  # the new generation no longer claims to be scanned
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if _is_disk_error(exc):
+                raise
+            raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
         except BaseException:
             db.close()
             raise
         return db
 
     def _clean_stale(self) -> None:
-        """Remove generations left by crashed writers and all but one older generation.
+        """Remove manifests of generations crashed writers never published, and old files.
 
         Runs once the published generation has been checked (or, with no ``CURRENT``, once
         no generation was found intact), so it never removes the only good copy.
         """
-        gens = self.store.generations()
-        if self._base is None:
-            keep: set[str] = set()
-        else:
-            base_no = int(self._base[1:])
-            older = [g for g in gens if int(g[1:]) < base_no]
-            keep = {self._base, *older[-1:]}
-        for gen in gens:
-            if gen not in keep:
-                logger.info("removing stale index generation %s", gen)
-                shutil.rmtree(self.index_dir / gen, ignore_errors=True)
+        base_no = _gen_number(self._base) if self._base else 0
+        for gen in self.store.generations():
+            if _gen_number(gen) > base_no:
+                logger.info("removing unpublished index generation %s", gen)
+                segments.remove_quietly(self.store._manifest_path(gen))
+        if self._base is not None:
+            self.store._remove_unreferenced(self.store._retained(self._base))
 
     # -- queries inside the transaction ---------------------------------------------
 
+    def _live(self, alias: str) -> str:
+        return meta.live(alias, self.gen)
+
     def source_document(self, path: str) -> str | None:
         """The document id a source path currently points at."""
-        row = self.db.execute("SELECT doc_id FROM sources WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute(
+            f"SELECT doc_id FROM sources s WHERE path = ? AND {self._live('s')}", (path,)
+        ).fetchone()
         return row[0] if row else None
 
     def has_document(self, doc_id: str) -> bool:
         """Whether a document with this content is stored."""
-        row = self.db.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-        return row is not None
+        return self._document_row(doc_id) is not None
+
+    def _document_row(self, doc_id: str) -> tuple[Any, ...] | None:
+        """(rid, kind, pages, chunks, ingested_at, collection, partial_source, added_gen)."""
+        row: tuple[Any, ...] | None = self.db.execute(
+            "SELECT rid, kind, pages, chunks, ingested_at, collection, partial_source, added_gen "
+            f"FROM documents d WHERE doc_id = ? AND {self._live('d')}",
+            (doc_id,),
+        ).fetchone()
+        return row
 
     def sources(self) -> dict[str, str]:
         """Every source path with its document id."""
-        return dict(self.db.execute("SELECT path, doc_id FROM sources"))
+        return dict(self.db.execute(f"SELECT path, doc_id FROM sources s WHERE {self._live('s')}"))
 
     def document_sources(self, doc_id: str) -> list[tuple[str, str | None]]:
         """(path, title) of each source of a document, oldest first."""
         rows = self.db.execute(
-            "SELECT path, title FROM sources WHERE doc_id = ? ORDER BY added_at, rowid", (doc_id,)
+            f"SELECT path, title FROM sources s WHERE doc_id = ? AND {self._live('s')} "
+            "ORDER BY added_at, rid",
+            (doc_id,),
         )
         return [(r[0], r[1]) for r in rows]
 
     def chunk_ids(self, doc_id: str) -> list[str]:
         """Chunk ids of a document in order."""
         rows = self.db.execute(
-            "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY seq", (doc_id,)
+            f"SELECT chunk_id FROM chunks c WHERE doc_id = ? AND {self._live('c')} ORDER BY seq",
+            (doc_id,),
         )
         return [r[0] for r in rows]
 
@@ -1524,17 +1876,20 @@ class IndexWriter:
         """Documents owning the given chunk ids."""
         marks = ",".join("?" * len(chunk_ids))
         rows = self.db.execute(
-            f"SELECT DISTINCT doc_id FROM chunks WHERE chunk_id IN ({marks})", list(chunk_ids)
+            f"SELECT DISTINCT doc_id FROM chunks c WHERE chunk_id IN ({marks}) "
+            f"AND {self._live('c')}",
+            list(chunk_ids),
         )
         return [r[0] for r in rows]
 
     def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
         """Documents as this transaction sees them (of the collections ``within``)."""
-        return _documents(self.db, within)
+        return _documents(self.db, self.gen, self.scanning, within)
 
     def collection_of(self, doc_id: str) -> str:
         """The collection a stored document is in."""
-        return collections.of_documents(self.db).get(doc_id, collections.DEFAULT_COLLECTION)
+        row = self._document_row(doc_id)
+        return str(row[5]) if row else collections.DEFAULT_COLLECTION
 
     # -- changes ----------------------------------------------------------------------
 
@@ -1563,22 +1918,37 @@ class IndexWriter:
             raise ValueError(f"document {doc_id} is already stored")
         vectors = self._check_vectors(chunks, vectors)
         self.db.execute(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?)",
-            (doc_id, kind, pages, len(chunks), _now()),
-        )
-        collections.assign(self.db, doc_id, collection)
-        self._insert_chunks(doc_id, 0, chunks, vectors)
+            "INSERT INTO documents (doc_id, kind, pages, chunks, ingested_at, collection, "
+            "partial_source, added_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (doc_id, kind, pages, len(chunks), _now(), collection,
+             None if complete else source, self.gen),
+        )  # fmt: skip
+        self._insert_chunks(doc_id, 0, chunks, vectors, collection)
         if complete:
             self.add_source(source, doc_id, title)
         else:
-            self.db.execute(_PARTIAL_SCHEMA)
-            self.db.execute(
-                "INSERT INTO partial_documents VALUES (?, ?, ?)", (doc_id, source, len(chunks))
-            )
             current = self.source_document(source)
             if current is None or self.partial_chunks(current) is not None:
                 self.add_source(source, doc_id, title)  # replaces an older partial version
         self.changed = True
+
+    def _update_document(self, doc_id: str, chunks: int, partial_source: str | None) -> None:
+        """A new version of a document's row (changed in place if this writer added it)."""
+        row = self._document_row(doc_id)
+        assert row is not None
+        rid, kind, pages, _, ingested_at, collection, _, added_gen = row
+        if added_gen == self.gen:
+            self.db.execute(
+                "UPDATE documents SET chunks = ?, partial_source = ? WHERE rid = ?",
+                (chunks, partial_source, rid),
+            )
+            return
+        meta.retire(self.db, "documents", "rid", rid, self.gen)
+        self.db.execute(
+            "INSERT INTO documents (doc_id, kind, pages, chunks, ingested_at, collection, "
+            "partial_source, added_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (doc_id, kind, pages, chunks, ingested_at, collection, partial_source, self.gen),
+        )
 
     def append_chunks(
         self,
@@ -1593,75 +1963,61 @@ class IndexWriter:
         Completing a document points its source path at it (replacing, and deleting when no
         other path names it, the version the path named before).
         """
-        done = self.partial_chunks(doc_id)
-        if done is None:
+        row = self._document_row(doc_id)
+        if row is None or row[6] is None:
             raise ValueError(f"document {doc_id} is not a partial document")
+        done, source, collection = int(row[3]), str(row[6]), str(row[5])
         vectors = self._check_vectors(chunks, vectors)
-        self._insert_chunks(doc_id, done, chunks, vectors)
+        self._insert_chunks(doc_id, done, chunks, vectors, collection)
         total = done + len(chunks)
-        self.db.execute("UPDATE documents SET chunks = ? WHERE doc_id = ?", (total, doc_id))
-        if complete:
-            (source,) = self.db.execute(
-                "SELECT source FROM partial_documents WHERE doc_id = ?", (doc_id,)
-            ).fetchone()
-            self.db.execute("DELETE FROM partial_documents WHERE doc_id = ?", (doc_id,))
-            if self.source_document(source) != doc_id:
-                self.add_source(source, doc_id)
-        else:
-            self.db.execute(
-                "UPDATE partial_documents SET chunks_done = ? WHERE doc_id = ?", (total, doc_id)
-            )
+        self._update_document(doc_id, total, None if complete else source)
+        if complete and self.source_document(source) != doc_id:
+            self.add_source(source, doc_id)
         self.changed = True
 
     def partial_chunks(self, doc_id: str) -> int | None:
         """How many chunks of a partial document are stored; None unless it is partial."""
-        row = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial_documents'"
-        ).fetchone()
-        if row is None:
+        row = self._document_row(doc_id)
+        if row is None or row[6] is None:
             return None
-        row = self.db.execute(
-            "SELECT chunks_done FROM partial_documents WHERE doc_id = ?", (doc_id,)
-        ).fetchone()
-        return int(row[0]) if row else None
+        return int(row[3])
 
     def partial_documents(self) -> dict[str, tuple[str, int]]:
         """doc_id -> (source path, chunks stored) of every partial document."""
-        return _partial_rows(self.db)
+        return _partial_rows(self.db, self.gen)
 
     def _check_vectors(self, chunks: Sequence[NewChunk], vectors: np.ndarray) -> np.ndarray:
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        vectors = np.ascontiguousarray(vectors, dtype="float32")
+        vectors = np.array(vectors, dtype="float32", copy=True, order="C")
         if len(chunks) and (vectors.ndim != 2 or vectors.shape[1] != self.dimension):
             raise ValueError(f"vectors must have shape (n, {self.dimension})")
         return vectors
 
     def _insert_chunks(
-        self, doc_id: str, first_seq: int, chunks: Sequence[NewChunk], vectors: np.ndarray
+        self,
+        doc_id: str,
+        first_seq: int,
+        chunks: Sequence[NewChunk],
+        vectors: np.ndarray,
+        collection: str,
     ) -> None:
         """Chunk rows numbered from ``first_seq`` and their vectors (normalised here)."""
-        (next_id,) = self.db.execute("SELECT value FROM counters WHERE name='next_id'").fetchone()
-        ids = np.arange(next_id, next_id + len(chunks), dtype="int64")
+        if not chunks:
+            return
+        if self._segment is None:
+            self._segment = segments.segment_name(meta.take(self.db, "next_segment", 1))
+        first = meta.take(self.db, "next_id", len(chunks))
+        ids = np.arange(first, first + len(chunks), dtype="int64")
         self.db.executemany(
-            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunks (id, chunk_id, doc_id, seq, text, page, heading, char_offset, "
+            "collection, segment, added_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    int(i),
-                    f"{doc_id[:16]}-{seq:05d}",
-                    doc_id,
-                    seq,
-                    c.text,
-                    c.page,
-                    c.heading,
-                    c.offset,
-                )
+                (int(i), f"{doc_id[:16]}-{seq:05d}", doc_id, seq, c.text, c.page, c.heading,
+                 c.offset, collection, self._segment, self.gen)
                 for seq, (i, c) in enumerate(zip(ids, chunks, strict=True), first_seq)
             ],
-        )
-        self.db.execute(
-            "UPDATE counters SET value = ? WHERE name='next_id'", (next_id + len(chunks),)
-        )
+        )  # fmt: skip
         scanner = self.store.scanner
         if self.scanning and scanner is not None:
             scan.store_scans(
@@ -1670,28 +2026,43 @@ class IndexWriter:
                     (int(i), c.scan or scanner(scan.scan_text(c.text, c.heading)))
                     for i, c in zip(ids, chunks, strict=True)
                 ],
+                self.gen,
             )
-        if len(chunks):
-            faiss.normalize_L2(vectors)
-            self.index.add_with_ids(vectors, ids)
+        faiss.normalize_L2(vectors)
+        self._new_ids.append(ids)
+        self._new_vectors.append(vectors)
+        self._chunks += len(chunks)
 
     def add_source(self, path: str, doc_id: str, title: str | None = None) -> None:
         """Point a source path at a stored document (replacing what it pointed at).
 
         ``title`` is the name to show for it (an upload's original file name).
         """
-        old = self.source_document(path)
-        if old == doc_id:
-            (current,) = self.db.execute(
-                "SELECT title FROM sources WHERE path = ?", (path,)
-            ).fetchone()
+        row = self.db.execute(
+            f"SELECT rid, doc_id, title, added_at, added_gen FROM sources s "
+            f"WHERE path = ? AND {self._live('s')}",
+            (path,),
+        ).fetchone()
+        if row is not None and row[1] == doc_id:
+            rid, _, current, added_at, added_gen = row
             if title is not None and title != current:
-                self.db.execute("UPDATE sources SET title = ? WHERE path = ?", (title, path))
+                if added_gen == self.gen:
+                    self.db.execute("UPDATE sources SET title = ? WHERE rid = ?", (title, rid))
+                else:
+                    meta.retire(self.db, "sources", "rid", rid, self.gen)
+                    self.db.execute(
+                        "INSERT INTO sources (path, doc_id, added_at, title, added_gen) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (path, doc_id, added_at, title, self.gen),
+                    )
                 self.changed = True
             return
-        if old is not None:
+        if row is not None:
             self.remove_source(path)
-        self.db.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", (path, doc_id, _now(), title))
+        self.db.execute(
+            "INSERT INTO sources (path, doc_id, added_at, title, added_gen) VALUES (?, ?, ?, ?, ?)",
+            (path, doc_id, _now(), title, self.gen),
+        )
         self.changed = True
 
     def remove_source(self, path: str) -> str | None:
@@ -1700,104 +2071,243 @@ class IndexWriter:
         Returns:
             The id of the document deleted with it, if any.
         """
-        doc_id = self.source_document(path)
-        if doc_id is None:
+        row = self.db.execute(
+            f"SELECT rid, doc_id FROM sources s WHERE path = ? AND {self._live('s')}", (path,)
+        ).fetchone()
+        if row is None:
             return None
-        self.db.execute("DELETE FROM sources WHERE path = ?", (path,))
+        rid, doc_id = row
+        meta.retire(self.db, "sources", "rid", rid, self.gen)
         self.changed = True
         (left,) = self.db.execute(
-            "SELECT COUNT(*) FROM sources WHERE doc_id = ?", (doc_id,)
+            f"SELECT COUNT(*) FROM sources s WHERE doc_id = ? AND {self._live('s')}", (doc_id,)
         ).fetchone()
         if left == 0:
             self.delete_document(doc_id)
-            return doc_id
+            return str(doc_id)
         return None
 
     def delete_document(self, doc_id: str) -> None:
-        """Remove a document, all its sources, chunks and vectors."""
-        ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
-        self._removed_ids.extend(ids)
-        self.db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-        self.db.execute("DELETE FROM sources WHERE doc_id = ?", (doc_id,))
-        if self.partial_chunks(doc_id) is not None:
-            self.db.execute("DELETE FROM partial_documents WHERE doc_id = ?", (doc_id,))
-        self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        """Remove a document, all its sources, chunks and vectors (recorded, not rewritten)."""
+        g = self.gen
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                f"SELECT id FROM chunks c WHERE doc_id = ? AND {self._live('c')}", (doc_id,)
+            )
+        ]
+        if ids:
+            self._chunks -= len(ids)
+            own = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM chunks WHERE doc_id = ? AND added_gen = ?", (doc_id, g)
+                )
+            ]
+            self._dropped_new.update(own)
+            for batch in _batches(ids, 500):
+                marks = ",".join("?" * len(batch))
+                self.db.execute(
+                    f"UPDATE chunk_guard SET removed_gen = ? WHERE id IN ({marks}) "
+                    "AND removed_gen IS NULL AND added_gen < ?",
+                    (g, *batch, g),
+                )
+                self.db.execute(
+                    f"DELETE FROM chunk_guard WHERE id IN ({marks}) AND added_gen = ?", (*batch, g)
+                )
+            self.db.execute("DELETE FROM chunks WHERE doc_id = ? AND added_gen = ?", (doc_id, g))
+            self.db.execute(
+                "UPDATE chunks SET removed_gen = ? WHERE doc_id = ? AND removed_gen IS NULL",
+                (g, doc_id),
+            )
+        for table in ("sources", "documents"):
+            self.db.execute(f"DELETE FROM {table} WHERE doc_id = ? AND added_gen = ?", (doc_id, g))
+            self.db.execute(
+                f"UPDATE {table} SET removed_gen = ? WHERE doc_id = ? AND removed_gen IS NULL",
+                (g, doc_id),
+            )
         self.changed = True
+
+    def replace_segments(
+        self, old: Sequence[SegmentInfo], built: Path, kind: str, count: int, built_at: int
+    ) -> str | None:
+        """Put a compacted segment in place of ``old`` (built from generation ``built_at``).
+
+        Returns its name, or None when ``old`` is no longer all published (another
+        compaction replaced some of them): nothing changes then.
+        """
+        if not set(old) <= set(self._segments):
+            return None
+        name = segments.segment_name(meta.take(self.db, "next_segment", 1))
+        path = self.store.segment_path(name)
+        _replace(built, path)
+        self._new_files.append(path)
+        # Every chunk alive when it was built has its vector there now.
+        names = [s.name for s in old]
+        marks = ",".join("?" * len(names))
+        self.db.execute(
+            f"UPDATE chunks SET segment = ? WHERE segment IN ({marks}) "
+            "AND (removed_gen IS NULL OR removed_gen > ?)",
+            (name, *names, built_at),
+        )
+        at = min(self._segments.index(s) for s in old)
+        kept = [s for s in self._segments if s not in old]
+        kept.insert(min(at, len(kept)), SegmentInfo(name, count, kind, path.stat().st_size))
+        self._segments = kept
+        self.changed = True
+        return name
 
     # -- ending -----------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write the generation, make it durable, then publish it with one rename.
+        """Write the new segment, commit the rows, then publish the manifest with one rename.
 
         Raises:
-            IndexUnwritableError: a write failed (full disk, read-only...); the partial
-                generation is removed and ``CURRENT`` is untouched.
+            IndexUnwritableError: a write failed (full disk, read-only...); nothing is
+                published and ``CURRENT`` is untouched.
         """
         if not self.changed:
-            self.abort()
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("COMMIT")  # the roll-back and purge (invisible to readers)
+            self.db.close()
             return
         try:
-            n_docs, n_chunks = self._write_and_publish()
+            manifest = self._write_and_publish()
         except (OSError, sqlite3.Error) as exc:
             self.abort()
             if _is_disk_error(exc):
                 raise self.store._unwritable(exc, self.generation) from exc
+            raise
+        except BaseException:
+            self.abort()
             raise
         try:
             _fsync(self.index_dir)  # makes the rename durable; it is visible already
         except OSError as exc:
             logger.warning("published %s but could not sync the folder: %s", self.generation, exc)
         logger.info(
-            "published index generation %s: %d documents, %d chunks",
+            "published index generation %s: %d documents, %d chunks in %d segments",
             self.generation,
-            n_docs,
-            n_chunks,
+            manifest.documents,
+            manifest.chunks,
+            len(manifest.segments),
         )
-        self._drop_old()
+        self.store._remove_unreferenced(self.store._retained(self.generation))
+        self.store._after_publish(manifest)
 
-    def _write_and_publish(self) -> tuple[int, int]:
-        """Write and sync every file of the generation, then point ``CURRENT`` at it.
+    def _write_segment(self) -> None:
+        """Write this writer's vectors as one new flat segment (with small ones merged in)."""
+        if self._new_ids:
+            ids = np.concatenate(self._new_ids)
+            vectors = np.concatenate(self._new_vectors)
+            if self._dropped_new:
+                keep = ~np.isin(ids, np.fromiter(self._dropped_new, dtype=np.int64))
+                ids, vectors = ids[keep], vectors[keep]
+        else:
+            ids = np.zeros(0, dtype=np.int64)
+            vectors = np.zeros((0, self.dimension), dtype=np.float32)
+        merging = segments.plan_small_merge(self._segments)
+        if merging:
+            dead = set(self.db.execute(
+                "SELECT id FROM chunks WHERE removed_gen IS NOT NULL AND removed_gen <= ?",
+                (self.gen,),
+            ).fetchall())  # fmt: skip
+            dead_ids = np.asarray(sorted(r[0] for r in dead), dtype=np.int64)
+            more_ids, more_vectors = [ids], [vectors]
+            for info in merging:
+                seg = segments.read_segment(info, self.store.segment_path(info.name))
+                keep = ~np.isin(seg.labels, dead_ids)
+                more_ids.append(seg.labels[keep])
+                more_vectors.append(np.asarray(seg.vectors_view()[keep]))
+            ids, vectors = np.concatenate(more_ids), np.concatenate(more_vectors)
+        if not len(ids) and not merging:
+            return
+        if self._segment is None:
+            self._segment = segments.segment_name(meta.take(self.db, "next_segment", 1))
+        name = self._segment
+        path = self.store.segment_path(name)
+        self._new_files.append(path)
+        _write_index(segments.build_index(segments.FLAT, vectors, ids), path)
+        if merging:
+            names = [s.name for s in merging]
+            marks = ",".join("?" * len(names))
+            self.db.execute(
+                f"UPDATE chunks SET segment = ? WHERE segment IN ({marks}) "
+                "AND (removed_gen IS NULL OR removed_gen > ?)",
+                (name, *names, self.gen),
+            )
+        self._segments = [s for s in self._segments if s not in merging]
+        self._segments.append(SegmentInfo(name, len(ids), segments.FLAT, path.stat().st_size))
+
+    def _write_and_publish(self) -> Manifest:
+        """Write and sync the segment, commit, write the manifest, point ``CURRENT`` at it.
 
         Nothing before the final rename is visible to readers, so a failure at any step
         leaves the published index as it was.
         """
-        if self._removed_ids:
-            self.index.remove_ids(np.asarray(self._removed_ids, dtype="int64"))
-        self.db.commit()
-        (n_docs,) = self.db.execute("SELECT COUNT(*) FROM documents").fetchone()
-        (n_chunks,) = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()
-        self.db.close()
-        if n_chunks != self.index.ntotal:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self._write_segment()
+        (n_docs,) = self.db.execute(
+            f"SELECT COUNT(*) FROM documents d WHERE {self._live('d')}"
+        ).fetchone()
+        dead = len(_dead_ids(self.db, self.gen, [s.name for s in self._segments]))
+        vectors = sum(s.count for s in self._segments)
+        if vectors - dead != self._chunks:
             raise IndexCorruptError(
-                self.index_dir, f"{n_chunks} chunks but {self.index.ntotal} vectors; not published"
+                self.index_dir,
+                f"{self._chunks} chunks but {vectors - dead} live vectors; not published",
             )
-        _write_index(self.index, self.dir / VECTORS)
-        Manifest(
+        scanner = self.store.scanner
+        manifest = Manifest(
             embedding_model=self.store.model_id,
             dimension=self.dimension,
-            generation=int(self.generation[1:]),
-            documents=n_docs,
-            chunks=n_chunks,
+            generation=self.gen,
+            documents=int(n_docs),
+            chunks=self._chunks,
             published_at=_now(),
-        ).write(self.dir / MANIFEST)
-        _fsync(self.dir / META)
-        _fsync(self.dir)
+            segments=tuple(self._segments),
+            scanned_with=scanner.version if scanner is not None else None,
+        )
+        for path in self._new_files:
+            _fsync(path)
+        _fsync(self.index_dir / SEGMENTS)
+        self.db.execute("COMMIT")
+        path = self.store._manifest_path(self.generation)
+        self._new_files.append(path)
+        manifest.write(path)
+        _fsync(self.index_dir / MANIFESTS)
         _publish(self.index_dir, self.generation)
-        return n_docs, n_chunks
-
-    def _drop_old(self) -> None:
-        """Keep the new generation and the one before it (readers may still have it open).
-
-        Readers in other processes that still pin an older one keep reading it: its vectors
-        are in their memory and their open SQLite connection outlives the deleted file.
-        """
-        gens = self.store.generations()
-        for gen in gens[:-2]:
-            shutil.rmtree(self.index_dir / gen, ignore_errors=True)
+        self._new_files = []
+        self.db.close()
+        return manifest
 
     def abort(self) -> None:
-        """Throw the unpublished generation away."""
-        with contextlib.suppress(sqlite3.ProgrammingError):
+        """Throw the unpublished generation away (rows rolled back, new files deleted)."""
+        with contextlib.suppress(sqlite3.Error):
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            else:  # committed, then failed before publishing: undo the rows now
+                self.db.execute("BEGIN IMMEDIATE")
+                meta.roll_back_unpublished(self.db, self.gen - 1)
+                self.db.execute("COMMIT")
+        with contextlib.suppress(sqlite3.Error):
             self.db.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        for path in self._new_files:
+            segments.remove_quietly(path)
+
+
+def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _has_schema(db: sqlite3.Connection) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks'"
+    ).fetchone()
+    return row is not None
+
+
+_OLD_FORMAT = (
+    "format version 3 (one folder per generation), this ragchat reads 4; run "
+    "`ragchat index upgrade` to convert it in place without embedding again"
+)

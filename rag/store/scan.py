@@ -1,12 +1,13 @@
 """What ingestion found in each chunk: injection flags and personal data, kept with the index.
 
-A table beside ``chunks`` holds a row for each chunk in which something was found (most
-chunks have none): the injection rules that fired (``rag.guard.injection``) and the kinds
-of personal data with their counts (``rag.guard.pii``). The ``guard_scan`` counter names
-the scanner version every stored chunk was scanned with; an index written before this
-table existed, or by another scanner version, is scanned again in full by its next
-writer, so what the index reports always covers every chunk. Without that counter the
-index is "not scanned" and reports nothing either way.
+The ``chunk_guard`` table beside ``chunks`` holds a row for each chunk in which something
+was found (most chunks have none): the injection rules that fired (``rag.guard.injection``)
+and the kinds of personal data with their counts (``rag.guard.pii``). Its rows are
+versioned by generation like every row (``rag.store.meta``). Each generation's manifest
+names the scanner version every chunk was scanned with; an index scanned by another
+version, or not at all, is scanned again in full by its next writer, so what the index
+reports always covers every chunk. Without that version the index is "not scanned" and
+reports nothing either way.
 """
 
 from __future__ import annotations
@@ -17,19 +18,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Protocol
 
-logger = logging.getLogger(__name__)
+from rag.store import meta
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chunk_guard (
-    id INTEGER PRIMARY KEY,
-    flags TEXT NOT NULL,
-    pii TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS chunk_guard_delete AFTER DELETE ON chunks BEGIN
-    DELETE FROM chunk_guard WHERE id = old.id;
-END;
-"""
-COUNTER = "guard_scan"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,41 +59,12 @@ class GuardSummary:
     flags: dict[str, int] = field(default_factory=dict)  # rule -> chunks
 
 
-def has_table(db: sqlite3.Connection) -> bool:
-    """Whether this generation has the scan table."""
-    row = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunk_guard'"
-    ).fetchone()
-    return row is not None
-
-
-def scanned_with(db: sqlite3.Connection) -> str | None:
-    """The scanner version every chunk was scanned with (None: not scanned)."""
-    if not has_table(db):
-        return None
-    if not _has_meta(db):
-        return None
-    row = db.execute("SELECT value FROM guard_meta WHERE name = ?", (COUNTER,)).fetchone()
-    return str(row[0]) if row else None
-
-
-def _has_meta(db: sqlite3.Connection) -> bool:
-    row = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'guard_meta'"
-    ).fetchone()
-    return row is not None
-
-
-def summaries(db: sqlite3.Connection) -> dict[str, GuardSummary] | None:
-    """doc_id -> what its chunks hold (documents with nothing found are left out).
-
-    None when the index was not scanned.
-    """
-    if scanned_with(db) is None:
-        return None
+def summaries(db: sqlite3.Connection, gen: int) -> dict[str, GuardSummary]:
+    """doc_id -> what its chunks hold in generation ``gen`` (nothing found: left out)."""
     out: dict[str, GuardSummary] = {}
     rows = db.execute(
-        "SELECT c.doc_id, g.flags, g.pii FROM chunk_guard g JOIN chunks c ON c.id = g.id"
+        "SELECT c.doc_id, g.flags, g.pii FROM chunk_guard g JOIN chunks c ON c.id = g.id "
+        f"WHERE {meta.live('g', gen)}"
     )
     for doc_id, flags, pii in rows:
         summary = out.setdefault(doc_id, GuardSummary())
@@ -115,34 +77,17 @@ def summaries(db: sqlite3.Connection) -> dict[str, GuardSummary] | None:
     return out
 
 
-def prepare(db: sqlite3.Connection, scanner: Scanner | None) -> tuple[bool, bool]:
-    """Make a writer's generation ready for scan rows: (scan new chunks, rescanned all).
-
-    With a scanner whose version differs from the one the index was scanned with (or an
-    index never scanned), every stored chunk is scanned again now. A writer without a
-    scanner leaves its chunks unscanned, so the index stops claiming to be scanned.
-    """
-    if scanner is None:
-        if _has_meta(db):
-            db.execute("DELETE FROM guard_meta WHERE name = ?", (COUNTER,))
-        return False, False
-    db.executescript(SCHEMA)
-    db.execute("CREATE TABLE IF NOT EXISTS guard_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    if scanned_with(db) == scanner.version:
-        return True, False
+def rescan(db: sqlite3.Connection, scanner: Scanner, gen: int) -> int:
+    """Scan every chunk of generation ``gen`` again (the writer building it); how many."""
     total = 0
-    db.execute("DELETE FROM chunk_guard")
-    cursor = db.execute("SELECT id, text, heading FROM chunks")
+    db.execute("DELETE FROM chunk_guard WHERE added_gen = ?", (gen,))
+    db.execute("UPDATE chunk_guard SET removed_gen = ? WHERE removed_gen IS NULL", (gen,))
+    cursor = db.execute(f"SELECT id, text, heading FROM chunks c WHERE {meta.live('c', gen)}")
     while batch := cursor.fetchmany(1024):
-        scans = [(cid, scanner(scan_text(text, heading))) for cid, text, heading in batch]
-        db.executemany(
-            "INSERT INTO chunk_guard VALUES (?, ?, ?)",
-            [scan.row(cid) for cid, scan in scans if not scan.empty],
-        )
+        store_scans(db, [(cid, scanner(scan_text(t, h))) for cid, t, h in batch], gen)
         total += len(batch)
-    db.execute("INSERT OR REPLACE INTO guard_meta VALUES (?, ?)", (COUNTER, scanner.version))
     logger.info("scanned %d stored chunks for injected instructions and personal data", total)
-    return True, True
+    return total
 
 
 def scan_text(text: str, heading: str | None) -> str:
@@ -150,27 +95,30 @@ def scan_text(text: str, heading: str | None) -> str:
     return f"{heading}\n{text}" if heading else text
 
 
-def store_scans(db: sqlite3.Connection, scans: list[tuple[int, ChunkScan]]) -> None:
+def store_scans(db: sqlite3.Connection, scans: list[tuple[int, ChunkScan]], gen: int) -> None:
     """Keep the scans of newly inserted chunks (those with something found)."""
     db.executemany(
-        "INSERT OR REPLACE INTO chunk_guard VALUES (?, ?, ?)",
-        [scan.row(cid) for cid, scan in scans if not scan.empty],
+        "INSERT INTO chunk_guard (id, flags, pii, added_gen) VALUES (?, ?, ?, ?)",
+        [(*scan.row(cid), gen) for cid, scan in scans if not scan.empty],
     )
 
 
-def chunk_flags(db: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[str, ...]]:
+def chunk_flags(db: sqlite3.Connection, ids: list[int], gen: int) -> dict[int, tuple[str, ...]]:
     """Injection flags of chunks by internal id (chunks without flags left out)."""
-    if not ids or not has_table(db):
+    if not ids:
         return {}
     marks = ",".join("?" * len(ids))
     rows = db.execute(
-        f"SELECT id, flags FROM chunk_guard WHERE flags != '' AND id IN ({marks})", ids
+        f"SELECT id, flags FROM chunk_guard g WHERE flags != '' AND id IN ({marks}) "
+        f"AND {meta.live('g', gen)}",
+        ids,
     )
     return {int(cid): tuple(flags.split(",")) for cid, flags in rows}
 
 
-def flagged_count(db: sqlite3.Connection) -> int:
-    """How many chunks carry injection flags."""
-    if not has_table(db):
-        return 0
-    return int(db.execute("SELECT COUNT(*) FROM chunk_guard WHERE flags != ''").fetchone()[0])
+def flagged_count(db: sqlite3.Connection, gen: int) -> int:
+    """How many chunks carry injection flags in generation ``gen``."""
+    row = db.execute(
+        f"SELECT COUNT(*) FROM chunk_guard g WHERE flags != '' AND {meta.live('g', gen)}"
+    ).fetchone()
+    return int(row[0])

@@ -18,6 +18,7 @@ from rag.errors import (
 from rag.store.faiss import CURRENT, FaissStore, NewChunk
 from tests.contract import CollectionsContract, StoreContract
 from tests.fakes import CountingEmbeddings
+from tests.stores import newest_segment
 
 
 def make_store(index_dir: Path, emb: CountingEmbeddings, model: str = "fake") -> FaissStore:
@@ -96,12 +97,13 @@ def test_old_generations_are_cleaned_keeping_the_previous(index_dir, fake_embedd
 def test_leftover_of_a_crashed_writer_is_removed_and_ignored(index_dir, fake_embeddings):
     store = make_store(index_dir, fake_embeddings)
     add_doc(store, "d1", "/a.txt", ["one"])
-    (index_dir / "g000002").mkdir()
-    (index_dir / "g000002" / "meta.sqlite").write_bytes(b"half written")
+    (index_dir / "manifests" / "g000002.json").write_bytes(b"half written")
+    (index_dir / "segments" / "seg000099.faiss").write_bytes(b"half written")
     assert store.chunk_count() == 1
     add_doc(store, "d2", "/b.txt", ["two"])
     assert store.chunk_count() == 2
     assert "g000002" not in store.generations() or store.current_generation() == "g000002"
+    assert not (index_dir / "segments" / "seg000099.faiss").exists()
 
 
 # Another process holding the writer lock until its stdin closes. A plain subprocess, not
@@ -206,13 +208,14 @@ def test_vectors_of_wrong_size_are_refused(index_dir, fake_embeddings):
     assert not store.exists()
 
 
-@pytest.mark.parametrize("damaged", ["vectors.faiss", "meta.sqlite"])
+@pytest.mark.parametrize("damaged", ["segment", "meta.sqlite"])
 def test_damaged_index_is_a_clear_error_for_readers_and_writers(
     index_dir, fake_embeddings, damaged
 ):
     store = make_store(index_dir, fake_embeddings)
     add_doc(store, "d1", "/a.txt", ["one", "two"])
-    (index_dir / "g000001" / damaged).write_bytes(b"not what it should be" * 100)
+    path = newest_segment(index_dir, "g000001") if damaged == "segment" else index_dir / damaged
+    path.write_bytes(b"not what it should be" * 100)
     fresh = make_store(index_dir, fake_embeddings)
     with pytest.raises(IndexCorruptError, match=str(index_dir)):
         fresh.search_chunks("one")

@@ -15,7 +15,7 @@ from rag.cli import index as index_cli
 from rag.errors import IndexCorruptError, IndexNotFoundError, IndexUnwritableError, RagError
 from rag.settings import Settings
 from rag.store.faiss import CURRENT, FaissStore
-from tests.stores import add_doc, make_store
+from tests.stores import add_doc, make_store, newest_segment
 
 REPAIR = "run `ragchat index repair`"
 
@@ -53,8 +53,8 @@ def test_current_naming_a_missing_generation_keeps_every_intact_one(index_dir):
 
 def test_a_broken_published_generation_is_replaced_by_the_one_before(index_dir):
     store = three_generations(index_dir)
-    (index_dir / "g000003" / "vectors.faiss").write_bytes(b"garbage" * 50)
-    with pytest.raises(IndexCorruptError, match=r"bad vectors\.faiss") as err:
+    newest_segment(index_dir, "g000003").write_bytes(b"garbage" * 50)
+    with pytest.raises(IndexCorruptError, match=r"bad seg\d+\.faiss") as err:
         add_doc(make_store(index_dir), "new", ["new text"])
     assert REPAIR in str(err.value)
     assert store.generations() == ["g000002", "g000003"]
@@ -93,20 +93,21 @@ def test_first_ingestion_leftovers_without_current_are_still_cleaned(index_dir):
 
 def test_repair_of_an_intact_index_only_removes_crashed_leftovers(index_dir):
     three_generations(index_dir)
-    (index_dir / "g000004").mkdir()
-    (index_dir / "g000004" / "meta.sqlite").write_bytes(b"half written")
+    (index_dir / "manifests" / "g000004.json").write_bytes(b"half written")
+    (index_dir / "segments" / "seg000099.faiss").write_bytes(b"half written")
     (index_dir / "CURRENT.tmp").write_text("g000004\n")
     report = make_store(index_dir).repair()
     assert report.problem is None and report.current == "g000003"
     assert report.removed == ["g000004"]
     assert make_store(index_dir).generations() == ["g000002", "g000003"]
     assert not (index_dir / "CURRENT.tmp").exists()
+    assert not (index_dir / "segments" / "seg000099.faiss").exists()
 
 
 def test_nothing_to_recover_is_an_error_and_deletes_nothing(index_dir):
     store = make_store(index_dir)
     add_doc(store, "d0", ["zero"])
-    (index_dir / "g000001" / "meta.sqlite").write_bytes(b"not a database" * 100)
+    (index_dir / "meta.sqlite").write_bytes(b"not a database" * 100)
     with pytest.raises(IndexCorruptError, match="nothing to recover"):
         make_store(index_dir).repair()
     assert store.generations() == ["g000001"]
@@ -117,7 +118,7 @@ def test_nothing_to_recover_is_an_error_and_deletes_nothing(index_dir):
 def test_a_long_running_reader_follows_a_repair_and_a_reused_generation_name(index_dir):
     reader = three_generations(index_dir)  # like the web app: one store open all along
     assert [d.id for d in reader.documents()] == ["d0", "d1", "d2"]  # g000003 is open
-    (index_dir / "g000003" / "vectors.faiss").write_bytes(b"garbage" * 50)
+    newest_segment(index_dir, "g000003").write_bytes(b"garbage" * 50)
     assert make_store(index_dir).repair().current == "g000002"
     add_doc(make_store(index_dir), "fresh", ["fresh text"])  # a new g000003
     assert make_store(index_dir).current_generation() == "g000003"
@@ -207,7 +208,7 @@ def test_repair_command_with_nothing_to_recover_exits_2(tmp_path, capsys):
 
 
 def test_status_command(bundled_index, capsys):
-    (bundled_index / "g000009").mkdir()  # left by a crashed ingestion
+    (bundled_index / "manifests" / "g000009.json").write_text("{")  # a crashed ingestion's
     code, out, _ = run_command(["index", "status", "--index", str(bundled_index), "--json"], capsys)
     assert code == 0
     status = json.loads(out)
