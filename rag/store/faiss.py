@@ -378,18 +378,21 @@ def _documents(
     return out
 
 
-def _dead_ids(db: sqlite3.Connection, gen: int, names: Iterable[str]) -> np.ndarray:
-    """Chunk ids whose vectors are in the segments ``names`` but are gone in ``gen``."""
-    names = sorted(set(names))
-    if not names:
-        return np.zeros(0, dtype=np.int64)
-    marks = ",".join("?" * len(names))
-    rows = db.execute(
-        "SELECT id FROM chunks WHERE removed_gen IS NOT NULL AND removed_gen <= ? "
-        f"AND segment IN ({marks})",
-        (gen, *names),
-    ).fetchall()
-    return np.asarray([r[0] for r in rows], dtype=np.int64)
+def _dead_ids(db: sqlite3.Connection, gen: int, names: Iterable[str] | None = None) -> np.ndarray:
+    """Chunk ids gone in ``gen`` whose rows are still kept (their vectors in ``names``).
+
+    ``names``: only those whose vectors are in these segments; None: all of them (every
+    one is still in the keyword index until purged).
+    """
+    sql = "SELECT id FROM chunks WHERE removed_gen IS NOT NULL AND removed_gen <= ?"
+    args: list[Any] = [gen]
+    if names is not None:
+        names = sorted(set(names))
+        if not names:
+            return np.zeros(0, dtype=np.int64)
+        sql += f" AND segment IN ({','.join('?' * len(names))})"
+        args.extend(names)
+    return np.asarray([r[0] for r in db.execute(sql, args)], dtype=np.int64)
 
 
 class _Generation:
@@ -402,7 +405,7 @@ class _Generation:
     def __init__(
         self,
         name: str,
-        identity: tuple[int, int] | None,
+        identity: tuple[int, ...] | None,
         manifest: Manifest,
         loaded: list[Segment],
         dead: np.ndarray,
@@ -413,19 +416,23 @@ class _Generation:
         self.identity = identity
         self.manifest = manifest
         self.segments = loaded
-        self.dead = dead  # chunk ids tombstoned in this generation's segments
+        self.dead = dead  # chunk ids gone in this generation whose rows are still kept
         self.pins = 0
         self.retired = False
         self.cache: dict[Any, Any] = {}  # derived from the generation (it never changes)
         self.cache_lock = threading.Lock()
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """Which file this is: its inode, when it was written and its size.
+
+    An inode may be reused once its file is deleted, so the inode alone is not enough.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 _ADMISSION_CACHE = 16  # admissions (collection filters) kept per generation
@@ -549,7 +556,7 @@ class StoreView:
 
         ``within``: only chunks of these collections (None: all), filtered inside the
         search, so there are ``k`` of them whenever the collections hold ``k``. Large
-        segments are searched approximately (HNSW), small ones exactly.
+        segments are searched approximately (``segments.ANN_KIND``), small ones exactly.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -634,7 +641,7 @@ class StoreView:
             pos = seg.positions(ids)
             hit = todo & (pos >= 0)
             if hit.any():
-                out[hit] = seg.vectors_view()[pos[hit]]
+                out[hit] = seg.vectors_at(pos[hit])
                 todo &= ~hit
         if todo.any():
             raise KeyError(f"chunk {int(ids[todo][0])} is not in generation {self._gen.name}")
@@ -749,7 +756,6 @@ class FaissStore(VectorStore):
         self._segments: dict[str, Segment] = {}  # loaded segments, shared by generations
         self._codes = collections.IdCodes()
         self._idle: list[sqlite3.Connection] = []  # pooled read connections
-        self._db_identity: tuple[int, int] | None = None
         self._lock = threading.Lock()  # guards _current, pins, the pool and _segments
         self._open_lock = threading.Lock()  # one thread opens a new generation at a time
         self._compacting = threading.Lock()  # one compaction thread per store
@@ -1107,13 +1113,13 @@ class FaissStore(VectorStore):
         db = self._open_db(readonly=True)
         try:
             db.execute("BEGIN")
-            return _dead_ids(db, manifest.generation, manifest.segment_names)
+            return _dead_ids(db, manifest.generation)
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(self.index_dir, f"bad {META}: {exc}; {META_LOST}") from exc
         finally:
             db.close()
 
-    def _serves(self, name: str, identity: tuple[int, int] | None) -> bool:
+    def _serves(self, name: str, identity: tuple[int, ...] | None) -> bool:
         """Whether the open generation is the one named, in the same file (under the lock)."""
         gen = self._current
         return (
@@ -1554,7 +1560,7 @@ class FaissStore(VectorStore):
     def compact(
         self, *, threads: int = 0, on_wait: Callable[[float], None] | None = None
     ) -> CompactionReport | None:
-        """Merge the segments that are due into one HNSW segment, without tombstones.
+        """Merge the segments that are due into one approximate segment, minus tombstones.
 
         The new segment is built outside the writer lock, from immutable segments of the
         published generation; the lock is taken only to publish it (the generation keeps
@@ -1597,12 +1603,12 @@ class FaissStore(VectorStore):
             vectors, ids = [], []
             for seg in parts:
                 keep = ~np.isin(seg.labels, dead)
-                vectors.append(np.asarray(seg.vectors_view()[keep]))
+                vectors.append(seg.vectors_at(np.flatnonzero(keep)))
                 ids.append(seg.labels[keep])
         all_vectors = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension))
         all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         del vectors
-        kind = segments.HNSW
+        kind = segments.ANN_KIND
         logger.info("compacting %d segments (%d vectors) into one", len(plan), len(all_ids))
         index = segments.build_index(kind, all_vectors, all_ids, threads=threads)
         del all_vectors
@@ -2218,7 +2224,7 @@ class IndexWriter:
                 seg = segments.read_segment(info, self.store.segment_path(info.name))
                 keep = ~np.isin(seg.labels, dead_ids)
                 more_ids.append(seg.labels[keep])
-                more_vectors.append(np.asarray(seg.vectors_view()[keep]))
+                more_vectors.append(seg.vectors_at(np.flatnonzero(keep)))
             ids, vectors = np.concatenate(more_ids), np.concatenate(more_vectors)
         if not len(ids) and not merging:
             return
@@ -2277,6 +2283,10 @@ class IndexWriter:
         _fsync(self.index_dir / MANIFESTS)
         _publish(self.index_dir, self.generation)
         self._new_files = []
+        with contextlib.suppress(sqlite3.Error):
+            # Fold the write-ahead log back into the database and shrink it, so the folder
+            # holds one copy of the data (readers still in it keep what they need).
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
         return manifest
 

@@ -31,17 +31,29 @@ import numpy as np
 
 FLAT = "flat"
 HNSW = "hnsw"
+IVF = "ivf"
+KINDS = (FLAT, HNSW, IVF)
 
 # Chosen by measurement (bench/ann.py, bench/results/ann.json): see ``AnnParams``.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+IVF_LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n)
+IVF_PROBE_SHARE = 1 / 64  # lists probed per query: nlist / 64 (at least IVF_MIN_PROBE)
+IVF_MIN_PROBE = 16
+ANN_KIND = IVF  # the kind compaction builds (see bench/ann.py)
+# Compaction policy (see ``plan_compaction`` and ``plan_small_merge``).
+ANN_MIN = 50_000  # flat vectors that together become one approximate segment
+TIER_FACTOR = 4
+DEAD_SHARE = 0.2
+SMALL = 10_000  # a flat segment under this many vectors is "small"
+MAX_SMALL = 8  # small flat segments allowed before the writer merges them
 
 # A filtered search over an HNSW segment that admits fewer vectors than this is done
 # exactly over the admitted vectors (a few ms), where HNSW's graph walk would lose recall.
 EXACT_BELOW = 20_000
 
-_READ_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC
+_READ_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_MMAP_IFC  # IVF refuses the pair: IFC alone
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,7 @@ class SegmentInfo:
         size = data.get("bytes", 0)
         if not isinstance(name, str) or not name.startswith("seg") or not name[3:].isdigit():
             raise ValueError(f"bad segment name {name!r}")
-        if not isinstance(count, int) or count < 0 or kind not in (FLAT, HNSW):
+        if not isinstance(count, int) or count < 0 or kind not in KINDS:
             raise ValueError(f"bad segment entry {data!r}")
         if not isinstance(size, int) or size < 0:
             raise ValueError(f"bad segment entry {data!r}")
@@ -103,8 +115,23 @@ class Segment:
         """Vectors in the segment."""
         return int(self.index.ntotal)
 
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        """The stored vectors at these positions (a copy)."""
+        if self.info.kind == IVF:
+            if len(positions) == 0:
+                return np.zeros((0, self.index.d), dtype=np.float32)
+            keys = np.ascontiguousarray(positions, dtype=np.int64)
+            return np.asarray(self.inner.reconstruct_batch(keys), dtype=np.float32)
+        return np.asarray(self.vectors_view()[positions], dtype=np.float32)
+
+    def all_vectors(self) -> np.ndarray:
+        """Every stored vector by position (a view for flat storage, else a copy)."""
+        if self.info.kind == IVF:
+            return self.vectors_at(np.arange(self.count))
+        return self.vectors_view()
+
     def vectors_view(self) -> np.ndarray:
-        """All vectors by position, without a copy (memory-mapped for flat storage)."""
+        """All vectors by position, without a copy (flat and HNSW storage only)."""
         inner: Any = self.inner
         flat: Any = inner if self.info.kind == FLAT else faiss.downcast_index(inner.storage)
         n, d = int(flat.ntotal), int(flat.d)
@@ -143,7 +170,15 @@ class Segment:
             if few:
                 return self._exact_subset(query, k, np.flatnonzero(allowed))
         params: Any
-        if self.info.kind == HNSW:
+        if self.info.kind == IVF:
+            params = faiss.SearchParametersIVF()
+            ivf: Any = self.inner
+            nlist = int(ivf.nlist)
+            probe = max(IVF_MIN_PROBE, int(nlist * IVF_PROBE_SHARE))
+            if allowed is not None:  # a filter leaves fewer candidates per list: probe more
+                probe = int(probe * min(4.0, max(1.0, n / max(admitted, 1)) ** 0.5))
+            params.nprobe = min(nlist, probe)
+        elif self.info.kind == HNSW:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             ef = HNSW_EF_SEARCH
             if allowed is not None:
@@ -164,24 +199,31 @@ class Segment:
     def _exact_subset(
         self, query: np.ndarray, k: int, positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        vectors = self.vectors_view()[positions]
+        vectors = self.vectors_at(positions)
         scores = vectors @ query[0]
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return scores[top].astype(np.float32), self.labels[positions[top]]
-
-    def reconstruct(self, position: int) -> np.ndarray:
-        """The stored vector at a position."""
-        return np.asarray(self.vectors_view()[position], dtype=np.float32)
 
 
 def build_index(kind: str, vectors: np.ndarray, ids: np.ndarray, threads: int = 0) -> Any:
     """A segment's FAISS index over normalised ``vectors`` with chunk ``ids``."""
     d = vectors.shape[1]
     inner: Any
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if kind == HNSW:
         inner = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    elif kind == IVF:
+        nlist = max(1, min(len(ids) // 39, int(IVF_LISTS_PER_SQRT * len(ids) ** 0.5)))
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        inner.set_direct_map_type(faiss.DirectMap.Array)  # type: ignore[attr-defined]
+        inner.cp.niter = 10  # k-means iterations: recall barely moves past 10, time does
+        sample = vectors
+        if len(vectors) > nlist * 40:  # k-means on a sample (FAISS wants 39+ per list)
+            pick = np.random.default_rng(0).choice(len(vectors), nlist * 40, replace=False)
+            sample = vectors[np.sort(pick)]
+        inner.train(sample)
     else:
         inner = faiss.IndexFlatIP(d)
     index = faiss.IndexIDMap2(inner)
@@ -190,7 +232,7 @@ def build_index(kind: str, vectors: np.ndarray, ids: np.ndarray, threads: int = 
             before = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(threads)
         try:
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+            index.add_with_ids(vectors, ids)
         finally:
             if threads:
                 faiss.omp_set_num_threads(before)
@@ -217,7 +259,8 @@ def read_segment(info: SegmentInfo, path: Path) -> Segment:
     """
     info.check_file(path)
     try:
-        index = faiss.read_index(str(path), _READ_FLAGS)
+        flags = faiss.IO_FLAG_MMAP_IFC if info.kind == IVF else _READ_FLAGS
+        index = faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise ValueError(f"bad {path.name}: {str(exc).splitlines()[0][:200]}") from exc
     if not isinstance(index, faiss.IndexIDMap2):
@@ -230,13 +273,15 @@ def read_segment(info: SegmentInfo, path: Path) -> Segment:
 
 
 def plan_small_merge(
-    segments: Sequence[SegmentInfo], *, max_small: int = 8, small: int = 10_000
+    segments: Sequence[SegmentInfo], *, max_small: int | None = None, small: int | None = None
 ) -> list[SegmentInfo]:
     """Flat segments to merge now, in the writer (cheap): [] when none are due.
 
     Ingestion adds one small flat segment per publish; once more than ``max_small`` flat
     segments under ``small`` vectors pile up they are merged into one flat segment.
     """
+    small = SMALL if small is None else small
+    max_small = MAX_SMALL if max_small is None else max_small
     small_flat = [s for s in segments if s.kind == FLAT and s.count < small]
     return small_flat if len(small_flat) > max_small else []
 
@@ -245,24 +290,27 @@ def plan_compaction(
     segments: Sequence[SegmentInfo],
     dead: dict[str, int],
     *,
-    ann_min: int = 50_000,
-    tier_factor: int = 4,
-    dead_share: float = 0.2,
+    ann_min: int | None = None,
+    tier_factor: int | None = None,
+    dead_share: float | None = None,
 ) -> list[SegmentInfo]:
-    """Segments a background compaction should merge into one HNSW segment ([]: none).
+    """Segments a background compaction should merge into one approximate one ([]: none).
 
-    - Flat segments holding ``ann_min`` vectors or more together become one HNSW segment.
-    - HNSW segments are merged by tiers: ``tier_factor`` of about the same size (within a
+    - Flat segments holding ``ann_min`` vectors or more together become one ANN segment.
+    - ANN segments are merged by tiers: ``tier_factor`` of about the same size (within a
       factor of ``tier_factor``) become one, so each vector is rebuilt O(log n) times.
     - A segment whose share of tombstoned vectors (``dead``: name -> count) passes
       ``dead_share`` is rebuilt without them.
     """
+    ann_min = ANN_MIN if ann_min is None else ann_min
+    tier_factor = TIER_FACTOR if tier_factor is None else tier_factor
+    dead_share = DEAD_SHARE if dead_share is None else dead_share
     flat = [s for s in segments if s.kind == FLAT]
     if sum(s.count for s in flat) >= ann_min:
         return flat
-    hnsw = sorted((s for s in segments if s.kind == HNSW), key=lambda s: s.count)
-    for i in range(len(hnsw) - tier_factor + 1):
-        group = hnsw[i : i + tier_factor]
+    ann = sorted((s for s in segments if s.kind != FLAT), key=lambda s: s.count)
+    for i in range(len(ann) - tier_factor + 1):
+        group = ann[i : i + tier_factor]
         if group[-1].count <= group[0].count * tier_factor:
             return group
     for s in segments:

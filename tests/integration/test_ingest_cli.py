@@ -166,7 +166,7 @@ def test_setup_errors_are_one_line(capsys, tmp_path):
 def test_model_mismatch_names_both_models(capsys, corpus, tmp_path, monkeypatch):
     index = tmp_path / "index"
     run(capsys, "ingest", str(corpus / "recipes.md"), "--index", str(index))
-    manifest = next(index.glob("g*/manifest.json"))
+    manifest = next((index / "manifests").glob("g*.json"))
     data = json.loads(manifest.read_text())
     data["embedding_model"] = "other-model"
     manifest.write_text(json.dumps(data))
@@ -250,7 +250,7 @@ def test_sigkill_while_embedding_leaves_the_previous_index(tmp_path, corpus):
     assert json.loads(result.stdout)["added"] == 12
     after = _state(index)
     assert after[2] > before[2]
-    assert len(list(index.glob("g*"))) == 2
+    assert len(list((index / "manifests").glob("g*.json"))) == 2
 
 
 def test_sigkill_after_a_checkpoint_keeps_it_and_the_next_run_resumes(capsys, tmp_path):

@@ -82,12 +82,13 @@ def test_a_first_ingestion_killed_just_before_publishing_is_kept_by_the_next_run
 
 
 def test_first_ingestion_leftovers_without_current_are_still_cleaned(index_dir):
-    index_dir.mkdir()
-    (index_dir / "g000001").mkdir()
-    (index_dir / "g000001" / "meta.sqlite").write_bytes(b"half written")
+    (index_dir / "manifests").mkdir(parents=True)
+    (index_dir / "segments").mkdir()
+    (index_dir / "manifests" / "g000001.json").write_bytes(b"half written")
+    (index_dir / "segments" / "seg000001.faiss").write_bytes(b"half written")
     store = make_store(index_dir)
     add_doc(store, "d0", ["zero"])
-    assert store.generations() == ["g000001"]  # the half-written folder was replaced
+    assert store.generations() == ["g000001"]  # the half-written manifest was replaced
     assert doc_ids(index_dir) == ["d0"]
 
 
