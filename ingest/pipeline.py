@@ -39,8 +39,9 @@ from ingest.detect import Kind, opaque_binary
 from ingest.files import FoundFile, iter_files, os_reason
 from ingest.loaders import Opener, no_text_reason, open_stream
 from rag.errors import IngestError
+from rag.store.base import Store, StoreWriter
 from rag.store.collections import DEFAULT_COLLECTION, document_id
-from rag.store.faiss import DocumentInfo, FaissStore, IndexWriter, NewChunk
+from rag.store.faiss import DocumentInfo, NewChunk
 from rag.store.scan import ChunkScan, scan_text
 from rag.text import safe_label
 
@@ -141,7 +142,7 @@ class IngestPipeline:
 
     def __init__(
         self,
-        store: FaissStore,
+        store: Store,
         embeddings: Embeddings,
         chunker: TokenChunker,
         *,
@@ -600,7 +601,7 @@ class _Run:
         )
         self.p.progress("publish", self.published, self.cut)
 
-    def _write_segment(self, w: IndexWriter, group: list[_Item]) -> int:
+    def _write_segment(self, w: StoreWriter, group: list[_Item]) -> int:
         """Store one document's next chunks (and its completion); returns chunks written."""
         first = group[0]
         doc = first.doc if isinstance(first, _ChunkItem | _Done) else None
@@ -666,7 +667,7 @@ class _Run:
             "its partly stored copy was deleted by someone else meanwhile; ingest it again"
         )
 
-    def _write_name(self, w: IndexWriter, name: _Name) -> None:
+    def _write_name(self, w: StoreWriter, name: _Name) -> None:
         if w.has_document(name.doc_id) and w.partial_chunks(name.doc_id) is None:
             w.add_source(name.key, name.doc_id, name.title)
             return
@@ -728,7 +729,7 @@ def _segments(items: list[_Item]) -> Iterator[tuple[str, list[_Item]]]:
         yield kind, group
 
 
-def _drop_stale_partials(w: IndexWriter, key: str, keep: str) -> None:
+def _drop_stale_partials(w: StoreWriter, key: str, keep: str) -> None:
     """Delete partial versions filed under ``key`` that no other path names."""
     for doc_id, (source, _) in w.partial_documents().items():
         if source != key or doc_id == keep:

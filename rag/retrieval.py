@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field
 from rag.errors import RagError
 
 if TYPE_CHECKING:
-    from rag.store.faiss import StoreView
+    from rag.store.base import StoreReader
 
 
 # Most extra candidates a quarantined search fetches to make up for the flagged ones.
@@ -272,7 +272,7 @@ class HybridRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    store: Any = Field(description="A FaissStore.")
+    store: Any = Field(description="A Store (rag.store.base): FaissStore or PostgresStore.")
     mode: Mode = Mode.HYBRID
     k: int = Field(default=5, ge=1)
     fusion: Fusion = Fusion.ZSCORE
@@ -370,7 +370,7 @@ class HybridRetriever(BaseRetriever):
 
     def _search(
         self,
-        view: StoreView,
+        view: StoreReader,
         query: str,
         query_vector: list[float],
         within: frozenset[str] | None,

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of the document index; defaults to DATA_DIR/index (./data/index).",
     )
+    store_url: str | None = Field(
+        default=None,
+        description=(
+            "Keep the index in Postgres with pgvector instead of INDEX_DIR: "
+            "postgresql://user:password@host:port/database, shared by every app replica and "
+            "worker that names it. Unset: the embedded index folder (fastest on one machine)."
+        ),
+    )
     embedding_model: str = Field(
         default=BUNDLED_EMBEDDING_MODEL,
         description=(
@@ -511,6 +519,19 @@ class Settings(BaseSettings):
         if key is not None and not all(33 <= ord(c) < 127 for c in key.get_secret_value()):
             raise ValueError("an API key may hold only printable ASCII, without spaces")
         return key
+
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+            raise ValueError(
+                "RAG_STORE_URL must be a postgresql:// (or postgres://) URL such as "
+                f"postgresql://ragchat:secret@db:5432/ragchat, not {scheme[:20]!r}"
+            )
+        return url
 
     @field_validator("queue_url")
     @classmethod

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import urllib.parse
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +40,19 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def fresh_schema() -> str:
     """A schema name no other test of this session uses."""
     return f"t{os.getpid()}_{next(_schemas)}"
+
+
+def fresh_database(url: str) -> str:
+    """A new empty database on the server of ``url`` (for commands that use the default
+    schema); its URL.
+    """
+    import psycopg
+
+    name = f"db{os.getpid()}_{next(_schemas)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def pg_store(
@@ -79,9 +92,3 @@ def pg_stores(pg_url: str) -> Iterator[Callable[..., PostgresStore]]:
     yield open_store
     for store in opened:
         store.close()
-
-
-def dump_log(data: Path) -> str:
-    """The server's log (for a failing test's message)."""
-    log = data / "log"
-    return log.read_text() if log.exists() else ""

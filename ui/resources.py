@@ -15,7 +15,7 @@ from rag.memory import ConversationStore
 from rag.service.components import shared_jobs, shared_service
 from rag.service.core import RagService
 from rag.settings import Settings
-from rag.store.faiss import FaissStore
+from rag.store.base import Store
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Resources:
         return self.settings.uploads_dir
 
     @property
-    def store(self) -> FaissStore:
+    def store(self) -> Store:
         """The whole index, for tests that look behind the pages (the pages never do)."""
         return self.service.store
 

@@ -1,15 +1,18 @@
-"""``ragchat index status`` and ``ragchat index repair``: look after the index folder."""
+"""``ragchat index status``, ``repair`` and ``migrate``: look after the index."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.settings import Settings
 from rag.store.faiss import IndexStatus, RepairReport
 from rag.text import safe_label
+
+if TYPE_CHECKING:  # imported only where used: psycopg is not loaded for a folder index
+    from rag.store.postgres import PostgresRepair, PostgresStatus
 
 REPAIR_HELP = (
     "Point the index at its newest intact generation when the published one is missing or "
@@ -32,6 +35,9 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
                              description=REPAIR_HELP)  # fmt: skip
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_repair(a, settings_of(a)))
+    from rag.cli.migrate import add_command as add_migrate_command
+
+    add_migrate_command(index_sub, settings_of)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,10 +58,20 @@ def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def print_status(status: IndexStatus, *, as_json: bool) -> None:
+def print_status(status: IndexStatus | PostgresStatus, *, as_json: bool) -> None:
     """``index status`` output, as text or as one JSON object."""
     if as_json:
         print(json.dumps(status.to_json()))
+        return
+    if not isinstance(status, IndexStatus):  # Postgres
+        print(f"index       {safe_label(status.url)} (Postgres schema {status.schema})")
+        print(f"generation  {status.generation} (published {status.published_at})")
+        print(f"documents   {status.documents}")
+        print(f"chunks      {status.chunks}")
+        print(f"model       {safe_label(status.embedding_model)} ({status.dimension} dimensions)")
+        tables = ", ".join(f"{name} {_size(n)}" for name, n in status.tables.items())
+        print(f"disk        {_size(status.disk_bytes)} with indexes ({tables})")
+        print(f"server      {status.server}")
         return
     print(f"index       {safe_label(status.index_dir)}")
     print(f"generation  {status.generation} (published {status.published_at})")
@@ -70,8 +86,11 @@ def print_status(status: IndexStatus, *, as_json: bool) -> None:
         )
 
 
-def print_repair(report: RepairReport) -> None:
+def print_repair(report: RepairReport | PostgresRepair) -> None:
     """What ``index repair`` found and did, one line each."""
+    if not isinstance(report, RepairReport):  # Postgres
+        print(f"nothing to repair in Postgres (at {report.generation}): {report.reason}")
+        return
     if report.problem is None:
         print(f"the published generation {report.current} is intact")
     else:

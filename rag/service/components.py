@@ -30,6 +30,7 @@ from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.service.core import Models, RagService
 from rag.settings import Settings
+from rag.store.base import Store
 from rag.store.faiss import FaissStore
 
 if TYPE_CHECKING:
@@ -79,9 +80,23 @@ class LazyEmbeddings(Embeddings):
         return self.query_model.embed_query(text)
 
 
-def build_store(settings: Settings, embeddings: Embeddings | None = None) -> FaissStore:
-    """The index named by the settings, with the configured embedding model."""
+def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Store:
+    """The index named by the settings, with the configured embedding model.
+
+    Postgres when RAG_STORE_URL is set (shared by several machines), else the folder.
+    """
     model_path = settings.embedding_model_path()
+    if settings.store_url:
+        from rag.store.postgres import PostgresStore
+
+        return PostgresStore(
+            settings.store_url,
+            embeddings or LazyEmbeddings(settings),
+            model_id=settings.embedding_model,
+            dimension=embedding_dimension(model_path),
+            lock_timeout_s=settings.lock_timeout_s,
+            scanner=ChunkScanner(shared_detector()),
+        )
     return FaissStore(
         settings.resolved_index_dir,
         embeddings or LazyEmbeddings(settings),
@@ -143,7 +158,7 @@ def llm_endpoints(settings: Settings, *, warm: bool = True) -> Iterator[list[End
 
 def build_retriever(
     settings: Settings,
-    store: FaissStore,
+    store: Store,
     mode: str | None = None,
     k: int | None = None,
     *,
@@ -183,7 +198,7 @@ def build_retriever(
 
 def build_engine(
     settings: Settings,
-    store: FaissStore,
+    store: Store,
     endpoints_: list[Endpoint],
     memory: ConversationStore | None = None,
 ) -> ChatEngine:
@@ -346,7 +361,7 @@ class ConfiguredModels:
 
 def build_pipeline(
     settings: Settings,
-    store: FaissStore,
+    store: Store,
     progress: Progress,
     *,
     sandbox: ParserSandbox | None,
@@ -379,7 +394,7 @@ def build_pipeline(
 def build_service(
     settings: Settings,
     *,
-    store: FaissStore | None = None,
+    store: Store | None = None,
     models: Models | None = None,
     sandbox: ParserSandbox | None = None,
     one_shot: bool = False,

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
     from rag.service.access import AccessService
-    from rag.store.faiss import DocumentInfo, FaissStore
+    from rag.store.base import Store
+    from rag.store.faiss import DocumentInfo
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class RagService:
     def __init__(
         self,
         settings: Settings,
-        store: FaissStore,
+        store: Store,
         memory: ConversationStore | Callable[[], ConversationStore],
         models: Models,
         engine: EngineFactory,
@@ -119,7 +120,7 @@ class RagService:
         return self._settings
 
     @property
-    def store(self) -> FaissStore:
+    def store(self) -> Store:
         """The document index."""
         return self._store
 
@@ -326,11 +327,11 @@ class RagService:
     # Documents ------------------------------------------------------------------------
 
     def index_status(self) -> Any:
-        """The index's generation, counts, model and disk use (``IndexStatus``)."""
+        """The index's generation, counts, model and disk use (``Store.status``)."""
         return self._store.status()
 
     def repair_index(self) -> Any:
-        """Go back to the last intact generation (``RepairReport``)."""
+        """Recover from an interrupted writer (``Store.repair``)."""
         return self._store.repair()
 
     def documents(

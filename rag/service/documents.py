@@ -19,8 +19,9 @@ from ingest.detect import SUPPORTED_SUFFIXES, Kind, detect_kind
 from ingest.pipeline import IngestPipeline, IngestReport
 from rag.errors import IngestError, RagError
 from rag.settings import Settings
+from rag.store.base import Store
 from rag.store.collections import DEFAULT_COLLECTION, document_id
-from rag.store.faiss import DocumentInfo, FaissStore, content_id
+from rag.store.faiss import DocumentInfo, content_id
 from rag.text import safe_label
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class Library(Protocol):
     """Where documents live: the index and the settings (for the uploads folder, limits)."""
 
     @property
-    def store(self) -> FaissStore:
+    def store(self) -> Store:
         """The index."""
         ...
 
@@ -219,7 +220,7 @@ def index_uploads(prepared: PreparedUploads, pipeline: IngestPipeline) -> list[U
     return list(results.values())
 
 
-def _stored(store: FaissStore) -> dict[str, DocumentInfo] | None:
+def _stored(store: Store) -> dict[str, DocumentInfo] | None:
     """Each path the index holds something for, with that document; None if unreadable."""
     try:
         docs = store.documents()

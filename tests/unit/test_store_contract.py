@@ -29,3 +29,22 @@ class TestFaissStoreIndexContract(IndexContract):
     @pytest.fixture
     def store(self, open_store: Callable[..., FaissStore]) -> FaissStore:
         return open_store()
+
+
+def test_the_settings_choose_the_backend(tmp_path: Path) -> None:
+    from rag.errors import ConfigError
+    from rag.service.components import build_store
+    from rag.settings import load_settings
+    from rag.store.postgres import PostgresStore
+
+    folder = build_store(load_settings(data_dir=tmp_path), CountingEmbeddings(size=384))
+    assert isinstance(folder, FaissStore)
+    url = "postgresql://app:s3cret@db.internal:5432/rag"
+    shared = build_store(load_settings(data_dir=tmp_path, store_url=url))
+    assert isinstance(shared, PostgresStore)  # nothing is connected until first use
+    assert shared.label == "postgresql://app@db.internal:5432/rag"  # no password in messages
+    for bad in ("mysql://db/rag", "db.internal:5432", "sqlite:///x.db"):
+        with pytest.raises(ConfigError, match="RAG_STORE_URL") as caught:
+            load_settings(store_url=bad)
+        assert "postgresql://" in str(caught.value)
+    assert load_settings(store_url="").store_url is None
