@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_COLLECTION = "default"
+TOKENIZER = "porter unicode61 remove_diacritics 2"  # the keyword index's (rag.store.meta)
 
 
 def document_id(content_id: str, collection: str) -> str:
@@ -155,6 +156,69 @@ def admission(
     inside_admitted = int(np.count_nonzero(mask[: len(array)] & (array != 0)))
     admitted = inside_admitted + (max(live_chunks - outside, 0) if default_in else 0)
     return Admission(mask, default_in, min(admitted, live_chunks), live_chunks)
+
+
+# Query words found in more than this share of the chunks are left out of the keyword
+# search of a large index, when the query has rarer words: BM25 gives them little weight
+# (IDF below log(9) ~ 2.2, against ~10 for a rare word), yet FTS5 scores every chunk they
+# match, with no early stop: over 1M chunks one such word costs about a second.
+COMMON_SHARE = 0.1
+# ...or in more chunks than this: FTS5 scores ~2 us per matching chunk, so this bounds a
+# keyword search near 50 ms per word however large the index grows.
+COMMON_MAX = 25_000
+PRUNE_FROM = 20_000  # chunks; smaller indexes search every word
+_stemming = threading.local()
+
+
+def _stems(words: list[str]) -> list[str | None]:
+    """Each word as the keyword index stores it (FTS5's own porter tokenizer does it)."""
+    db = getattr(_stemming, "db", None)
+    if db is None:
+        db = sqlite3.connect(":memory:")
+        db.execute(f"CREATE VIRTUAL TABLE w USING fts5(word, tokenize='{TOKENIZER}')")
+        db.execute("CREATE VIRTUAL TABLE wv USING fts5vocab(w, 'instance')")
+        _stemming.db = db
+    db.execute("DELETE FROM w")
+    db.executemany("INSERT INTO w (rowid, word) VALUES (?, ?)", enumerate(words, 1))
+    found: dict[int, str] = {}
+    for doc, term in db.execute("SELECT doc, term FROM wv"):
+        found.setdefault(int(doc), term)
+    return [found.get(i) for i in range(1, len(words) + 1)]
+
+
+def _document_counts(db: sqlite3.Connection, stems: list[str | None]) -> list[int]:
+    """How many chunks hold each stem (chunks not yet purged included)."""
+    try:
+        db.execute("SELECT 1 FROM temp.chunks_vocab LIMIT 0")
+    except sqlite3.OperationalError:
+        db.execute(
+            "CREATE VIRTUAL TABLE temp.chunks_vocab USING fts5vocab(main, chunks_fts, 'row')"
+        )
+    out = []
+    for stem in stems:
+        row = None
+        if stem is not None:  # one lookup per term: an IN list scans the vocabulary
+            row = db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (stem,)).fetchone()
+        out.append(int(row[0]) if row else 0)
+    return out
+
+
+def discriminating(db: sqlite3.Connection, words: list[str], chunks: int) -> list[str]:
+    """The query words worth a keyword search of ``chunks`` chunks (see ``COMMON_SHARE``).
+
+    A word in more than ``COMMON_SHARE`` of the chunks or ``COMMON_MAX`` chunks is left
+    out when the query has a rarer one.
+
+    When every word is common, the rarest one is kept.
+    """
+    if len(words) < 2 or chunks < PRUNE_FROM:
+        return words
+    counts = _document_counts(db, _stems(words))
+    limit = min(COMMON_SHARE * chunks, COMMON_MAX)
+    keep = [w for w, n in zip(words, counts, strict=True) if n <= limit]
+    if keep:
+        return keep
+    return [min(zip(words, counts, strict=True), key=lambda wc: wc[1])[0]]
 
 
 # FTS5 queries of ``keyword_search``: ``{extra}`` is empty or the filter's condition.

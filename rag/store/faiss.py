@@ -600,6 +600,7 @@ class StoreView:
         terms = keyword_terms(query)
         if not terms:
             return []
+        terms = collections.discriminating(db, terms, self._gen.manifest.chunks)
         match = " OR ".join(f'"{t}"' for t in terms)
         # Rows a writer committed for a generation it has not published yet (rare, brief).
         unseen = frozenset(

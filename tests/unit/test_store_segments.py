@@ -279,3 +279,22 @@ def test_a_view_pinned_before_two_publishes_and_a_purge_still_reads_its_generati
         assert {r.text for r, _ in view.keyword_search("alpha", 5)} == {"alpha one"}
     assert [d.id for d in reader.documents()] == ["b", "n3"]
     assert os.path.exists(index_dir / "meta.sqlite")
+
+
+def test_words_most_chunks_hold_are_left_out_of_a_large_keyword_search(index_dir, monkeypatch):
+    from rag.store import collections
+
+    monkeypatch.setattr(collections, "PRUNE_FROM", 10)
+    store = make_store(index_dir)
+    texts = [f"common words everywhere item {i}" for i in range(40)]
+    texts[7] = "common words everywhere rare running"
+    add_doc(store, "d", texts)
+    with store.reader() as view:
+        db = view._conn()
+        assert collections.discriminating(db, ["common", "runs"], 40) == ["runs"]  # stemmed
+        assert collections.discriminating(db, ["common", "words"], 40) == ["common"]
+        assert collections.discriminating(db, ["common", "item"], 40) == [
+            "item"
+        ]  # all common: the rarest
+        hits = view.keyword_search("common rare", 3)
+    assert [r.text for r, _ in hits] == ["common words everywhere rare running"]
