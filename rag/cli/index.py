@@ -35,6 +35,11 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
                              description=REPAIR_HELP)  # fmt: skip
     add_index_option(p)
     p.set_defaults(func=lambda a: cmd_repair(a, settings_of(a)))
+    p = index_sub.add_parser(
+        "compact", help="merge small vector segments into an approximate-search segment now"
+    )
+    add_index_option(p)
+    p.set_defaults(func=lambda a: cmd_compact(a, settings_of(a)))
     from rag.cli.migrate import add_command as add_migrate_command
 
     add_migrate_command(index_sub, settings_of)
@@ -47,6 +52,26 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with open_service(settings, one_shot=True) as service:
         print_status(service.index_status(), as_json=args.json)
     return 0
+
+
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    """Compact the index until nothing is due, saying what was merged."""
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        print_compaction(service.compact_index())
+    return 0
+
+
+def print_compaction(reports: list[Any]) -> None:
+    """One line per compaction (``nothing to compact`` when none was due)."""
+    if not reports:
+        print("nothing to compact")
+    for r in reports:
+        print(
+            f"merged {len(r.merged)} segment(s) into {r.into} ({r.kind}, {r.vectors:,} vectors, "
+            f"{r.dropped:,} deleted ones dropped) in {r.seconds:.1f}s"
+        )
 
 
 def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,6 +104,9 @@ def print_status(status: IndexStatus | PostgresStatus, *, as_json: bool) -> None
     print(f"chunks      {status.chunks}")
     print(f"model       {safe_label(status.embedding_model)} ({status.dimension} dimensions)")
     print(f"disk        {_size(status.disk_bytes)} in {len(status.generations)} generation(s)")
+    for seg in status.segments:
+        dead = f", {seg['dead']:,} deleted" if seg.get("dead") else ""
+        print(f"segment     {seg['name']} {seg['kind']} {seg['count']:,} vectors{dead}")
     if status.leftovers:
         print(
             f"leftovers   {', '.join(status.leftovers)} (from interrupted ingestions; "

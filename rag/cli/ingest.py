@@ -174,7 +174,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             )
         finally:
             bars.close()
+        # A background compaction would die with this process: run what is due now.
+        compacted = service.compact_index()
     print_report(report, as_json=args.json)
+    if not args.json:
+        for r in compacted:
+            print(f"compacted {len(r.merged)} segment(s) into {r.into} ({r.vectors:,} vectors) "
+                  f"in {r.seconds:.1f}s", file=sys.stderr)  # fmt: skip
     return 1 if report.failed else 0
 
 

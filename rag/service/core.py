@@ -330,6 +330,14 @@ class RagService:
         """The index's generation, counts, model and disk use (``Store.status``)."""
         return self._store.status()
 
+    def compact_index(self) -> list[Any]:
+        """Merge the index's segments that are due (``FaissStore.compact_all``; [] if none).
+
+        A Postgres store has nothing to compact (its own vacuum does that work).
+        """
+        compact = getattr(self._store, "compact_all", None)
+        return [] if compact is None else list(compact())
+
     def repair_index(self) -> Any:
         """Recover from an interrupted writer (``Store.repair``)."""
         return self._store.repair()

@@ -1572,6 +1572,19 @@ class FaissStore(VectorStore):
         Raises:
             IndexUnwritableError: the segment could not be written (nothing is published).
         """
+        with self._compacting:  # after this process's background compaction, if any
+            return self._compact_once(threads, on_wait)
+
+    def compact_all(self, *, threads: int = 0) -> list[CompactionReport]:
+        """Compact until nothing is due (what ``ragchat index compact`` runs)."""
+        done = []
+        while (report := self.compact(threads=threads)) is not None:
+            done.append(report)
+        return done
+
+    def _compact_once(
+        self, threads: int, on_wait: Callable[[float], None] | None
+    ) -> CompactionReport | None:
         try:
             self.index_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.index_dir / COMPACT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -1581,7 +1594,7 @@ class FaissStore(VectorStore):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return None
+                return None  # another process is compacting
             return self._compact_locked(threads, on_wait)
         finally:
             os.close(fd)
@@ -1650,7 +1663,7 @@ class FaissStore(VectorStore):
 
         def run() -> None:
             try:
-                self.compact()
+                self._compact_once(0, None)
             except Exception:  # a background task: log, the next publish tries again
                 logger.exception("background compaction of %s failed", self.index_dir)
             finally:
@@ -2319,6 +2332,6 @@ def _has_schema(db: sqlite3.Connection) -> bool:
 
 
 _OLD_FORMAT = (
-    "format version 3 (one folder per generation), this ragchat reads 4; run "
-    "`ragchat index upgrade` to convert it in place without embedding again"
+    "format version 3 (one folder per generation), this ragchat reads 4; ingest the "
+    "documents again into a new index folder"
 )

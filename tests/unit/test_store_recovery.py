@@ -229,3 +229,18 @@ def test_every_command_on_an_index_path_that_is_a_file_exits_2(tmp_path, capsys)
         code, _, err = run_command([*argv, "--index", str(blocker)], capsys)
         assert code == 2, argv
         assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_compact_command_merges_what_is_due_and_status_lists_segments(
+    bundled_index, capsys, monkeypatch
+):
+    from rag.store import segments
+
+    code, out, _ = run_command(["index", "compact", "--index", str(bundled_index)], capsys)
+    assert (code, out) == (0, "nothing to compact\n")
+    monkeypatch.setattr(segments, "ANN_MIN", 6)
+    code, out, err = run_command(["index", "compact", "--index", str(bundled_index)], capsys)
+    assert code == 0, err
+    assert out.startswith("merged 3 segment(s) into seg") and "6 vectors" in out
+    code, out, _ = run_command(["index", "status", "--index", str(bundled_index)], capsys)
+    assert f"segment     seg000004 {segments.ANN_KIND} 6 vectors" in out
