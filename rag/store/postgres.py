@@ -325,18 +325,42 @@ class PostgresView:
             [query, *args],
         ).fetchall()
         if len(rows) < k:
-            (admitted,) = db.execute(f"SELECT count(*) FROM chunks {where}", args).fetchone() or (
-                0,
-            )
-            if admitted > len(rows):
+            counted = db.execute(f"SELECT count(*) FROM chunks {where}", args).fetchone()
+            if counted and counted[0] > len(rows):
                 logger.debug("vector search: the index gave %d of %d; exact scan", len(rows), k)
-                rows = db.execute(
-                    f"SELECT id, d FROM (SELECT id, embedding <=> %s AS d FROM chunks {where} "
-                    f"OFFSET 0) t ORDER BY d LIMIT {int(k)}",
-                    [query, *args],
-                ).fetchall()
+                rows = self._exact(query, k, where, args)
         records = self.records([r[0] for r in rows])
         return [(records[i], _cosine(d)) for i, d in rows if i in records]
+
+    def exact_search(
+        self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
+    ) -> list[tuple[ChunkRecord, float]]:
+        """Like ``search_chunks_by_vector``, comparing every vector (no index).
+
+        The truth the HNSW search is measured against (``bench/scale.py``).
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if within is not None and not within:
+            return []
+        where, args = "", list[Any]()
+        if within is not None:
+            where, args = "WHERE collection = ANY(%s)", [sorted(within)]
+        rows = self._exact(_query_vector(vector), k, where, args)
+        records = self.records([r[0] for r in rows])
+        return [(records[i], _cosine(d)) for i, d in rows if i in records]
+
+    def _exact(self, query: Vector, k: int, where: str, args: list[Any]) -> list[Any]:
+        # The subquery (OFFSET 0 keeps it one) computes every distance: no index scan.
+        return (
+            self._db()
+            .execute(
+                f"SELECT id, d FROM (SELECT id, embedding <=> %s AS d FROM chunks {where} "
+                f"OFFSET 0) t ORDER BY d LIMIT {int(k)}",
+                [query, *args],
+            )
+            .fetchall()
+        )
 
     def keyword_search(
         self, query: str, k: int = 4, within: frozenset[str] | None = None
@@ -1117,6 +1141,13 @@ class PostgresStore(VectorStore):
             raise ValueError("k must be at least 1")
         with self.reader() as view:
             return view.keyword_search(query, k, within)
+
+    def exact_search(
+        self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
+    ) -> list[tuple[ChunkRecord, float]]:
+        """The true ``k`` nearest chunks, comparing every vector; see ``PostgresView``."""
+        with self.reader() as view:
+            return view.exact_search(vector, k, within)
 
     def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
         """Cosine similarity between ``vector`` and stored chunks, by internal chunk id."""
