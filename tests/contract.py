@@ -6,7 +6,6 @@ and provides the ``store`` fixture (``IndexContract`` also ``open_store``).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from langchain_core.vectorstores import VectorStore
 from rag.errors import IndexLockedError, IndexMismatchError, IndexNotFoundError
 from rag.store.faiss import NewChunk
 from rag.store.scan import ChunkScan, Scanner
+from tests.fakes import FakeScanner
 
 
 class StoreContract:
@@ -169,20 +169,6 @@ class CollectionsContract:
 
 
 # -- the whole interface the app uses ------------------------------------------------------
-
-
-class FakeScanner:
-    """Flags one phrase and counts e-mail addresses; counts what it scanned."""
-
-    def __init__(self, version: str = "v1") -> None:
-        self.version = version
-        self.scanned = 0
-
-    def __call__(self, text: str) -> ChunkScan:
-        self.scanned += 1
-        flags = ("override",) if "ignore previous instructions" in text.lower() else ()
-        mails = len(re.findall(r"\S+@\S+\.\w+", text))
-        return ChunkScan(flags=flags, pii=(("EMAIL_ADDRESS", mails),) if mails else ())
 
 
 class OpenStore(Protocol):

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ingest.chunking import Token
 from rag.guard.pii import PiiSpan
+from rag.store.scan import ChunkScan
 
 
 class WordTokenizer:
@@ -88,3 +89,17 @@ class FakeDetector:
         for span in self.find(text):
             out[span.kind] = out.get(span.kind, 0) + 1
         return out
+
+
+class FakeScanner:
+    """Flags one phrase and counts e-mail addresses; counts what it scanned."""
+
+    def __init__(self, version: str = "v1") -> None:
+        self.version = version
+        self.scanned = 0
+
+    def __call__(self, text: str) -> ChunkScan:
+        self.scanned += 1
+        flags = ("override",) if "ignore previous instructions" in text.lower() else ()
+        mails = len(re.findall(r"\S+@\S+\.\w+", text))
+        return ChunkScan(flags=flags, pii=(("EMAIL_ADDRESS", mails),) if mails else ())

@@ -85,26 +85,17 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Sto
 
     Postgres when RAG_STORE_URL is set (shared by several machines), else the folder.
     """
-    model_path = settings.embedding_model_path()
+    common: dict[str, Any] = {
+        "model_id": settings.embedding_model,
+        "dimension": embedding_dimension(settings.embedding_model_path()),
+        "lock_timeout_s": settings.lock_timeout_s,
+        "scanner": ChunkScanner(shared_detector()),
+    }
     if settings.store_url:
         from rag.store.postgres import PostgresStore
 
-        return PostgresStore(
-            settings.store_url,
-            embeddings or LazyEmbeddings(settings),
-            model_id=settings.embedding_model,
-            dimension=embedding_dimension(model_path),
-            lock_timeout_s=settings.lock_timeout_s,
-            scanner=ChunkScanner(shared_detector()),
-        )
-    return FaissStore(
-        settings.resolved_index_dir,
-        embeddings or LazyEmbeddings(settings),
-        model_id=settings.embedding_model,
-        dimension=embedding_dimension(model_path),
-        lock_timeout_s=settings.lock_timeout_s,
-        scanner=ChunkScanner(shared_detector()),
-    )
+        return PostgresStore(settings.store_url, embeddings or LazyEmbeddings(settings), **common)
+    return FaissStore(settings.resolved_index_dir, embeddings or LazyEmbeddings(settings), **common)
 
 
 def build_local_server(settings: Settings, port: int | None = None) -> LocalLLMServer:

@@ -43,10 +43,8 @@ import faiss
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
 
 from rag.errors import (
-    DocumentNotFoundError,
     IndexCorruptError,
     IndexLockedError,
     IndexMismatchError,
@@ -54,6 +52,7 @@ from rag.errors import (
     IndexUnwritableError,
 )
 from rag.store import collections, meta, scan, segments
+from rag.store.common import ViewStore
 from rag.store.scan import ChunkScan
 from rag.store.segments import Segment, SegmentInfo
 
@@ -351,7 +350,7 @@ def _documents(
     for doc_id, kind, pages, chunks, ingested_at, collection, partial in db.execute(
         "SELECT doc_id, kind, pages, chunks, ingested_at, collection, partial_source "
         f"FROM documents d WHERE {meta.live('d', gen)} AND {condition} "
-        "ORDER BY ingested_at, doc_id",
+        "ORDER BY ingested_at, rid",  # same second: in the order they were stored
         args,
     ):
         if partial is not None and doc_id not in sources:
@@ -459,6 +458,11 @@ class StoreView:
     def manifest(self) -> Manifest:
         """What the pinned generation was built with."""
         return self._gen.manifest
+
+    @property
+    def scanned_with(self) -> str | None:
+        """The scanner version every chunk of the generation was scanned with (None: not)."""
+        return self._gen.manifest.scanned_with
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -720,7 +724,7 @@ class CompactionReport:
 _PIN_ATTEMPTS = 50
 
 
-class FaissStore(VectorStore):
+class FaissStore(ViewStore):
     """The ragchat index, readable by many threads and processes, written by one at a time.
 
     It offers langchain-core's ``VectorStore`` interface (so ``as_retriever()`` works), a
@@ -762,11 +766,6 @@ class FaissStore(VectorStore):
         self._compacting = threading.Lock()  # one compaction thread per store
 
     # -- reading ----------------------------------------------------------------------
-
-    @property
-    def embeddings(self) -> Embeddings:
-        """The embedding model queries are embedded with."""
-        return self._embeddings
 
     @property
     def dimension(self) -> int:
@@ -1168,155 +1167,6 @@ class FaissStore(VectorStore):
         with self.reader() as view:
             return view.manifest
 
-    def documents(self, within: frozenset[str] | None = None) -> list[DocumentInfo]:
-        """Every indexed document (of the collections ``within``; None: all), oldest first.
-
-        Empty before the first ingestion.
-        """
-        if not self.exists():
-            return []
-        with self.reader() as view:
-            return view.documents(within)
-
-    def chunk_count(self) -> int:
-        """Number of chunks in the index."""
-        if not self.exists():
-            return 0
-        with self.reader() as view:
-            return view.chunk_count()
-
-    def all_chunks(self) -> list[ChunkRecord]:
-        """Every stored chunk, in document order (for tests and exports)."""
-        if not self.exists():
-            return []
-        with self.reader() as view:
-            return view.all_chunks()
-
-    def search_chunks_by_vector(
-        self, vector: Sequence[float], k: int = 4, within: frozenset[str] | None = None
-    ) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks nearest ``vector`` with their cosine similarity, best first.
-
-        ``within``: of these collections only (see ``StoreView``).
-        """
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        with self.reader() as view:
-            return view.search_chunks_by_vector(vector, k, within)
-
-    def keyword_search(
-        self, query: str, k: int = 4, within: frozenset[str] | None = None
-    ) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks that best match the query's words by BM25; see ``StoreView``."""
-        if k < 1:
-            raise ValueError("k must be at least 1")
-        with self.reader() as view:
-            return view.keyword_search(query, k, within)
-
-    def similarities(self, vector: Sequence[float], chunk_ids: Sequence[int]) -> dict[int, float]:
-        """Cosine similarity between ``vector`` and stored chunks, by internal chunk id.
-
-        Ids are those of the published generation; use one ``reader()`` for a search and
-        the similarities of its hits, so both come from the same generation.
-        """
-        if not chunk_ids:
-            return {}
-        with self.reader() as view:
-            return view.similarities(vector, chunk_ids)
-
-    def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        """The stored (normalised) vectors of chunks, in order (see ``similarities``)."""
-        with self.reader() as view:
-            return view.vectors(chunk_ids)
-
-    def search_chunks(self, query: str, k: int = 4) -> list[tuple[ChunkRecord, float]]:
-        """The ``k`` chunks most similar to ``query``, best first."""
-        return self.search_chunks_by_vector(self._embeddings.embed_query(query), k)
-
-    # -- langchain-core VectorStore interface -----------------------------------------
-
-    def similarity_search_with_score(
-        self, query: str, k: int = 4, **kwargs: Any
-    ) -> list[tuple[Document, float]]:
-        """Documents most similar to ``query`` with cosine similarity."""
-        return [(rec.to_document(s), s) for rec, s in self.search_chunks(query, k)]
-
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        """Documents most similar to ``query``."""
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
-
-    def similarity_search_by_vector(
-        self, embedding: list[float], k: int = 4, **kwargs: Any
-    ) -> list[Document]:
-        """Documents nearest an embedding."""
-        return [rec.to_document(s) for rec, s in self.search_chunks_by_vector(embedding, k)]
-
-    @staticmethod
-    def relevance(score: float) -> float:
-        """Cosine similarity in [-1, 1] as a relevance in [0, 1]."""
-        return (score + 1.0) / 2.0
-
-    def _select_relevance_score_fn(self) -> Callable[[float], float]:
-        return self.relevance
-
-    def get_by_ids(
-        self, ids: Sequence[str], /, within: frozenset[str] | None = None
-    ) -> list[Document]:
-        """Stored chunks by chunk id (unknown ids, and chunks outside ``within``, are skipped)."""
-        if not ids or not self.exists():
-            return []
-        with self.reader() as view:
-            return view.get_by_ids(ids, within)
-
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Store each text as a one-chunk document; metadata may give source and page.
-
-        ``collection=NAME`` (a keyword argument) files them in that collection.
-        """
-        collection = str(kwargs.get("collection") or collections.DEFAULT_COLLECTION)
-        texts = list(texts)
-        metadatas = metadatas or [{} for _ in texts]
-        if len(metadatas) != len(texts):
-            raise ValueError("metadatas must have one entry per text")
-        vectors = self._embeddings.embed_documents(texts)
-        chunk_ids: list[str] = []
-        with self.writer() as writer:
-            for text, meta, vector in zip(texts, metadatas, vectors, strict=True):
-                doc_id = collections.document_id(content_id(text.encode("utf-8")), collection)
-                source = str(meta.get("source") or f"text:{doc_id[:12]}")
-                if writer.has_document(doc_id):
-                    writer.add_source(source, doc_id)
-                    chunk_ids.append(writer.chunk_ids(doc_id)[0])
-                    continue
-                writer.add_document(
-                    doc_id,
-                    kind=str(meta.get("kind", "text")),
-                    pages=None,
-                    source=source,
-                    chunks=[NewChunk(text=text, page=meta.get("page"))],
-                    vectors=np.asarray([vector], dtype="float32"),
-                    collection=collection,
-                )
-                chunk_ids.extend(writer.chunk_ids(doc_id))
-        return chunk_ids
-
-    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete the documents that own the given chunk ids (all their chunks go)."""
-        if not ids:
-            return False
-        with self.writer() as writer:
-            doc_ids = writer.doc_ids_of_chunks(ids)
-            for doc_id in doc_ids:
-                writer.delete_document(doc_id)
-        return bool(doc_ids)
-
     @classmethod
     def from_texts(
         cls,
@@ -1366,19 +1216,6 @@ class FaissStore(VectorStore):
                 writer.abort()
                 raise
             writer.commit()
-
-    def ensure_scanned(self, on_wait: Callable[[float], None] | None = None) -> bool:
-        """Scan an index its scanner has not scanned (older builds); True if it did.
-
-        Its next writer would do it anyway; this runs one when nothing else is written.
-        """
-        if self.scanner is None or not self.exists():
-            return False
-        with self.reader() as view:
-            if view.manifest.scanned_with == self.scanner.version:
-                return False
-        with self.writer(on_wait) as w:
-            return w.changed
 
     def generations(self) -> list[str]:
         """Generation manifests present on disk, oldest first (published or not)."""
@@ -1710,25 +1547,6 @@ class FaissStore(VectorStore):
             "the index is as it was",
         )
 
-    def find_document(self, key: str, within: frozenset[str] | None = None) -> str:
-        """The document id for an id, a unique id prefix (6+ characters) or a source path.
-
-        Only documents of the collections ``within`` (None: all) are considered.
-
-        Raises:
-            DocumentNotFoundError: nothing, or more than one document, matches.
-        """
-        docs = self.documents(within)
-        path = str(Path(key).expanduser().resolve())
-        for doc in docs:
-            if doc.id == key or path in doc.sources or key in doc.sources:
-                return doc.id
-        if len(key) >= 6:
-            matches = [d.id for d in docs if d.id.startswith(key)]
-            if len(matches) == 1:
-                return matches[0]
-        raise DocumentNotFoundError(key)
-
 
 _TERM = re.compile(r"[^\W_]+", re.UNICODE)
 _QUERY_STOPWORDS = frozenset(
@@ -1784,6 +1602,8 @@ class IndexWriter:
             self.dimension = self._base_manifest.dimension
         else:
             self.dimension = store.dimension
+        # The generations kept beside the new one: their segments must stay on disk.
+        self._kept = store._retained(self._base) if self._base is not None else []
         try:
             self._clean_stale()
             self.db = self._begin()
@@ -1811,8 +1631,7 @@ class IndexWriter:
             if undone:
                 logger.info("rolled back %d rows of unpublished generations", undone)
             if base_no > 1 and self._base is not None:
-                kept = self.store._retained(self._base)
-                meta.purge(db, base_no - 1, {n for m in kept for n in m.segment_names})
+                meta.purge(db, base_no - 1, {n for m in self._kept for n in m.segment_names})
             scanner = self.store.scanner
             self.scanning = scanner is not None
             scanned = self._base_manifest.scanned_with if self._base_manifest else None
@@ -1843,8 +1662,7 @@ class IndexWriter:
             if _gen_number(gen) > base_no:
                 logger.info("removing unpublished index generation %s", gen)
                 segments.remove_quietly(self.store._manifest_path(gen))
-        if self._base is not None:
-            self.store._remove_unreferenced(self.store._retained(self._base))
+        self.store._remove_unreferenced(self._kept)
 
     # -- queries inside the transaction ---------------------------------------------
 
@@ -2228,11 +2046,7 @@ class IndexWriter:
             vectors = np.zeros((0, self.dimension), dtype=np.float32)
         merging = segments.plan_small_merge(self._segments)
         if merging:
-            dead = set(self.db.execute(
-                "SELECT id FROM chunks WHERE removed_gen IS NOT NULL AND removed_gen <= ?",
-                (self.gen,),
-            ).fetchall())  # fmt: skip
-            dead_ids = np.asarray(sorted(r[0] for r in dead), dtype=np.int64)
+            dead_ids = _dead_ids(self.db, self.gen)
             more_ids, more_vectors = [ids], [vectors]
             for info in merging:
                 seg = segments.read_segment(info, self.store.segment_path(info.name))
