@@ -158,14 +158,16 @@ def admission(
     return Admission(mask, default_in, min(admitted, live_chunks), live_chunks)
 
 
-# Query words found in more than this share of the chunks are left out of the keyword
-# search of a large index, when the query has rarer words: BM25 gives them little weight
-# (IDF below log(9) ~ 2.2, against ~10 for a rare word), yet FTS5 scores every chunk they
-# match, with no early stop: over 1M chunks one such word costs about a second.
+# Keyword search of a large index (``PRUNE_FROM`` chunks or more) scores at most about
+# ``KEYWORD_BUDGET`` matching chunks: FTS5 computes BM25 for every chunk a word matches,
+# with no early stop (~1 us each on 2 cores; a word in every chunk of 1M costs ~1 s). The
+# query's words are taken rarest first while the chunks they match stay within the
+# budget; the rarest is taken alone whatever it matches, up to ``COMMON_SHARE`` of the
+# chunks. A word in more chunks than that tells little about which chunk is meant (BM25's
+# IDF below log(9) ~ 2.2, against ~10 for a rare word): a query made only of such words
+# gets no keyword ranking there, and the vector ranking alone orders its results.
+KEYWORD_BUDGET = 30_000
 COMMON_SHARE = 0.1
-# ...or in more chunks than this: FTS5 scores ~2 us per matching chunk, so this bounds a
-# keyword search near 50 ms per word however large the index grows.
-COMMON_MAX = 25_000
 PRUNE_FROM = 20_000  # chunks; smaller indexes search every word
 _stemming = threading.local()
 
@@ -204,21 +206,25 @@ def _document_counts(db: sqlite3.Connection, stems: list[str | None]) -> list[in
 
 
 def discriminating(db: sqlite3.Connection, words: list[str], chunks: int) -> list[str]:
-    """The query words worth a keyword search of ``chunks`` chunks (see ``COMMON_SHARE``).
+    """The query words a keyword search of ``chunks`` chunks scores (see ``KEYWORD_BUDGET``).
 
-    A word in more than ``COMMON_SHARE`` of the chunks or ``COMMON_MAX`` chunks is left
-    out when the query has a rarer one.
-
-    When every word is common, the rarest one is kept.
+    Every word on a small index; on a large one the rarest words, in the query's order,
+    whose matches fit the budget (the rarest alone may exceed it): none when every word
+    is in more than ``COMMON_SHARE`` of the chunks, or in none.
     """
-    if len(words) < 2 or chunks < PRUNE_FROM:
+    if chunks < PRUNE_FROM:
         return words
     counts = _document_counts(db, _stems(words))
-    limit = min(COMMON_SHARE * chunks, COMMON_MAX)
-    keep = [w for w, n in zip(words, counts, strict=True) if n <= limit]
-    if keep:
-        return keep
-    return [min(zip(words, counts, strict=True), key=lambda wc: wc[1])[0]]
+    common = COMMON_SHARE * chunks
+    rarest = sorted((n, i) for i, n in enumerate(counts) if 0 < n <= common)
+    kept: set[int] = set()
+    spent = 0
+    for n, i in rarest:
+        if kept and spent + n > KEYWORD_BUDGET:
+            break
+        kept.add(i)
+        spent += n
+    return [w for i, w in enumerate(words) if i in kept]
 
 
 # FTS5 queries of ``keyword_search``: ``{extra}`` is empty or the filter's condition.

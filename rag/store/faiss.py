@@ -605,6 +605,8 @@ class StoreView:
         if not terms:
             return []
         terms = collections.discriminating(db, terms, self._gen.manifest.chunks)
+        if not terms:
+            return []
         match = " OR ".join(f'"{t}"' for t in terms)
         # Rows a writer committed for a generation it has not published yet (rare, brief).
         unseen = frozenset(
