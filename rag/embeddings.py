@@ -14,7 +14,9 @@ Two ways to run it, with the same vectors:
 - sentence-transformers, for documents in bulk, every other model and GPUs.
 
 ``RAG_EMBEDDING_BACKEND`` picks one (``auto``: numpy for queries when the model and device
-allow it, sentence-transformers for documents).
+allow it, sentence-transformers for documents). ``RAG_EMBEDDING_VARIANT=int8`` runs the
+model quantized, for documents and queries alike, in ONNX Runtime instead
+(``rag.embeddings_int8``); ``embedding_model_id`` is the id an index records for either.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from rag.errors import ConfigError
+from rag.model_id import model_id
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,12 +55,18 @@ def load_embeddings(settings: Settings, *, for_queries: bool = False) -> Embeddi
     ``RAG_EMBEDDING_BACKEND=auto`` runs queries in numpy when the model allows it (they
     must start fast) and documents on sentence-transformers, which embeds long chunks in
     bulk faster (``bench/embeddings.py``). ``for_queries`` says which one is wanted.
+    ``RAG_EMBEDDING_VARIANT=int8`` loads the quantized model for both (exporting it on
+    first use).
 
     Raises:
-        ConfigError: the model folder cannot be found, or ``RAG_EMBEDDING_BACKEND=numpy``
-            names a model the numpy pass cannot run.
+        ConfigError: the model folder cannot be found, ``RAG_EMBEDDING_BACKEND=numpy``
+            names a model the numpy pass cannot run, or int8 one it cannot quantize.
     """
     path = settings.embedding_model_path()
+    if settings.embedding_variant == "int8":
+        from rag.embeddings_int8 import load_int8
+
+        return load_int8(settings, path)
     backend = settings.embedding_backend
     if backend == "numpy" or (backend == "auto" and for_queries):
         reason = BertEmbeddings.unsupported(path)
@@ -70,6 +79,11 @@ def load_embeddings(settings: Settings, *, for_queries: bool = False) -> Embeddi
             raise ConfigError("RAG_EMBEDDING_BACKEND", f"numpy cannot run this model: {reason}")
         logger.info("queries are embedded by sentence-transformers: %s", reason)
     return _load_sentence_transformers(settings, path)
+
+
+def embedding_model_id(settings: Settings) -> str:
+    """The id an index built with these settings records (model, and variant unless fp32)."""
+    return model_id(settings.embedding_model, settings.embedding_variant)
 
 
 def _load_sentence_transformers(settings: Settings, path: Path) -> Embeddings:

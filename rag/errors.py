@@ -84,10 +84,20 @@ class IndexMismatchError(StoreError):
         self.found_model = found_model
         self.expected_dim = expected_dim
         self.found_dim = found_dim
+        from rag.model_id import split_model_id
+
+        (want, want_variant), (found, found_variant) = map(
+            split_model_id, (expected_model, found_model)
+        )
+        fix = "re-ingest into a new --index directory or set RAG_EMBEDDING_MODEL back"
+        if want == found and want_variant != found_variant:
+            fix = (
+                f"set RAG_EMBEDDING_VARIANT={found_variant}, the variant the index was built "
+                f"with (it is {want_variant} now), or re-ingest into a new --index directory"
+            )
         super().__init__(
             f"the index was built with embedding model {found_model!r} ({found_dim} dims) "
-            f"but ragchat is configured with {expected_model!r} ({expected_dim} dims); "
-            "re-ingest into a new --index directory or set RAG_EMBEDDING_MODEL back"
+            f"but ragchat is configured with {expected_model!r} ({expected_dim} dims); {fix}"
         )
 
 

@@ -62,6 +62,16 @@ class Settings(BaseSettings):
             "can, sentence-transformers for documents)."
         ),
     )
+    embedding_variant: Literal["fp32", "int8"] = Field(
+        default="fp32",
+        description=(
+            "Weights of the embedding model: 'fp32' (as shipped) or 'int8' (BERT models with "
+            "mean pooling, such as the bundled one: exported once to ONNX with dynamic int8 "
+            "quantization under DATA_DIR/models and run by ONNX Runtime on the CPU, for "
+            "documents and queries alike; about twice the chunks per second). An index "
+            "remembers the variant it was built with."
+        ),
+    )
     chunk_size: int = Field(
         default=200,
         ge=16,
@@ -564,6 +574,21 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
                 f"RAG_CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _int8_runs_on_onnx_runtime(self) -> Settings:
+        if self.embedding_variant == "int8" and self.embedding_device != "cpu":
+            raise ValueError(
+                "RAG_EMBEDDING_VARIANT=int8 runs on the CPU (ONNX Runtime): set "
+                f"RAG_EMBEDDING_DEVICE=cpu, not {self.embedding_device!r}, or use "
+                "RAG_EMBEDDING_VARIANT=fp32"
+            )
+        if self.embedding_variant == "int8" and self.embedding_backend != "auto":
+            raise ValueError(
+                "RAG_EMBEDDING_VARIANT=int8 runs the quantized model for documents and queries "
+                f"alike: leave RAG_EMBEDDING_BACKEND at 'auto', not {self.embedding_backend!r}"
             )
         return self
 

@@ -18,7 +18,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
 from rag.chain import ChainConfig, ChatEngine, build_chain
-from rag.embeddings import embedding_dimension, load_embeddings
+from rag.embeddings import embedding_dimension, embedding_model_id, load_embeddings
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
 from rag.guard.moderation import Moderator, build_moderator
 from rag.guard.pii import LogDetector, PiiDetector, RedactingFilter
@@ -86,7 +86,7 @@ def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Sto
     Postgres when RAG_STORE_URL is set (shared by several machines), else the folder.
     """
     common: dict[str, Any] = {
-        "model_id": settings.embedding_model,
+        "model_id": embedding_model_id(settings),
         "dimension": embedding_dimension(settings.embedding_model_path()),
         "lock_timeout_s": settings.lock_timeout_s,
         "scanner": ChunkScanner(shared_detector()),
