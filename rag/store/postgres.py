@@ -74,6 +74,9 @@ SCHEMA_VERSION = 1
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # ts_rank_cd weights of the labels D, C, B, A: text is A (1.0), the heading B (0.5).
 _RANK_WEIGHTS = "'{0.1, 0.2, 0.5, 1.0}'::float4[]"
+# A keyword held by more of the chunks than this only ranks what rarer ones match.
+COMMON_SHARE = 0.05
+_SHARES_TTL_S = 60.0
 _EXTENSION_LOCK = int.from_bytes(hashlib.sha256(b"ragchat-vector").digest()[:8], "big", signed=True)
 
 _TABLES = """
@@ -369,25 +372,31 @@ class PostgresView:
         The query's words (``keyword_terms``) are OR-ed into an english ``tsquery``; the
         score is ``ts_rank_cd`` with the heading weighted 0.5 beside the text (higher is
         better). ``within``: only chunks of these collections, filtered in the query.
+
+        Ranking reads every matching row, so a word in most chunks would make every query
+        that has it read most of the table. Words that Postgres's own statistics show in
+        more than ``COMMON_SHARE`` of the chunks therefore only rank the chunks the other
+        words match (when every word is that common, the rarest one picks them): the
+        chunks with rare words of the query lead anyway, as they would by BM25.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
         terms = keyword_terms(query)
         if not terms or (within is not None and not within):
             return []
+        db = self._db()
+        picking = self._store.picking_terms(db, terms)
+        if not picking:
+            return []  # every word is a stopword
         where, args = "", list[Any]()
         if within is not None:
             where, args = "AND collection = ANY(%s)", [sorted(within)]
-        rows = (
-            self._db()
-            .execute(
-                f"SELECT id, ts_rank_cd({_RANK_WEIGHTS}, tsv, q) AS s "
-                f"FROM chunks, to_tsquery('english', %s) q WHERE tsv @@ q {where} "
-                f"ORDER BY s DESC, id LIMIT {int(k)}",
-                [_ts_query(terms), *args],
-            )
-            .fetchall()
-        )
+        rows = db.execute(
+            f"SELECT id, ts_rank_cd({_RANK_WEIGHTS}, tsv, q) AS s FROM chunks, "
+            f"to_tsquery('english', %s) q, to_tsquery('english', %s) m WHERE tsv @@ m {where} "
+            f"ORDER BY s DESC, id LIMIT {int(k)}",
+            [_ts_query(terms), _ts_query(picking), *args],
+        ).fetchall()
         records = self.records([r[0] for r in rows])
         return [(records[i], float(s)) for i, s in rows if i in records]
 
@@ -963,6 +972,7 @@ class PostgresStore(ViewStore):
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._pool_lock = threading.Lock()
         self._typed: weakref.WeakSet[psycopg.Connection[TupleRow]] = weakref.WeakSet()
+        self._shares: tuple[float, dict[str, float]] | None = None
 
     # -- connections --------------------------------------------------------------------
 
@@ -1002,6 +1012,41 @@ class PostgresStore(ViewStore):
                 self.label,
                 f"no connection to Postgres within {self.connect_timeout_s:.0f}s: {_reason(exc)}",
             ) from exc
+
+    def picking_terms(self, db: psycopg.Connection[TupleRow], terms: list[str]) -> list[str]:
+        """The terms whose matches a keyword search ranks (see ``PostgresView``).
+
+        Terms whose lexemes Postgres's statistics (``pg_stats.most_common_elems`` of the
+        ``tsv`` column, kept by ANALYZE) show in more than ``COMMON_SHARE`` of the chunks
+        are left out, unless all are: then the rarest one. Stopwords are left out.
+        """
+        shares = self._lexeme_shares(db)
+        found = db.execute(
+            "SELECT t, array(SELECT lexeme FROM unnest(to_tsvector('english', t))) "
+            "FROM unnest(%s::text[]) AS t",
+            (terms,),
+        ).fetchall()
+        share = {t: max(shares.get(x, 0.0) for x in lexemes) for t, lexemes in found if lexemes}
+        rare = [t for t in terms if t in share and share[t] <= COMMON_SHARE]
+        if rare or not share:
+            return rare
+        return [min(share, key=lambda t: share[t])]
+
+    def _lexeme_shares(self, db: psycopg.Connection[TupleRow]) -> dict[str, float]:
+        """Lexeme -> share of chunks holding it, for the most common ones (cached a while)."""
+        cached = self._shares
+        if cached is not None and time.monotonic() - cached[0] < _SHARES_TTL_S:
+            return cached[1]
+        row = db.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+            "WHERE schemaname = %s AND tablename = 'chunks' AND attname = 'tsv'",
+            (self.schema,),
+        ).fetchone()
+        shares: dict[str, float] = {}
+        if row and row[0]:
+            shares = dict(zip(row[0], row[1], strict=False))  # freqs end with 3 summary values
+        self._shares = (time.monotonic(), shares)
+        return shares
 
     def _types(self, conn: psycopg.Connection[TupleRow]) -> None:
         """Teach this connection the ``vector`` type (once the extension exists)."""
