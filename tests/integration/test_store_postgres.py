@@ -22,7 +22,7 @@ from rag.service.components import build_pipeline, build_retriever, build_store,
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
 from rag.store.migrate import migrate_index
-from rag.store.postgres import PostgresStore
+from rag.store.postgres import SAMPLE_ROWS, PostgresStore
 from tests.contract import (
     CollectionsContract,
     FakeScanner,
@@ -200,7 +200,7 @@ def test_migrate_copies_the_folder_index_into_postgres_without_embedding(
     assert [h["relevance"] for h in pg_vector] == pytest.approx(
         [h["relevance"] for h in folder_vector], abs=1e-5
     )
-    # Hybrid: the same best two (Postgres ranks keywords with ts_rank_cd, not BM25, so
+    # Hybrid: the same best two (Postgres ranks keywords with ts_rank, not BM25, so
     # their order may differ), found in both collections.
     pg_hybrid = json.loads(ragchat(*query, env=on_pg).stdout)
     assert {h["chunk_id"] for h in pg_hybrid[:2]} == {h["chunk_id"] for h in folder_hybrid[:2]}
@@ -229,12 +229,22 @@ def test_a_word_in_most_chunks_only_ranks_what_rarer_words_match(
         conn.execute(f"ANALYZE {store.schema}.chunks")
     with store.reader() as view:
         db = view._db()
-        assert store.picking_terms(db, ["common", "zeppelin"]) == ["zeppelin"]
-        assert store.picking_terms(db, ["common", "filler"]) == ["filler"]  # the rarer one
-        assert store.picking_terms(db, ["the", "of"]) == []  # stopwords
+        assert store.picking_queries(db, ["common", "zeppelin"]) == [("zeppelin", None)]
+        # Only common words: the chunks holding all of them, else the rarest word's; words
+        # in most chunks: a sample of them.
+        assert store.picking_queries(db, ["common", "filler"]) == [
+            ("common & filler", SAMPLE_ROWS),
+            ("filler", SAMPLE_ROWS),
+        ]
+        assert store.picking_queries(db, ["the", "of"]) == []  # stopwords
     hits = store.keyword_search("common zeppelin", 10)
     assert [r.text for r, _ in hits] == ["zeppelin zeppelin common", texts[17]]
     assert len(store.keyword_search("common", 10)) == 10  # all common: still k results
+    # Too few chunks hold every common word: the rarest word's chunks fill k.
+    assert len(store.keyword_search("common filler number", 10)) == 10
+    assert len(store.keyword_search("filler zeppelin zeppelin", 1)) == 1
+    rarest = {t for t in texts if "text" in t}  # 298 of them ("text" before "number")
+    assert {r.text for r, _ in store.keyword_search("common text number", 400)} == rarest
     assert store.keyword_search("the of", 10) == []
 
 
