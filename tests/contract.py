@@ -230,6 +230,15 @@ class IndexContract:
             pass  # a writer that changes nothing publishes nothing
         assert not store.exists()
 
+    def test_documents_of_one_second_are_listed_in_the_order_stored(self, store: Any) -> None:
+        with store.writer() as w:  # one writer: one ingestion time for all three
+            for doc_id in ("zeta", "alpha", "mu"):
+                w.add_document(
+                    doc_id, kind="text", pages=1, source=f"/docs/{doc_id}.txt",
+                    chunks=[NewChunk(f"{doc_id} text")], vectors=vectors_of(store, [doc_id]),
+                )  # fmt: skip
+        assert [d.id for d in store.documents()] == ["zeta", "alpha", "mu"]
+
     def test_documents_sources_and_titles(self, store: Any) -> None:
         put(
             store,

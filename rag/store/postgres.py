@@ -99,9 +99,10 @@ CREATE TABLE documents (
     chunks integer NOT NULL,
     ingested_at text NOT NULL,
     collection text NOT NULL,
-    pii jsonb                     -- kinds of personal data in its chunks, with counts
+    pii jsonb,                    -- kinds of personal data in its chunks, with counts
+    seq bigint GENERATED ALWAYS AS IDENTITY  -- the order stored, within a second
 );
-CREATE INDEX documents_order ON documents (ingested_at, doc_id);
+CREATE INDEX documents_order ON documents (ingested_at, seq);
 CREATE TABLE sources (
     path text PRIMARY KEY,
     doc_id text NOT NULL REFERENCES documents ON DELETE CASCADE,
@@ -474,7 +475,7 @@ def _documents(
         where, args = "WHERE collection = ANY(%s)", [sorted(within)]
     docs = db.execute(
         "SELECT doc_id, kind, pages, chunks, ingested_at, collection, pii FROM documents "
-        f"{where} ORDER BY ingested_at, doc_id",
+        f"{where} ORDER BY ingested_at, seq",  # same second: in the order they were stored
         args,
     ).fetchall()
     if not docs:
