@@ -2115,7 +2115,11 @@ class IndexWriter:
         self._new_files = []
         with contextlib.suppress(sqlite3.Error):
             # Fold the write-ahead log back into the database and shrink it, so the folder
-            # holds one copy of the data (readers still in it keep what they need).
+            # holds one copy of the data. Without waiting: a checkpoint that must truncate
+            # waits for every reader to leave the log, which under steady queries meant
+            # a publish stalled for the whole busy timeout (30 s). With no wait it copies
+            # what no reader still needs; the next publish copies the rest.
+            self.db.execute("PRAGMA busy_timeout = 0")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
         return manifest

@@ -57,6 +57,19 @@ def test_a_generation_is_closed_only_after_its_last_view(index_dir):
     assert store.chunk_count() == 2
 
 
+def test_a_publish_does_not_wait_for_the_queries_in_flight(index_dir):
+    store = make_store(index_dir)
+    add_doc(store, "one", ["one"])
+    with store.reader() as view:  # a query in flight, inside its read transaction
+        view.chunk_count()
+        publisher = threading.Thread(target=add_doc, args=(store, "two", ["two"]))
+        publisher.start()
+        publisher.join(20)  # it used to wait out SQLite's 30 s busy timeout here
+        assert not publisher.is_alive()
+        assert view.chunk_count() == 1
+    assert store.chunk_count() == 2
+
+
 def test_threads_sharing_one_store_never_fail_while_it_is_republished(index_dir):
     store = make_store(index_dir)
     add_doc(store, "base", [f"base chunk {i} about pumps" for i in range(20)])
