@@ -253,17 +253,28 @@ def measure_recall(store: Any, queries: np.ndarray) -> float:
     return round(found / (10 * len(queries)), 4)
 
 
-def measure_recall_pg(store: Any, queries: np.ndarray) -> float | None:
-    """Recall@10 of the Postgres store against its own exact search (if it offers one)."""
+def measure_recall_pg(store: Any, queries: np.ndarray) -> dict[str, float] | None:
+    """Recall@10 of the Postgres store against its own exact search (if it offers one),
+    at its ``ef_search`` and at others, with the p95 of the vector search at each."""
     exact = getattr(store, "exact_search", None)
     if exact is None:
         return None
-    found = 0
-    for q in queries:
-        truth = {r.id for r, _ in exact(q.tolist(), 10)}
-        got = {r.id for r, _ in store.search_chunks_by_vector(q.tolist(), 10)}
-        found += len(truth & got)
-    return round(found / (10 * len(queries)), 4)
+    truths = [{r.id for r, _ in exact(q.tolist(), 10)} for q in queries]
+    default, out = store.ef_search, {}
+    try:
+        for ef in sorted({40, 100, 200, default}):
+            store.ef_search = ef
+            found, took = 0, []
+            for q, truth in zip(queries, truths, strict=True):
+                t = time.perf_counter()
+                got = {r.id for r, _ in store.search_chunks_by_vector(q.tolist(), 10)}
+                took.append(time.perf_counter() - t)
+                found += len(truth & got)
+            recall = round(found / (10 * len(queries)), 4)
+            out[f"ef_search={ef}"] = {"recall": recall, "vector_ms": percentiles(took)}
+    finally:
+        store.ef_search = default
+    return out
 
 
 def disk(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 DEFAULT_COLLECTION = "default"
-TOKENIZER = "porter unicode61 remove_diacritics 2"  # the keyword index's (rag.store.meta)
 
 
 def document_id(content_id: str, collection: str) -> str:
@@ -158,69 +157,61 @@ def admission(
     return Admission(mask, default_in, min(admitted, live_chunks), live_chunks)
 
 
-# Keyword search of a large index (``PRUNE_FROM`` chunks or more) scores at most about
+# Keyword search of a large index (``PRUNE_FROM`` chunks or more) scores at most
 # ``KEYWORD_BUDGET`` matching chunks: FTS5 computes BM25 for every chunk a word matches,
 # with no early stop (~1 us each on 2 cores; a word in every chunk of 1M costs ~1 s). The
 # query's words are taken rarest first while the chunks they match stay within the
-# budget; the rarest is taken alone whatever it matches, up to ``COMMON_SHARE`` of the
-# chunks. A word in more chunks than that tells little about which chunk is meant (BM25's
-# IDF below log(9) ~ 2.2, against ~10 for a rare word): a query made only of such words
+# budget. A word in more chunks than the budget, or than ``COMMON_SHARE`` of them, is
+# left out: it tells little about which chunk is meant (BM25's IDF below log(9) ~ 2.2 at
+# 10%, ~3.5 at 3% of 1M, against ~10 for a rare word). A query made only of such words
 # gets no keyword ranking there, and the vector ranking alone orders its results.
 KEYWORD_BUDGET = 30_000
 COMMON_SHARE = 0.1
 PRUNE_FROM = 20_000  # chunks; smaller indexes search every word
-_stemming = threading.local()
 
 
-def _stems(words: list[str]) -> list[str | None]:
-    """Each word as the keyword index stores it (FTS5's own porter tokenizer does it)."""
-    db = getattr(_stemming, "db", None)
-    if db is None:
-        db = sqlite3.connect(":memory:")
-        db.execute(f"CREATE VIRTUAL TABLE w USING fts5(word, tokenize='{TOKENIZER}')")
-        db.execute("CREATE VIRTUAL TABLE wv USING fts5vocab(w, 'instance')")
-        _stemming.db = db
-    db.execute("DELETE FROM w")
-    db.executemany("INSERT INTO w (rowid, word) VALUES (?, ?)", enumerate(words, 1))
-    found: dict[int, str] = {}
-    for doc, term in db.execute("SELECT doc, term FROM wv"):
-        found.setdefault(int(doc), term)
-    return [found.get(i) for i in range(1, len(words) + 1)]
+def _match_counts(
+    db: sqlite3.Connection, words: list[str], cap: int, known: dict[str, int]
+) -> list[int]:
+    """How many chunks each word matches, counted up to ``cap + 1``.
 
-
-def _document_counts(db: sqlite3.Connection, stems: list[str | None]) -> list[int]:
-    """How many chunks hold each stem (chunks not yet purged included)."""
-    try:
-        db.execute("SELECT 1 FROM temp.chunks_vocab LIMIT 0")
-    except sqlite3.OperationalError:
-        db.execute(
-            "CREATE VIRTUAL TABLE temp.chunks_vocab USING fts5vocab(main, chunks_fts, 'row')"
-        )
+    Chunks not purged yet are counted. Read from the word's FTS5 row list, stopping at the
+    cap: FTS5's own counts (``fts5vocab``) read a word's whole list, ~0.2 s for a word in
+    each of 1M chunks. ``known``: counts taken before in the same generation (the common
+    words of questions recur), added to.
+    """
     out = []
-    for stem in stems:
-        row = None
-        if stem is not None:  # one lookup per term: an IN list scans the vocabulary
-            row = db.execute("SELECT doc FROM temp.chunks_vocab WHERE term = ?", (stem,)).fetchone()
-        out.append(int(row[0]) if row else 0)
+    for w in words:
+        n = known.get(w)
+        if n is None:
+            n = known[w] = db.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? LIMIT ?)",
+                (f'"{w}"', cap + 1),
+            ).fetchone()[0]
+        out.append(n)
     return out
 
 
-def discriminating(db: sqlite3.Connection, words: list[str], chunks: int) -> list[str]:
+def discriminating(
+    db: sqlite3.Connection, words: list[str], chunks: int, known: dict[str, int] | None = None
+) -> list[str]:
     """The query words a keyword search of ``chunks`` chunks scores (see ``KEYWORD_BUDGET``).
 
     Every word on a small index; on a large one the rarest words, in the query's order,
-    whose matches fit the budget (the rarest alone may exceed it): none when every word
-    is in more than ``COMMON_SHARE`` of the chunks, or in none.
+    whose matches together fit the budget, leaving out any word in more chunks than the
+    budget or ``COMMON_SHARE`` of them: none when every word is such a word (or in none).
+    ``known``: a cache of match counts for this generation of the index.
     """
     if chunks < PRUNE_FROM:
         return words
-    counts = _document_counts(db, _stems(words))
-    common = COMMON_SHARE * chunks
-    rarest = sorted((n, i) for i, n in enumerate(counts) if 0 < n <= common)
+    cap = int(min(COMMON_SHARE * chunks, KEYWORD_BUDGET))
+    counts = _match_counts(db, words, cap, {} if known is None else known)
+    rarest = sorted((n, i) for i, n in enumerate(counts) if 0 < n <= cap)
     kept: set[int] = set()
     spent = 0
     for n, i in rarest:
-        if kept and spent + n > KEYWORD_BUDGET:
+        if spent + n > KEYWORD_BUDGET:
             break
         kept.add(i)
         spent += n

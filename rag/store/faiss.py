@@ -604,7 +604,8 @@ class StoreView:
         terms = keyword_terms(query)
         if not terms:
             return []
-        terms = collections.discriminating(db, terms, self._gen.manifest.chunks)
+        known = self._gen.cache.setdefault("match_counts", {})
+        terms = collections.discriminating(db, terms, self._gen.manifest.chunks, known)
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)

@@ -108,11 +108,10 @@ def live(alias: str, gen: int) -> str:
 def connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are begun explicitly), WAL on."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    # Readers do not set query_only: a view keeps a TEMP table of its own (the keyword
-    # index's vocabulary). They never write the database.
-    del readonly
     try:
         db.execute("PRAGMA busy_timeout = 30000")
+        if readonly:
+            db.execute("PRAGMA query_only = ON")
     except BaseException:
         db.close()
         raise

@@ -298,9 +298,11 @@ def test_words_most_chunks_hold_are_left_out_of_a_large_keyword_search(index_dir
         assert pick(db, ["common", "runs"], 40) == ["runs"]  # stemmed
         assert pick(db, ["middle", "common", "rare"], 40) == ["middle", "rare"]  # 4 + 1 <= 5
         assert pick(db, ["middle", "rare", "running", "x"], 40) == ["rare", "running"]
-        assert pick(db, ["middle", "item"], 40) == ["middle"]  # over budget: the rarest alone
+        assert pick(db, ["middle", "item"], 40) == ["middle"]  # item: in 36 of 40 chunks
         assert pick(db, ["common", "item"], 40) == []  # all in over 10%: no keyword ranking
         assert pick(db, ["common", "item"], 9) == ["common", "item"]  # a small index: all
         assert view.keyword_search("common everywhere", 3) == []
+        monkeypatch.setattr(collections, "KEYWORD_BUDGET", 3)
+        assert pick(db, ["middle", "rare"], 40) == ["rare"]  # middle alone is over budget
         hits = view.keyword_search("common rare", 3)
     assert [r.text for r, _ in hits] == ["common words everywhere rare running"]
