@@ -185,12 +185,13 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         common_latencies.append(time.perf_counter() - t)
     writer_store = open_store(args, given)
     publishes, firsts = [], []
+    run = os.getpid()  # new document names on every run (--reuse serves one index again)
     for n in range(5):
         chunk_texts = texts(rng, words, 10)
         t = time.perf_counter()
         with writer_store.writer() as w:
             w.add_document(
-                f"new{n}", kind="text", pages=None, source=f"/bench/new{n}.txt",
+                f"new{run}-{n}", kind="text", pages=None, source=f"/bench/new{run}-{n}.txt",
                 chunks=[NewChunk(x) for x in chunk_texts], vectors=unit(rng, 10),
             )  # fmt: skip
         publishes.append(time.perf_counter() - t)

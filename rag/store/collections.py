@@ -163,9 +163,9 @@ def admission(
 # query's words are taken rarest first while the chunks they match stay within the
 # budget. A word in more chunks than the budget, or than ``COMMON_SHARE`` of them, is
 # left out: it tells little about which chunk is meant (BM25's IDF below log(9) ~ 2.2 at
-# 10%, ~3.5 at 3% of 1M, against ~10 for a rare word). A query made only of such words
+# 10%, ~3.9 at 2% of 1M, against ~10 for a rare word). A query made only of such words
 # gets no keyword ranking there, and the vector ranking alone orders its results.
-KEYWORD_BUDGET = 30_000
+KEYWORD_BUDGET = 20_000
 COMMON_SHARE = 0.1
 PRUNE_FROM = 20_000  # chunks; smaller indexes search every word
 

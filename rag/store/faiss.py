@@ -2051,10 +2051,12 @@ class IndexWriter:
         if merging:
             dead_ids = _dead_ids(self.db, self.gen)
             more_ids, more_vectors = [ids], [vectors]
+            moved: list[int] = []
             for info in merging:
                 seg = segments.read_segment(info, self.store.segment_path(info.name))
                 keep = ~np.isin(seg.labels, dead_ids)
                 more_ids.append(seg.labels[keep])
+                moved.extend(seg.labels[keep].tolist())
                 more_vectors.append(seg.vectors_at(np.flatnonzero(keep)))
             ids, vectors = np.concatenate(more_ids), np.concatenate(more_vectors)
         if not len(ids) and not merging:
@@ -2066,13 +2068,13 @@ class IndexWriter:
         self._new_files.append(path)
         _write_index(segments.build_index(segments.FLAT, vectors, ids), path)
         if merging:
-            names = [s.name for s in merging]
-            marks = ",".join("?" * len(names))
-            self.db.execute(
-                f"UPDATE chunks SET segment = ? WHERE segment IN ({marks}) "
-                "AND (removed_gen IS NULL OR removed_gen > ?)",
-                (name, *names, self.gen),
-            )
+            # By chunk id (the primary key): ``segment`` has no index, and a scan for the
+            # merged segments' names read every row (~1.9 s at 1M chunks).
+            for batch in _batches(moved, 500):
+                self.db.execute(
+                    f"UPDATE chunks SET segment = ? WHERE id IN ({','.join('?' * len(batch))})",
+                    (name, *batch),
+                )
         self._segments = [s for s in self._segments if s not in merging]
         self._segments.append(SegmentInfo(name, len(ids), segments.FLAT, path.stat().st_size))
 

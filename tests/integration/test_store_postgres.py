@@ -230,8 +230,8 @@ def test_a_word_in_most_chunks_only_ranks_what_rarer_words_match(
     with store.reader() as view:
         db = view._db()
         assert store.picking_queries(db, ["common", "zeppelin"]) == [("zeppelin", None)]
-        # Only common words: the chunks holding all of them, else the rarest word's; words
-        # in most chunks: a sample of them.
+        # Only common words: a sample of the chunks holding all of them, else of the
+        # rarest word's.
         assert store.picking_queries(db, ["common", "filler"]) == [
             ("common & filler", SAMPLE_ROWS),
             ("filler", SAMPLE_ROWS),
