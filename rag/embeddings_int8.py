@@ -42,7 +42,9 @@ INT8_SUFFIX = "+onnx-int8"
 MODEL_FILE = "model_int8.onnx"
 EXPORT_FILE = "export.json"
 # Bumped when the export steps change, so older caches are not reused.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+# Layers whose feed-forward down-projection stays in fp32 (``_down_projections``).
+FP32_LAYERS = 2
 # A temporary export folder older than this was left by a killed process.
 _STALE_S = 3600.0
 
@@ -55,7 +57,8 @@ def cache_dir(settings: Settings, model_path: Path) -> Path:
     """
     weights = model_path / "model.safetensors"
     stat = weights.stat() if weights.is_file() else None
-    source = f"{EXPORT_FORMAT}|{model_path.resolve()}|{stat and (stat.st_size, stat.st_mtime_ns)}"
+    weights_key = stat and (stat.st_size, stat.st_mtime_ns)
+    source = f"{EXPORT_FORMAT}.{FP32_LAYERS}|{model_path.resolve()}|{weights_key}"
     key = hashlib.sha256(source.encode()).hexdigest()[:12]
     name = Path(settings.embedding_model).name or "model"
     return settings.data_dir / "models" / f"{name}-onnx-int8-{key}"
@@ -170,29 +173,51 @@ def _export(model_path: Path, out: Path) -> None:
             dynamo=False,
         )
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    config = json.loads((model_path / "config.json").read_text())
     quantize_dynamic(
         str(pre),
         str(out / MODEL_FILE),
         weight_type=QuantType.QInt8,
         per_channel=True,
         reduce_range=False,
+        nodes_to_exclude=_down_projections(pre, config),
     )
     fp32.unlink()
     pre.unlink()
     shutil.copy2(model_path / "tokenizer.json", out / "tokenizer.json")
-    config = json.loads((model_path / "config.json").read_text())
     window = max_seq_length(model_path) or int(config["max_position_embeddings"])
     info = {
         "format": EXPORT_FORMAT,
         "source": str(model_path.resolve()),
         "max_seq_length": min(window, int(config["max_position_embeddings"])),
         "hidden_size": int(config["hidden_size"]),
-        "quantization": "dynamic int8: QInt8 weights per channel, QUInt8 activations",
+        "quantization": (
+            "dynamic int8: QInt8 weights per channel, QUInt8 activations; "
+            "feed-forward down-projections in fp32"
+        ),
     }
     (out / EXPORT_FILE).write_text(json.dumps(info, indent=2))
     for path in out.iterdir():  # on disk before the rename publishes them
         with path.open("rb") as f:
             os.fsync(f.fileno())
+
+
+def _down_projections(model: Path, config: dict[str, Any]) -> list[str]:
+    """The first ``FP32_LAYERS`` feed-forward down-projections (MatMuls left in fp32).
+
+    Their input, the activation after GELU, has a long tail that a per-tensor uint8 scale
+    flattens, and the first layers' errors travel through all the others: on 512 chunks of
+    the corpora, cosine to fp32 went from 0.9924 to 0.9948 with the first two left in
+    fp32 (0.9963 with all six, at 1.76x fp32's speed instead of 2.3x). Found by their
+    weight's shape (intermediate x hidden), not by name, so any BERT export matches.
+    """
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    shape = [int(config["intermediate_size"]), int(config["hidden_size"])]
+    down = {t.name for t in graph.initializer if list(t.dims) == shape}
+    nodes = [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & down]
+    return nodes[:FP32_LAYERS]  # the graph lists the layers in order
 
 
 class Int8Embeddings(Embeddings):
