@@ -10,7 +10,7 @@ import pytest
 
 from rag.cli import main
 from rag.embeddings import load_embeddings
-from rag.embeddings_int8 import MODEL_FILE, Int8Embeddings, cache_dir
+from rag.embeddings_int8 import FP32_LAYERS, MODEL_FILE, Int8Embeddings, cache_dir
 from rag.settings import Settings, load_settings
 
 SENTENCES = [
@@ -39,6 +39,24 @@ def exported(int8_settings: Settings) -> tuple[Int8Embeddings, float]:
     model = load_embeddings(int8_settings)
     assert isinstance(model, Int8Embeddings)
     return model, time.perf_counter() - started
+
+
+def test_only_the_first_down_projections_stay_fp32(
+    exported: tuple[Int8Embeddings, float], int8_settings: Settings
+) -> None:
+    import onnx
+
+    graph = onnx.load(
+        str(cache_dir(int8_settings, int8_settings.embedding_model_path()) / MODEL_FILE)
+    ).graph
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    fp32 = [n for n in graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
+    assert [weights[i] for n in fp32 for i in n.input if i in weights] == [
+        [1536, 384]
+    ] * FP32_LAYERS
+    # Six layers of q, k, v, attention out, up and down projections; the rest quantized.
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 6 * 6 - FP32_LAYERS
+    assert "layer.0/" in fp32[0].name and "layer.1/" in fp32[1].name
 
 
 def test_int8_vectors_point_where_fp32_vectors_do(exported: tuple[Int8Embeddings, float]) -> None:
