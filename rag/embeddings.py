@@ -178,7 +178,43 @@ def _layer_norm_(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: np.fl
     x += bias
 
 
-class BertEmbeddings(Embeddings):
+class TokenEncoder(Embeddings):
+    """Texts tokenized, batched by length and encoded into unit vectors by ``_forward``.
+
+    Shared by the numpy pass (``BertEmbeddings``) and the int8 ONNX one
+    (``rag.embeddings_int8``); a subclass sets ``_tokenizer``, ``_hidden`` and ``_batch``.
+    Texts of a call are sorted by length before they are batched, so a batch pads (or
+    packs) texts of close lengths, as sentence-transformers does.
+    """
+
+    _tokenizer: Any
+    _hidden: int
+    _batch: int
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed a batch of texts (unit vectors)."""
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query (a unit vector)."""
+        return self.encode([text])[0].tolist()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of ``texts``, one row each (float32)."""
+        out = np.zeros((len(texts), self._hidden), np.float32)
+        encodings = self._tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), self._batch):
+            rows = order[start : start + self._batch]
+            out[rows] = self._forward([encodings[i].ids for i in rows])
+        return out
+
+    def _forward(self, seqs: list[list[int]]) -> np.ndarray:
+        """Unit vectors of a batch of token id sequences."""
+        raise NotImplementedError
+
+
+class BertEmbeddings(TokenEncoder):
     """A sentence-transformers BERT model with mean pooling, run in numpy (see the module doc).
 
     Tokens of a batch are packed without padding: the dense layers run over all of them at
@@ -263,23 +299,6 @@ class BertEmbeddings(Embeddings):
         if modes != ["pooling_mode_mean_tokens"]:
             return f"its pooling is {modes}, not mean tokens"
         return None
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed a batch of texts (unit vectors)."""
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one query (a unit vector)."""
-        return self.encode([text])[0].tolist()
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, one row each (float32)."""
-        out = np.zeros((len(texts), self._hidden), np.float32)
-        encodings = self._tokenizer.encode_batch(texts)
-        for start in range(0, len(texts), self._batch):
-            batch = encodings[start : start + self._batch]
-            out[start : start + len(batch)] = self._forward([e.ids for e in batch])
-        return out
 
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         w, heads, hidden = self._w, self._heads, self._hidden

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
+from rag.embeddings import TokenEncoder
 from rag.errors import ConfigError
 from rag.settings import Settings
 
@@ -220,11 +220,11 @@ def _down_projections(model: Path, config: dict[str, Any]) -> list[str]:
     return nodes[:FP32_LAYERS]  # the graph lists the layers in order
 
 
-class Int8Embeddings(Embeddings):
+class Int8Embeddings(TokenEncoder):
     """The exported int8 model in an ONNX Runtime session: unit vectors, mean pooled.
 
-    Texts of a call are sorted by length before they are batched, so a batch pads to a
-    length close to its own texts' (as sentence-transformers does). Dynamic quantization
+    Batches are padded to their longest text (``TokenEncoder`` batches texts of close
+    lengths). Dynamic quantization
     scales a layer's activations by their range over the whole batch, so a text's vector
     moves a little with its batch (cosine ~0.99 between a text alone and in a batch, about
     what int8 moves from fp32); ``bench/quantized.py`` measures what that costs retrieval.
@@ -245,24 +245,6 @@ class Int8Embeddings(Embeddings):
             str(model_dir / MODEL_FILE), providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed a batch of texts (unit vectors)."""
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed one query (a unit vector)."""
-        return self.encode([text])[0].tolist()
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, one row each (float32)."""
-        out = np.zeros((len(texts), self._hidden), np.float32)
-        encodings = self._tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), self._batch):
-            rows = order[start : start + self._batch]
-            out[rows] = self._forward([encodings[i].ids for i in rows])
-        return out
 
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         width = max(len(s) for s in seqs)
