@@ -99,10 +99,9 @@ CREATE TABLE documents (
     chunks integer NOT NULL,
     ingested_at text NOT NULL,
     collection text NOT NULL,
-    pii jsonb,                    -- kinds of personal data in its chunks, with counts
-    seq bigint GENERATED ALWAYS AS IDENTITY  -- the order stored, within a second
+    pii jsonb                     -- kinds of personal data in its chunks, with counts
 );
-CREATE INDEX documents_order ON documents (ingested_at, seq);
+CREATE INDEX documents_order ON documents (ingested_at, doc_id);
 CREATE TABLE sources (
     path text PRIMARY KEY,
     doc_id text NOT NULL REFERENCES documents ON DELETE CASCADE,
@@ -474,7 +473,10 @@ def _documents(
         where, args = "WHERE collection = ANY(%s)", [sorted(within)]
     docs = db.execute(
         "SELECT doc_id, kind, pages, chunks, ingested_at, collection, pii FROM documents "
-        f"{where} ORDER BY ingested_at, seq",  # same second: in the order they were stored
+        # Same second: in the order they were stored, which their first source's row
+        # number keeps (the schema has no such column of its own).
+        f"{where} ORDER BY ingested_at, "
+        "(SELECT min(s.seq) FROM sources s WHERE s.doc_id = documents.doc_id), doc_id",
         args,
     ).fetchall()
     if not docs:
