@@ -9,11 +9,21 @@ from pathlib import Path
 
 
 class RagError(Exception):
-    """Base of every error ragchat reports to a user."""
+    """Base of every error ragchat reports to a user.
+
+    ``category`` sorts it for metrics, logs and retries: ``model`` (an endpoint failed),
+    ``infrastructure`` (ragchat's own storage or setup), ``input`` (what the caller
+    sent), ``security`` (refused for who asks or what it holds) or ``business_rule``
+    (a limit or state of the installation).
+    """
+
+    category = "infrastructure"
 
 
 class ConfigError(RagError):
     """A setting has a value ragchat cannot use."""
+
+    category = "infrastructure"
 
     def __init__(self, setting: str, reason: str) -> None:
         self.setting = setting
@@ -24,6 +34,8 @@ class ConfigError(RagError):
 class IngestError(RagError):
     """A file could not be read into the index."""
 
+    category = "input"
+
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
@@ -33,9 +45,13 @@ class IngestError(RagError):
 class UnsupportedFileError(IngestError):
     """A file's content is of a type ragchat does not read."""
 
+    category = "input"
+
 
 class ParseLimitError(IngestError):
     """Parsing a file broke a configured limit (time, memory, size, archive shape)."""
+
+    category = "input"
 
     def __init__(self, path: Path | str, limit: str, reason: str) -> None:
         self.limit = limit
@@ -45,9 +61,13 @@ class ParseLimitError(IngestError):
 class StoreError(RagError):
     """Base for problems with the index directory itself."""
 
+    category = "infrastructure"
+
 
 class IndexNotFoundError(StoreError):
     """No index has been published in the directory yet."""
+
+    category = "business_rule"
 
     def __init__(self, index_dir: Path | str) -> None:
         self.index_dir = str(index_dir)
@@ -59,6 +79,8 @@ class IndexNotFoundError(StoreError):
 class IndexCorruptError(StoreError):
     """The published index cannot be read."""
 
+    category = "infrastructure"
+
     def __init__(self, index_dir: Path | str, reason: str) -> None:
         self.index_dir = str(index_dir)
         self.reason = reason
@@ -68,6 +90,8 @@ class IndexCorruptError(StoreError):
 class IndexUnwritableError(StoreError):
     """The index folder cannot be created or written."""
 
+    category = "infrastructure"
+
     def __init__(self, index_dir: Path | str, reason: str) -> None:
         self.index_dir = str(index_dir)
         self.reason = reason
@@ -76,6 +100,8 @@ class IndexUnwritableError(StoreError):
 
 class IndexMismatchError(StoreError):
     """The index was built with another embedding model than the one configured."""
+
+    category = "infrastructure"
 
     def __init__(
         self, expected_model: str, found_model: str, expected_dim: int, found_dim: int
@@ -104,6 +130,8 @@ class IndexMismatchError(StoreError):
 class IndexLockedError(StoreError):
     """Another process is writing to the index."""
 
+    category = "infrastructure"
+
     def __init__(self, index_dir: Path | str, waited_s: float) -> None:
         self.index_dir = str(index_dir)
         self.waited_s = waited_s
@@ -115,6 +143,8 @@ class IndexLockedError(StoreError):
 
 class DocumentNotFoundError(RagError):
     """No indexed document matches an id or path."""
+
+    category = "input"
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -128,6 +158,8 @@ class InvalidInputError(RagError):
     uploaded file.
     """
 
+    category = "input"
+
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         self.reason = reason
@@ -136,6 +168,8 @@ class InvalidInputError(RagError):
 
 class JobNotFoundError(RagError):
     """No job has this id (it never existed, or its records were removed)."""
+
+    category = "input"
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
@@ -183,6 +217,8 @@ class ProviderError(RagError):
     ``failures`` holds one entry per endpoint tried, in order (the fallback last).
     """
 
+    category = "model"
+
     def __init__(
         self,
         provider: str,
@@ -227,6 +263,8 @@ class AnswerCutError(ProviderError):
     what arrived and says that it was cut. ``model`` names the model that wrote that part.
     """
 
+    category = "model"
+
     def __init__(
         self, provider: str, fault: EndpointFault, reason: str, *, model: str, tokens: int
     ) -> None:
@@ -242,6 +280,8 @@ class PiiBlockedError(RagError):
     ``kinds`` names the kinds found (EMAIL_ADDRESS, ...), never the values; ``where`` says
     which part of the prompt held them (the question, the conversation, the passages).
     """
+
+    category = "security"
 
     def __init__(self, kinds: Sequence[str], where: Sequence[str] = ()) -> None:
         self.kinds = sorted(set(kinds))
@@ -260,6 +300,8 @@ class ContentRefusedError(RagError):
     endpoint); ``categories`` are the categories it flagged (never the text).
     """
 
+    category = "security"
+
     def __init__(self, stage: str, by: str, categories: Sequence[str]) -> None:
         self.stage = stage
         self.by = by
@@ -275,6 +317,8 @@ class AuthenticationError(RagError):
     never echoes the secret itself.
     """
 
+    category = "security"
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"not signed in: {reason}")
@@ -287,6 +331,8 @@ class PermissionDeniedError(RagError):
     with them, a read-only key deleting); a thing the caller may not read is not found.
     """
 
+    category = "security"
+
     def __init__(self, action: str, reason: str) -> None:
         self.action = action
         self.reason = reason
@@ -296,6 +342,8 @@ class PermissionDeniedError(RagError):
 class NotFoundError(RagError):
     """No ``kind`` has this id, or the caller may not read it: the two answer alike (404)."""
 
+    category = "input"
+
     def __init__(self, kind: str, key: str) -> None:
         self.kind = kind
         self.key = key
@@ -304,6 +352,8 @@ class NotFoundError(RagError):
 
 class RateLimitedError(RagError):
     """A rate limit was reached; ``retry_after_s`` says when to try again (HTTP 429)."""
+
+    category = "business_rule"
 
     def __init__(self, limit: str, retry_after_s: float) -> None:
         self.limit = limit
@@ -319,3 +369,11 @@ def _duration(seconds: int) -> str:
     if seconds < 7200:
         return f"{(seconds + 59) // 60} min"
     return f"{(seconds + 3599) // 3600} h"
+
+
+CATEGORIES = ("model", "infrastructure", "input", "security", "business_rule")
+
+
+def category_of(error: BaseException) -> str:
+    """The category of any error (one that is not a ``RagError`` is a bug: infrastructure)."""
+    return error.category if isinstance(error, RagError) else "infrastructure"

@@ -218,6 +218,14 @@ class Settings(BaseSettings):
         le=64,
         description="Questions of one batch run sent to the model at once, when it does not say.",
     )
+    model_prices: str = Field(
+        default="",
+        description=(
+            'Model prices for the cost estimate in the metrics, as JSON: {"model": [prompt, '
+            'completion], ...} in dollars per million tokens; "*" prices every other model. '
+            "Unset: no cost is estimated (the bundled model costs nothing)."
+        ),
+    )
     lock_timeout_s: float = Field(
         default=600.0,
         ge=0,
@@ -499,6 +507,14 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an address or a network") from None
         return entries
+
+    @field_validator("model_prices")
+    @classmethod
+    def _price_table(cls, text: str) -> str:
+        from rag.observe.prices import parse_prices
+
+        parse_prices(text)  # raises ValueError saying what is wrong
+        return text
 
     @field_validator("session_secret")
     @classmethod

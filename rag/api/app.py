@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
-from rag.api import ask, conversations, documents, health, jobs, search
+from rag.api import ask, conversations, documents, health, jobs, metrics, search
 from rag.api.deps import Jobs
 from rag.api.errors import error_response, install_error_handlers
 from rag.errors import RagError
@@ -140,7 +140,7 @@ def create_api(
     api.state.get_service = get_service
     api.state.get_jobs = get_jobs
     install_error_handlers(api)
-    for module in (ask, search, documents, conversations, jobs, health):
+    for module in (ask, search, documents, conversations, jobs, health, metrics):
         api.include_router(module.router)
 
     def upload_limit() -> int:

@@ -147,6 +147,7 @@ def validation_error(errors: Sequence[Any]) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    _count(request, InvalidInputError("body", "the request body is not valid"))
     return validation_error(exc.errors())
 
 
@@ -159,8 +160,19 @@ def error_headers(exc: RagError) -> dict[str, str]:
     return {}
 
 
+def _count(request: Request, exc: Exception) -> None:
+    """Count an error answered to a client in the service's metrics."""
+    get_service = getattr(request.app.state, "get_service", None)
+    if get_service is not None:
+        try:
+            get_service().record_error(exc)
+        except Exception:
+            logger.debug("could not count an error", exc_info=True)
+
+
 async def _on_rag_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagError)
+    _count(request, exc)
     status, body = rag_error_json(exc)
     return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
@@ -193,6 +205,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    _count(request, exc)
     return error_response(500, "internal", INTERNAL_MESSAGE)
 
 

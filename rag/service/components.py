@@ -26,6 +26,8 @@ from rag.guard.scan import ChunkScanner
 from rag.llm.client import Endpoint, build_llm, endpoints
 from rag.llm.local import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
+from rag.observe.metrics import Metrics
+from rag.observe.prices import parse_prices
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.service.core import Models, RagService
@@ -420,7 +422,17 @@ def build_service(
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
+        build_metrics(settings, store),
     )
+
+
+def build_metrics(settings: Settings, store: Store) -> Metrics:
+    """The metrics of a service over ``store``, with the settings' price table."""
+    gauges = {
+        "ragchat_index_chunks": ("Chunks in the index (0 before the first ingestion).",
+                                 lambda: store.chunk_count() if store.exists() else 0),
+    }  # fmt: skip
+    return Metrics(prices=parse_prices(settings.model_prices), gauges=gauges)
 
 
 def build_access(settings: Settings) -> AccessService:

@@ -7,6 +7,7 @@ one from settings; tests build one from fakes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import InvalidInputError, RagError
+from rag.errors import InvalidInputError, RagError, RateLimitedError
+from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.settings import Settings
 
@@ -100,6 +102,7 @@ class RagService:
         pipeline: Callable[[Progress], IngestPipeline],
         retriever: Callable[..., Any],
         access: AccessService | Callable[[], AccessService],
+        metrics: Metrics | None = None,
     ) -> None:
         self._access = access if callable(access) else None
         self._access_service = None if callable(access) else access
@@ -113,6 +116,7 @@ class RagService:
         self._retriever = retriever
         self._engines: dict[tuple[str | None, int | None, bool], ChatEngine] = {}
         self._lock = threading.Lock()
+        self.metrics = metrics if metrics is not None else Metrics()
 
     @property
     def settings(self) -> Settings:
@@ -193,10 +197,14 @@ class RagService:
             RagError: the question is empty, the conversation or a collection does not
                 exist (or is not the caller's), or the caller's tokens for the day are spent.
         """
-        if not question.strip():
-            raise InvalidInputError("question", "the question is empty")
-        scope = self.scope(caller, collections)
-        self.access.check_tokens(caller)
+        try:
+            if not question.strip():
+                raise InvalidInputError("question", "the question is empty")
+            scope = self.scope(caller, collections)
+            self.access.check_tokens(caller)
+        except RagError as exc:
+            self.record_error(exc)
+            raise
         if conversation_id is None:
             stream = self.engine(mode, k).ask(
                 question.strip(), history, within=scope.collections, buffered=buffered
@@ -219,12 +227,19 @@ class RagService:
         """``stream``, with the question audited and its tokens counted when it ends."""
         pieces = stream._pieces
         access = self.access
+        metrics = self.metrics
 
         def counted() -> Iterator[str]:
             try:
                 yield from pieces
+            except BaseException as exc:
+                if not isinstance(exc, GeneratorExit):  # not the reader leaving early
+                    self.record_error(exc)
+                raise
             finally:
                 answer = stream.result
+                if answer is not None:
+                    _record_answer(metrics, answer)
                 cited = [] if answer is None else [c.source.chunk_id for c in answer.citations]
                 model = "" if answer is None else answer.model
                 access.record_question(caller, _question_of(answer), scope, cited, model, where)
@@ -414,6 +429,7 @@ class RagService:
         report = self.pipeline(progress).run(
             paths, prune=prune, force=force, titles=titles, collection=target.id
         )
+        self.metrics.ingested(report.chunks, report.embed_seconds or report.seconds)
         self.access.record(
             caller,
             "re-indexed" if force else "ingested",
@@ -530,6 +546,23 @@ class RagService:
     def set_feedback(self, message_id: int, score: int | None, *, caller: Principal) -> None:
         """Thumbs up (1), down (0) or cleared (None) on one of the caller's answers."""
         self.memory.set_feedback(message_id, score, owner=caller.user_id)
+        if score is not None:
+            self.metrics.rated(bool(score))
+
+    # Metrics --------------------------------------------------------------------------
+
+    def record_error(self, error: BaseException) -> None:
+        """Count an error a user is shown (adapters call it where they show one).
+
+        An error counted once, by the service or by an adapter, is not counted again.
+        """
+        if getattr(error, "_ragchat_counted", False):
+            return
+        with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+            error._ragchat_counted = True  # type: ignore[attr-defined]
+        self.metrics.failed(error)
+        if isinstance(error, RateLimitedError):
+            self.metrics.refused(error.limit)
 
     # Health ---------------------------------------------------------------------------
 
@@ -580,3 +613,18 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def _question_of(answer: Answer | None) -> str:
     return "" if answer is None else answer.question
+
+
+def _record_answer(metrics: Metrics, answer: Answer) -> None:
+    """Count a finished answer: latency, first token, retrieval, tokens, cost."""
+    timings, tokens = answer.timings, answer.tokens
+    retrieval = timings.get("retrieval_ms")
+    metrics.answered(
+        model=answer.model,
+        total_s=timings.get("total_ms", 0.0) / 1000,
+        first_token_s=timings.get("first_token_ms", 0.0) / 1000,
+        retrieval_s=None if retrieval is None else retrieval / 1000,
+        prompt_tokens=int(tokens.get("prompt", 0) or 0),
+        completion_tokens=int(tokens.get("completion", 0) or 0),
+        abstained=answer.abstained,
+    )

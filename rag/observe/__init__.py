@@ -1,0 +1,1 @@
+"""Observing the service: metrics (and traces)."""

@@ -1,0 +1,44 @@
+"""The model price table (``RAG_MODEL_PRICES``) that cost estimates use."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens read (prompt) and written (completion)."""
+
+    prompt: float
+    completion: float
+
+
+def parse_prices(text: str) -> dict[str, Price]:
+    """The price table of ``RAG_MODEL_PRICES``: ``{"model": [prompt, completion], ...}``.
+
+    Prices are dollars per million tokens. ``"*"`` prices every model not named.
+
+    Raises:
+        ValueError: the text is not such a table (the message says what is wrong).
+    """
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(data, dict):
+        raise ValueError('expected an object: {"model": [prompt, completion], ...}')  # noqa: TRY004
+    out = {}
+    for model, pair in data.items():
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(p, int | float) and p >= 0 for p in pair)
+        ):
+            raise ValueError(
+                f"{model!r}: expected [prompt, completion] dollars per million tokens, got {pair!r}"
+            )
+        out[str(model)] = Price(float(pair[0]), float(pair[1]))
+    return out
