@@ -138,6 +138,10 @@ class JobQueue:
         self.answer_task = huey.task(name="answer_question")(self._answer_question)
         self.ingest_task = huey.task(name="ingest_uploads")(self._ingest_uploads)
 
+    def depth(self) -> int:
+        """Tasks waiting in the queue (not yet taken by a worker)."""
+        return int(self.huey.pending_count())
+
     # Submitting -----------------------------------------------------------------------
 
     def enqueue_questions(self, job_id: str, indices: list[int]) -> None:

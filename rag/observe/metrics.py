@@ -54,10 +54,13 @@ class _Installation(Collector):
     """Gauges read at scrape time from the callbacks given to ``Metrics``."""
 
     def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], Any]]]) -> None:
-        self._gauges = gauges
+        self._gauges = dict(gauges)
+
+    def add(self, name: str, doc: str, read: Callable[[], Any]) -> None:
+        self._gauges[name] = (doc, read)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        for name, (doc, read) in self._gauges.items():
+        for name, (doc, read) in list(self._gauges.items()):
             try:
                 value = read()
             except Exception:  # noqa: BLE001 - a gauge that cannot be read is left out
@@ -143,8 +146,12 @@ class Metrics:
             "ragchat_rate_limited", "Requests refused by a rate limit.", ["limit"],
             registry=own,
         )  # fmt: skip
-        self._installation = _Installation(dict(gauges or {}))
+        self._installation = _Installation(gauges or {})
         self._lock = threading.Lock()
+
+    def gauge(self, name: str, doc: str, read: Callable[[], Any]) -> None:
+        """Add (or replace) a gauge read at scrape time (see the class)."""
+        self._installation.add(name, doc, read)
 
     # -- recording ----------------------------------------------------------------------
 

@@ -426,4 +426,8 @@ def build_job_service(
     )
     if workers:
         queue.start(workers)
+    if service is not None:
+        service.metrics.gauge(
+            "ragchat_job_queue_depth", "Tasks waiting in the job queue.", queue.depth
+        )
     return JobService(queue, service, default_concurrency=settings.batch_concurrency)

@@ -162,3 +162,20 @@ def test_only_admins_read_the_metrics(tmp_path: Path) -> None:
         assert metrics(service, service.access.local()).status_code == 200
     finally:
         service.close()
+
+
+def test_the_job_queue_depth_is_a_gauge_of_the_service(tmp_path: Path) -> None:
+    from rag.access.principal import LOCAL as CALLER
+    from rag.service.jobs import build_job_service
+
+    service, _ = fake_service(tmp_path)
+    jobs = build_job_service(service.settings, service, workers=0)  # nobody takes tasks
+    try:
+        before = samples(service.metrics.scrape().decode())
+        assert before[("ragchat_job_queue_depth", ())] == 0
+        jobs.submit_batch([{"question": "a?"}, {"question": "b?"}, {"question": "c?"}],
+                          caller=CALLER)  # fmt: skip
+        after = samples(service.metrics.scrape().decode())
+        assert after[("ragchat_job_queue_depth", ())] == 3
+    finally:
+        service.close()
