@@ -169,6 +169,7 @@ class IngestPipeline:
         self.progress = progress
         self.progress_interval_s = progress_interval_s
         self.release_generation = release_generation
+        self.last_report: IngestReport | None = None  # of the last run that finished
 
     def run(
         self,
@@ -203,6 +204,7 @@ class IngestPipeline:
         # An index from before the scan (or an older scanner) is scanned even when no file
         # changed, so what the documents page reports always covers every chunk.
         self.store.ensure_scanned()
+        self.last_report = report
         return report
 
 

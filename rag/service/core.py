@@ -426,10 +426,9 @@ class RagService:
         Unchanged files are skipped; see ``IngestPipeline.run``.
         """
         target = self.access.writable(caller, collection)
-        report = self.pipeline(progress).run(
-            paths, prune=prune, force=force, titles=titles, collection=target.id
-        )
-        self.metrics.ingested(report.chunks, report.embed_seconds or report.seconds)
+        pipeline = self.pipeline(progress)
+        report = pipeline.run(paths, prune=prune, force=force, titles=titles, collection=target.id)
+        self._count_ingestion(pipeline)
         self.access.record(
             caller,
             "re-indexed" if force else "ingested",
@@ -456,7 +455,16 @@ class RagService:
         self, prepared: PreparedUploads, progress: Progress | None = None
     ) -> list[UploadResult]:
         """Index saved uploads (slow); one result per file."""
-        return index_uploads(prepared, self.pipeline(progress))
+        pipeline = self.pipeline(progress)
+        try:
+            return index_uploads(prepared, pipeline)
+        finally:
+            self._count_ingestion(pipeline)
+
+    def _count_ingestion(self, pipeline: IngestPipeline) -> None:
+        report = pipeline.last_report
+        if report is not None:
+            self.metrics.ingested(report.chunks, report.embed_seconds or report.seconds)
 
     def add_uploads(
         self,

@@ -179,3 +179,21 @@ def test_the_job_queue_depth_is_a_gauge_of_the_service(tmp_path: Path) -> None:
         assert after[("ragchat_job_queue_depth", ())] == 3
     finally:
         service.close()
+
+
+def test_ingestion_throughput_is_recorded_for_runs_and_uploads(tmp_path: Path) -> None:
+    from rag.access.principal import LOCAL as CALLER
+
+    service, _ = fake_service(tmp_path / "data")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Pumps are serviced every spring. " * 40)
+    try:
+        report = service.ingest([notes], caller=CALLER)
+        results = service.add_uploads([("up.md", b"# Valves\n\n" + b"Valves close. " * 50)],
+                                      caller=CALLER)  # fmt: skip
+        got = samples(service.metrics.scrape().decode())
+    finally:
+        service.close()
+    assert report.chunks > 0 and [r.status for r in results] == ["added"]
+    assert got[("ragchat_ingest_chunks_per_second_count", ())] == 2
+    assert got[("ragchat_ingested_chunks_total", ())] > report.chunks
