@@ -55,11 +55,14 @@ from rag.llm.client import (
     provider_error,
 )
 from rag.memory import ANSWERED, CUT, FAILED, REFUSED, STOPPED, ConversationStore
+from rag.observe import tracing
 from rag.prompts import Prompts
 from rag.settings import Settings
 from rag.text import content_words
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from rag.guard.moderation import Moderator
 
 logger = logging.getLogger(__name__)
@@ -191,7 +194,7 @@ def build_chain(
         # The caller's collections; a KeyError (no scope given) fails the question closed.
         within = config.get("configurable", {})[WITHIN_KEY]
         docs = retriever.invoke(x["standalone"], config, within=within)
-        return {"docs": docs, "ms": (time.perf_counter() - started) * 1000}
+        return {"docs": docs, "ms": (time.perf_counter() - started) * 1000, "at": started}
 
     def fit(x: dict[str, Any]) -> Fitted:
         return fit_context(
@@ -350,6 +353,7 @@ class ChatEngine:
         fence: Fence | None = None,
         pii: PiiGuard | None = None,
         moderator: Moderator | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -363,6 +367,7 @@ class ChatEngine:
         self.memory = memory
         self.count = count
         self.timeout_s = timeout_s
+        self.tracer = tracer  # None: the process's (rag.observe.tracing)
 
     def ask(
         self,
@@ -482,9 +487,65 @@ class ChatEngine:
         buffered: bool,
         within: frozenset[str] | None,
     ) -> Iterator[str]:
+        """``_answer``, traced (``rag.observe.tracing``) when it ends or fails."""
         started = time.perf_counter()
+        marks: dict[str, Any] = {}
+        error: BaseException | None = None
+        try:
+            yield from self._answer(stream, question, history, buffered, within, started, marks)
+        except BaseException as exc:
+            if not isinstance(exc, GeneratorExit):  # not a reader that stopped early
+                error = exc
+            raise
+        finally:
+            self._trace(stream.result, started, marks, error, condensed=bool(history))
+
+    def _trace(
+        self,
+        answer: Answer | None,
+        started: float,
+        marks: dict[str, Any],
+        error: BaseException | None,
+        *,
+        condensed: bool,
+    ) -> None:
+        tracer = self.tracer if self.tracer is not None else tracing.tracer()
+        retrieved = marks.get("state", {}).get("retrieved") or {}
+        at = retrieved.get("at")
+        times = tracing.StepTimes(
+            started=started,
+            retrieve_started=at,
+            retrieve_ended=None if at is None else at + retrieved["ms"] / 1000,
+            first_token=marks.get("first_token"),
+            ended=time.perf_counter(),
+        )
+        attributes: dict[str, Any] = {
+            "ragchat.prompt_version": self.prompts.answer.label + self.fence.label,
+            "ragchat.model": answer.model if answer is not None else self.model_name,
+        }
+        if answer is not None:
+            attributes["ragchat.abstained"] = answer.abstained
+            attributes["ragchat.citations"] = len(answer.citations)
+            for kind in ("prompt", "completion"):
+                if isinstance(answer.tokens.get(kind), int):
+                    attributes[f"ragchat.tokens.{kind}"] = answer.tokens[kind]
+        try:
+            tracing.record_question(tracer, times, attributes, condensed=condensed, error=error)
+        except Exception:
+            logger.warning("could not record the trace of a question", exc_info=True)
+
+    def _answer(
+        self,
+        stream: AnswerStream,
+        question: str,
+        history: list[Turn],
+        buffered: bool,
+        within: frozenset[str] | None,
+        started: float,
+        marks: dict[str, Any],
+    ) -> Iterator[str]:
         first_token: float | None = None
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = marks.setdefault("state", {})
         cites: CitationStream | None = None
         pieces = 0
         cut: str | None = None
@@ -514,7 +575,7 @@ class ChatEngine:
                     if not piece or cites is None:
                         continue
                     if first_token is None:
-                        first_token = time.perf_counter()
+                        first_token = marks["first_token"] = time.perf_counter()
                     pieces += 1
                     shown = cites.feed(piece)
                     if shown and held is not None:
