@@ -487,36 +487,120 @@ class ChatEngine:
         buffered: bool,
         within: frozenset[str] | None,
     ) -> Iterator[str]:
-        """``_answer``, traced (``rag.observe.tracing``) when it ends or fails."""
         started = time.perf_counter()
-        marks: dict[str, Any] = {}
+        first_token: float | None = None
+        state: dict[str, Any] = {}
         error: BaseException | None = None
         try:
-            yield from self._answer(stream, question, history, buffered, within, started, marks)
+            cites: CitationStream | None = None
+            pieces = 0
+            cut: str | None = None
+            answered_by = _AnsweredBy()
+            if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
+                self.pii.check_question(question)
+            self._check("question", question)
+            configurable: dict[str, Any] = {
+                BUFFERED_KEY: buffered,
+                STATUS_KEY: stream.report,
+                WITHIN_KEY: within,
+            }
+            if self.pii is not None and self.pii.mode == "mask":
+                configurable[MASKER_KEY] = self.pii.new_masker()
+            if self.timeout_s is not None:
+                configurable[DEADLINE_KEY] = time.monotonic() + self.timeout_s
+            held: list[str] | None = [] if self.moderator is not None else None
+            config: RunnableConfig = {"callbacks": [answered_by], "configurable": configurable}
+            with get_usage_metadata_callback() as usage:
+                try:
+                    for chunk in self.chain.stream(
+                        {"question": question, "history": history}, config
+                    ):
+                        # The chain streams each step's output as its own dict, then the answer.
+                        state.update({k: v for k, v in chunk.items() if k != "answer"})
+                        if "fitted" in chunk:
+                            cites = CitationStream(numbered(chunk["fitted"]))
+                        piece = self.fence.clean(str(chunk.get("answer") or ""))
+                        if not piece or cites is None:
+                            continue
+                        if first_token is None:
+                            first_token = time.perf_counter()
+                        pieces += 1
+                        shown = cites.feed(piece)
+                        if shown and held is not None:
+                            held.append(shown)
+                        elif shown:
+                            yield shown
+                except AnswerCutError as exc:
+                    if cites is None or not pieces:
+                        raise  # nothing was shown: an error like any other
+                    logger.info("answer cut: %s", exc)
+                    cut, answered_by.model = str(exc), exc.model
+                except ProviderError:
+                    raise
+                except ENDPOINT_ERRORS as exc:
+                    raise provider_error(exc, self.endpoints) from exc
+                if cites is None:
+                    raise RagError("the chain produced no sources step")  # noqa: TRY301 (traced)
+                tail = cites.finish()
+                if tail and held is not None:
+                    held.append(tail)
+                elif tail:
+                    yield tail
+            if held is not None:
+                self._check("answer", "".join(held))
+                if held:
+                    yield "".join(held)
+            end = time.perf_counter()
+            fitted: Fitted = state["fitted"]
+            abstained = not fitted.documents
+            text, citations = cites.text.strip(), list[Citation]()
+            if not abstained:
+                text, citations = verify(text, cites.sources, cites.citations)
+            answer = Answer(
+                question=question,
+                standalone=state.get("standalone", question),
+                text=text,
+                citations=citations,
+                sources=cites.sources,
+                prompt_version=self.prompts.answer.label + self.fence.label,
+                model=answered_by.model or self.model_name,
+                timings={
+                    "retrieval_ms": state["retrieved"]["ms"],
+                    "first_token_ms": ((first_token or end) - started) * 1000,
+                    "total_ms": (end - started) * 1000,
+                },
+                tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
+                abstained=abstained,
+                cut=cut or (None if abstained else answered_by.stopped),
+            )
+            stream.result = answer
         except BaseException as exc:
             if not isinstance(exc, GeneratorExit):  # not a reader that stopped early
                 error = exc
             raise
-        finally:
-            self._trace(stream.result, started, marks, error, condensed=bool(history))
+        finally:  # traced (rag.observe.tracing) when it ends or fails
+            self._trace(
+                stream.result, started, state.get("retrieved"), first_token, error,
+                condensed=bool(history),
+            )  # fmt: skip
 
     def _trace(
         self,
         answer: Answer | None,
         started: float,
-        marks: dict[str, Any],
+        retrieved: dict[str, Any] | None,
+        first_token: float | None,
         error: BaseException | None,
         *,
         condensed: bool,
     ) -> None:
         tracer = self.tracer if self.tracer is not None else tracing.tracer()
-        retrieved = marks.get("state", {}).get("retrieved") or {}
-        at = retrieved.get("at")
+        at = retrieved["at"] if retrieved else None
         times = tracing.StepTimes(
             started=started,
             retrieve_started=at,
-            retrieve_ended=None if at is None else at + retrieved["ms"] / 1000,
-            first_token=marks.get("first_token"),
+            retrieve_ended=None if not retrieved else retrieved["at"] + retrieved["ms"] / 1000,
+            first_token=first_token,
             ended=time.perf_counter(),
         )
         attributes: dict[str, Any] = {
@@ -531,101 +615,8 @@ class ChatEngine:
                     attributes[f"ragchat.tokens.{kind}"] = answer.tokens[kind]
         try:
             tracing.record_question(tracer, times, attributes, condensed=condensed, error=error)
-        except Exception:
-            logger.warning("could not record the trace of a question", exc_info=True)
-
-    def _answer(
-        self,
-        stream: AnswerStream,
-        question: str,
-        history: list[Turn],
-        buffered: bool,
-        within: frozenset[str] | None,
-        started: float,
-        marks: dict[str, Any],
-    ) -> Iterator[str]:
-        first_token: float | None = None
-        state: dict[str, Any] = marks.setdefault("state", {})
-        cites: CitationStream | None = None
-        pieces = 0
-        cut: str | None = None
-        answered_by = _AnsweredBy()
-        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
-            self.pii.check_question(question)
-        self._check("question", question)
-        configurable: dict[str, Any] = {
-            BUFFERED_KEY: buffered,
-            STATUS_KEY: stream.report,
-            WITHIN_KEY: within,
-        }
-        if self.pii is not None and self.pii.mode == "mask":
-            configurable[MASKER_KEY] = self.pii.new_masker()
-        if self.timeout_s is not None:
-            configurable[DEADLINE_KEY] = time.monotonic() + self.timeout_s
-        held: list[str] | None = [] if self.moderator is not None else None
-        config: RunnableConfig = {"callbacks": [answered_by], "configurable": configurable}
-        with get_usage_metadata_callback() as usage:
-            try:
-                for chunk in self.chain.stream({"question": question, "history": history}, config):
-                    # The chain streams each step's output as its own dict, then the answer.
-                    state.update({k: v for k, v in chunk.items() if k != "answer"})
-                    if "fitted" in chunk:
-                        cites = CitationStream(numbered(chunk["fitted"]))
-                    piece = self.fence.clean(str(chunk.get("answer") or ""))
-                    if not piece or cites is None:
-                        continue
-                    if first_token is None:
-                        first_token = marks["first_token"] = time.perf_counter()
-                    pieces += 1
-                    shown = cites.feed(piece)
-                    if shown and held is not None:
-                        held.append(shown)
-                    elif shown:
-                        yield shown
-            except AnswerCutError as exc:
-                if cites is None or not pieces:
-                    raise  # nothing was shown: an error like any other
-                logger.info("answer cut: %s", exc)
-                cut, answered_by.model = str(exc), exc.model
-            except ProviderError:
-                raise
-            except ENDPOINT_ERRORS as exc:
-                raise provider_error(exc, self.endpoints) from exc
-            if cites is None:
-                raise RagError("the chain produced no sources step")
-            tail = cites.finish()
-            if tail and held is not None:
-                held.append(tail)
-            elif tail:
-                yield tail
-        if held is not None:
-            self._check("answer", "".join(held))
-            if held:
-                yield "".join(held)
-        end = time.perf_counter()
-        fitted: Fitted = state["fitted"]
-        abstained = not fitted.documents
-        text, citations = cites.text.strip(), list[Citation]()
-        if not abstained:
-            text, citations = verify(text, cites.sources, cites.citations)
-        answer = Answer(
-            question=question,
-            standalone=state.get("standalone", question),
-            text=text,
-            citations=citations,
-            sources=cites.sources,
-            prompt_version=self.prompts.answer.label + self.fence.label,
-            model=answered_by.model or self.model_name,
-            timings={
-                "retrieval_ms": state["retrieved"]["ms"],
-                "first_token_ms": ((first_token or end) - started) * 1000,
-                "total_ms": (end - started) * 1000,
-            },
-            tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
-            abstained=abstained,
-            cut=cut or (None if abstained else answered_by.stopped),
-        )
-        stream.result = answer
+        except Exception as exc:  # tracing never fails a question; the log says why
+            logger.warning("could not record the trace of a question: %r", exc, exc_info=True)
 
     def _check(self, stage: str, text: str) -> None:
         """Refuse a question or an answer the moderator flags.

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import threading
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -209,9 +210,9 @@ class TokenEncoder(Embeddings):
             out[rows] = self._forward([encodings[i].ids for i in rows])
         return out
 
+    @abstractmethod
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         """Unit vectors of a batch of token id sequences."""
-        raise NotImplementedError
 
 
 class BertEmbeddings(TokenEncoder):

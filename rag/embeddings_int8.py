@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.embeddings import TokenEncoder
+from rag.embeddings import MODEL_STACK_LOADING, BertEmbeddings, TokenEncoder, max_seq_length
 from rag.errors import ConfigError
 from rag.settings import Settings
 
@@ -71,8 +71,6 @@ def load_int8(settings: Settings, model_path: Path) -> Int8Embeddings:
         ConfigError: the model is not one the export supports (a BERT encoder with mean
             pooling), or ONNX Runtime is missing.
     """
-    from rag.embeddings import BertEmbeddings
-
     reason = BertEmbeddings.unsupported(model_path)
     if reason is not None:
         raise ConfigError("RAG_EMBEDDING_VARIANT", f"int8 cannot quantize this model: {reason}")
@@ -127,8 +125,6 @@ def _remove_stale_exports(folder: Path) -> None:
 
 def _export(model_path: Path, out: Path) -> None:
     """ONNX export of the transformer (torch's tracer), then dynamic int8 quantization."""
-    from rag.embeddings import MODEL_STACK_LOADING, max_seq_length
-
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -166,8 +166,11 @@ def _count(request: Request, exc: Exception) -> None:
     if get_service is not None:
         try:
             get_service().record_error(exc)
-        except Exception:
-            logger.debug("could not count an error", exc_info=True)
+        except Exception as problem:  # counting never turns into a second error response
+            logger.warning(
+                "could not count a %s in the metrics: %r", type(exc).__name__, problem,
+                exc_info=True,
+            )  # fmt: skip
 
 
 async def _on_rag_error(request: Request, exc: Exception) -> JSONResponse:

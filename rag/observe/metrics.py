@@ -20,8 +20,8 @@ The folder must be emptied when the installation restarts (prometheus-client's r
 
 from __future__ import annotations
 
+import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,6 +39,8 @@ from prometheus_client.registry import Collector
 from rag.errors import RagError, category_of
 from rag.observe.prices import Price
 
+logger = logging.getLogger(__name__)
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -50,24 +52,29 @@ RETRIEVAL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 INGEST_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
+# A gauge read at scrape time: (help, callback) or (help, callback, label). The callback
+# returns a number, None (left out), or, with a label, {label value: number}.
+GaugeSpec = tuple[str, Callable[[], Any]] | tuple[str, Callable[[], Any], str]
+
+
 class _Installation(Collector):
     """Gauges read at scrape time from the callbacks given to ``Metrics``."""
 
-    def __init__(self, gauges: Mapping[str, tuple[str, Callable[[], Any]]]) -> None:
+    def __init__(self, gauges: Mapping[str, GaugeSpec]) -> None:
         self._gauges = dict(gauges)
 
-    def add(self, name: str, doc: str, read: Callable[[], Any]) -> None:
-        self._gauges[name] = (doc, read)
+    def add(self, name: str, spec: GaugeSpec) -> None:
+        self._gauges[name] = spec
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        for name, (doc, read) in list(self._gauges.items()):
+        for name, (doc, read, *label) in list(self._gauges.items()):
             try:
                 value = read()
-            except Exception:  # noqa: BLE001 - a gauge that cannot be read is left out
+            except Exception as exc:  # a gauge that cannot be read is left out, and said
+                logger.warning("metric %s left out of the scrape: %r", name, exc, exc_info=True)
                 continue
-            if isinstance(value, Mapping):  # labelled: {label value: number}
-                label = "endpoint" if name.endswith("_up") else "kind"
-                family = GaugeMetricFamily(name, doc, labels=[label])
+            if label and isinstance(value, Mapping):
+                family = GaugeMetricFamily(name, doc, labels=label)
                 for key, number in value.items():
                     family.add_metric([str(key)], float(number))
                 yield family
@@ -78,15 +85,15 @@ class _Installation(Collector):
 class Metrics:
     """The service's counters and histograms, and the scrape of them.
 
-    ``gauges``: name -> (help, callback) for values read at scrape time (a number, a
-    ``{label: number}`` mapping, or None to leave it out). ``prices``: the cost table.
+    ``gauges``: name -> ``GaugeSpec``, for values read at scrape time. ``prices``: the
+    cost table.
     """
 
     def __init__(
         self,
         *,
         prices: Mapping[str, Price] | None = None,
-        gauges: Mapping[str, tuple[str, Callable[[], Any]]] | None = None,
+        gauges: Mapping[str, GaugeSpec] | None = None,
         multiproc_dir: str | None = None,
     ) -> None:
         self.prices = dict(prices or {})
@@ -147,11 +154,12 @@ class Metrics:
             registry=own,
         )  # fmt: skip
         self._installation = _Installation(gauges or {})
-        self._lock = threading.Lock()
+        if own is not None:
+            own.register(self._installation)
 
     def gauge(self, name: str, doc: str, read: Callable[[], Any]) -> None:
-        """Add (or replace) a gauge read at scrape time (see the class)."""
-        self._installation.add(name, doc, read)
+        """Add (or replace) a gauge read at scrape time (see ``GaugeSpec``)."""
+        self._installation.add(name, (doc, read))
 
     # -- recording ----------------------------------------------------------------------
 
@@ -212,23 +220,8 @@ class Metrics:
     def scrape(self) -> bytes:
         """The metrics in the Prometheus text format (every process's, in multiprocess mode)."""
         if not self.multiproc_dir:
-            with self._lock:
-                registry = CollectorRegistry()
-                registry.register(_Both(self.registry, self._installation))
-                return generate_latest(registry)
+            return generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)
         registry.register(self._installation)
         return generate_latest(registry)
-
-
-class _Both(Collector):
-    """This process's registry and the installation's gauges, as one collector."""
-
-    def __init__(self, registry: CollectorRegistry, installation: _Installation) -> None:
-        self._registry = registry
-        self._installation = installation
-
-    def collect(self) -> Iterable[Any]:
-        yield from self._registry.collect()
-        yield from self._installation.collect()

@@ -9,6 +9,7 @@ a thin layer over them. That layer lives here once.
 from __future__ import annotations
 
 import contextlib
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +35,19 @@ class ViewStore(VectorStore):
     _embeddings: Embeddings
     scanner: Scanner | None
 
+    @abstractmethod
     def reader(self) -> contextlib.AbstractContextManager[Any]:
         """A read view of one consistent snapshot (see the subclasses)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def writer(
         self, on_wait: Callable[[float], None] | None = None
     ) -> contextlib.AbstractContextManager[Any]:
         """A write transaction, published when its block ends (see the subclasses)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def exists(self) -> bool:
         """Whether an index has been published."""
-        raise NotImplementedError
 
     @property
     def embeddings(self) -> Embeddings:

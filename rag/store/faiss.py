@@ -2070,11 +2070,9 @@ class IndexWriter:
         if merging:
             # By chunk id (the primary key): ``segment`` has no index, and a scan for the
             # merged segments' names read every row (~1.9 s at 1M chunks).
-            for batch in _batches(moved, 500):
-                self.db.execute(
-                    f"UPDATE chunks SET segment = ? WHERE id IN ({','.join('?' * len(batch))})",
-                    (name, *batch),
-                )
+            self.db.executemany(
+                "UPDATE chunks SET segment = ? WHERE id = ?", ((name, i) for i in moved)
+            )
         self._segments = [s for s in self._segments if s not in merging]
         self._segments.append(SegmentInfo(name, len(ids), segments.FLAT, path.stat().st_size))
 

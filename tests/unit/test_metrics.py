@@ -102,7 +102,11 @@ def test_installation_gauges_are_read_at_scrape_time() -> None:
     metrics = Metrics(
         gauges={
             "ragchat_job_queue_depth": ("Jobs waiting.", lambda: depth[0]),
-            "ragchat_model_endpoint_up": ("Endpoint health.", lambda: {"http://a": 1, "b": 0}),
+            "ragchat_model_endpoint_up": (
+                "Endpoint health.",
+                lambda: {"http://a": 1, "b": 0},
+                "endpoint",
+            ),
             "ragchat_index_chunks": ("Chunks.", broken),  # left out, the scrape goes on
         },
         multiproc_dir="",
