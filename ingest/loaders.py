@@ -533,7 +533,7 @@ def _check_archive(path: Path, zf: zipfile.ZipFile, limits: ParseLimits) -> None
         )
     for info in infos:
         if info.compress_type not in _DOCX_COMPRESSION:
-            # zipfile cannot read it (it would raise NotImplementedError mid-parse).
+            # Python's zipfile cannot decompress such a part: refuse the file here, clearly.
             raise IngestError(
                 path,
                 f"corrupt DOCX: part {info.filename} uses compression method "
