@@ -258,6 +258,9 @@ class Answer:
     abstained: bool
     message_id: int | None = None
     cut: str | None = None  # why the answer ended early (the endpoint failed midway)
+    # Where a stored answer came from instead of the model: "cache" (the response cache)
+    # or "review" (a reviewer's correction); None for an answer the model wrote now.
+    served_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat ask --json`` prints."""
@@ -271,6 +274,8 @@ class Answer:
             "standalone_question": self.standalone,
             "abstained": self.abstained,
             "cut": self.cut,
+            "cached": self.served_from == "cache",
+            "reviewed": self.served_from == "review",
         }
 
     def meta(self) -> dict[str, Any]:
@@ -306,6 +311,22 @@ class AnswerStream:
         close = getattr(self._pieces, "close", None)
         if close is not None:
             close()
+
+
+def replay(answer: Answer) -> AnswerStream:
+    """A stored answer as a stream: its whole text in one piece, ``result`` set at the end.
+
+    The cache and the review queue serve answers this way, ahead of the model.
+    """
+    stream = AnswerStream(iter(()))
+
+    def pieces() -> Iterator[str]:
+        if answer.text:
+            yield answer.text
+        stream.result = answer
+
+    stream._pieces = pieces()
+    return stream
 
 
 class _AnsweredBy(BaseCallbackHandler):

@@ -75,6 +75,12 @@ class AskResponse(BaseModel):
     standalone_question: str
     abstained: bool
     cut: str | None = Field(description="Why the answer ended early; null when it did not.")
+    cached: bool = Field(
+        default=False, description="Served from the response cache, not written by the model now."
+    )
+    reviewed: bool = Field(
+        default=False, description="A reviewer's corrected answer, served ahead of the model."
+    )
     conversation_id: str | None = None
     message_id: int | None = None
 
