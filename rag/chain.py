@@ -49,11 +49,13 @@ from rag.llm.client import (
     DEADLINE_KEY,
     ENDPOINT_ERRORS,
     STATUS_KEY,
+    TIER_KEY,
     Endpoint,
     ModelStatus,
     StatusCallback,
     provider_error,
 )
+from rag.llm.router import SMALL, Tiering
 from rag.memory import ANSWERED, CUT, FAILED, REFUSED, STOPPED, ConversationStore
 from rag.observe import tracing
 from rag.prompts import Prompts
@@ -176,7 +178,9 @@ def build_chain(
     def ask_condense(prompt: Any, config: RunnableConfig) -> BaseMessage:
         # The rewritten question is used whole and never shown, so it is invoked rather
         # than streamed: a model that buffers then falls back when its stream drops.
-        return condense_llm.invoke(prompt, config)
+        # The small tier condenses (rag.llm.router; the answer tier when there is none).
+        small = {**config.get("configurable", {}), TIER_KEY: SMALL}
+        return condense_llm.invoke(prompt, {**config, "configurable": small})
 
     condense = RunnableBranch(
         (lambda x: not x["history"], itemgetter("question")),
@@ -375,6 +379,7 @@ class ChatEngine:
         pii: PiiGuard | None = None,
         moderator: Moderator | None = None,
         tracer: Tracer | None = None,
+        tiering: Tiering | None = None,
     ) -> None:
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -389,6 +394,7 @@ class ChatEngine:
         self.count = count
         self.timeout_s = timeout_s
         self.tracer = tracer  # None: the process's (rag.observe.tracing)
+        self.tiering = tiering or Tiering()  # which tier answers (rag.llm.router)
 
     def ask(
         self,
@@ -524,6 +530,7 @@ class ChatEngine:
                 BUFFERED_KEY: buffered,
                 STATUS_KEY: stream.report,
                 WITHIN_KEY: within,
+                TIER_KEY: self.tiering.tier_for(question),
             }
             if self.pii is not None and self.pii.mode == "mask":
                 configurable[MASKER_KEY] = self.pii.new_masker()

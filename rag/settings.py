@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -405,6 +406,68 @@ class Settings(BaseSettings):
     llm_fallback_api_key: SecretStr | None = Field(
         default=None, description="API key of the fallback endpoint."
     )
+    llm_replicas: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "More base URLs serving LLM_MODEL like RAG_LLM_BASE_URL (same key): answers are "
+            "spread over all of them (RAG_LLM_BALANCE). Comma-separated or a JSON list."
+        ),
+    )
+    llm_small_model: str | None = Field(
+        default=None,
+        description=(
+            "A smaller, faster model for condensing follow-up questions and for questions "
+            "the RAG_ROUTE_SIMPLE_* rules call simple. Unset: one model does everything."
+        ),
+    )
+    llm_small_base_url: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Endpoint(s) serving LLM_SMALL_MODEL (comma-separated: replicas). Unset: the "
+            "answer endpoints are asked for it."
+        ),
+    )
+    llm_small_api_key: SecretStr | None = Field(
+        default=None, description="API key of the small model's endpoints (default: LLM_API_KEY)."
+    )
+    route_simple_max_words: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description=(
+            "A question of at most this many words goes to the small model (0: none does). "
+            "Needs RAG_LLM_SMALL_MODEL."
+        ),
+    )
+    route_simple_pattern: str | None = Field(
+        default=None,
+        description=(
+            "A regular expression; a question it matches (case-insensitive search) goes to "
+            "the small model, e.g. ^(what|who|when) (is|are|was)\\b. Needs RAG_LLM_SMALL_MODEL."
+        ),
+    )
+    llm_balance: Literal["latency", "round_robin"] = Field(
+        default="latency",
+        description=(
+            "How requests are spread over replicas: latency (recent time to first token "
+            "times requests in flight, lowest first) or round_robin."
+        ),
+    )
+    llm_breaker_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failures in a row after which an endpoint is taken out (circuit opens).",
+    )
+    llm_breaker_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds an endpoint stays out before a health check probes it (doubled after "
+            "each failed probe, at most 300)."
+        ),
+    )
     llm_context_window: int = Field(
         default=4096,
         ge=512,
@@ -485,7 +548,9 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads of the bundled local model (default: all)."
     )
 
-    @field_validator("link_allowlist", "trusted_proxies", mode="before")
+    @field_validator(
+        "link_allowlist", "trusted_proxies", "llm_replicas", "llm_small_base_url", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -538,7 +603,19 @@ class Settings(BaseSettings):
         LinkPolicy.for_answer(entries)  # a ValueError names the entry at fault
         return entries
 
-    @field_validator("llm_api_key", "llm_fallback_api_key", "moderation_api_key")
+    @field_validator("route_simple_pattern")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from exc
+        return pattern or None
+
+    @field_validator(
+        "llm_api_key", "llm_fallback_api_key", "llm_small_api_key", "moderation_api_key"
+    )
     @classmethod
     def _header_safe(cls, key: SecretStr | None) -> SecretStr | None:
         # Keys travel in an HTTP header: anything but printable ASCII cannot be sent.
@@ -585,6 +662,20 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 "RAG_OIDC_METADATA_URL needs RAG_OIDC_CLIENT_ID and RAG_OIDC_CLIENT_SECRET too"
+            )
+        if self.llm_replicas and not self.llm_base_url:
+            raise ValueError("RAG_LLM_REPLICAS needs RAG_LLM_BASE_URL (the first replica)")
+        if self.llm_small_model and not (self.llm_base_url or self.llm_small_base_url):
+            raise ValueError(
+                "RAG_LLM_SMALL_MODEL needs RAG_LLM_SMALL_BASE_URL when the bundled model "
+                "answers (it serves one model only)"
+            )
+        if (self.route_simple_max_words or self.route_simple_pattern) and not (
+            self.llm_small_model
+        ):
+            raise ValueError(
+                "RAG_ROUTE_SIMPLE_MAX_WORDS and RAG_ROUTE_SIMPLE_PATTERN need "
+                "RAG_LLM_SMALL_MODEL (the model simple questions go to)"
             )
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(

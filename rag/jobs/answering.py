@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rag.errors import RagError
 from rag.evaluation import DEPTH
 from rag.llm.client import Endpoint
+from rag.llm.router import ANSWER, EndpointState
 
 if TYPE_CHECKING:
     from rag.access.principal import Principal
@@ -73,7 +74,9 @@ def model_engines(service: RagService) -> EngineFor:
                 )
             else:
                 first = service.models.endpoints()[0]
-                endpoint = dataclasses.replace(first, model=model, name=spec)
+                endpoint = dataclasses.replace(
+                    first, model=model, name=spec, tier=ANSWER, state=EndpointState()
+                )
             retriever = build_retriever(settings, service.store)
             cache[spec] = build_engine_over(settings, retriever, [endpoint])
             return cache[spec]

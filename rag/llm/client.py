@@ -8,7 +8,10 @@ timeout per attempt, slept through any ``Retry-After``, let a slow stream run on
 dropped stream as "cannot connect" without trying the fallback, and let malformed events
 escape as raw tracebacks.
 
-The policy, for one question (``RAG_LLM_TIMEOUT_S`` bounds all of it):
+The policy, for one question (``RAG_LLM_TIMEOUT_S`` bounds all of it). The endpoints are
+tried in the order ``rag.llm.router.Router.plan`` gives (the tier's replicas, best first,
+then the fallbacks; endpoints whose circuit is open left out), and each request's outcome
+is told to its endpoint's state:
 
 - The deadline is set by the caller (``ChatEngine`` passes it through the runnable config
   under ``DEADLINE_KEY``) or, without one, starts when the model is called. Every wait is
@@ -91,6 +94,7 @@ from langchain_core.runnables import ConfigurableField, Runnable
 from pydantic import ConfigDict, SecretStr
 
 from rag.errors import AnswerCutError, EndpointFailure, EndpointFault, ProviderError
+from rag.llm.router import ANSWER, FALLBACK, SMALL, EndpointState, RoutePolicy, Router
 from rag.settings import Settings
 from rag.text import safe_label
 
@@ -100,6 +104,7 @@ logger = logging.getLogger(__name__)
 DEADLINE_KEY = "llm_deadline"  # time.monotonic() by which the question must be done
 BUFFERED_KEY = "llm_buffered"  # True: nothing is shown while streaming, so drops fall back
 STATUS_KEY = "llm_status"  # Callable[[ModelStatus], None]: queue and restart notices
+TIER_KEY = "llm_tier"  # the tier to ask first (rag.llm.router): "answer" or "small"
 
 # Errors of other chat models (e.g. a ChatOpenAI handed in) that the engine reports as
 # ProviderError; ResilientChatModel raises ProviderError itself.
@@ -161,6 +166,11 @@ class Endpoint:
     server: LocalServer | None = field(default=None, compare=False)
     # How messages name it (default: its URL).
     name: str | None = None
+    # Its tier (rag.llm.router): "answer", "small" or "fallback".
+    tier: str = ANSWER
+    # What this process knows of it (requests in flight, speed, circuit); shared by every
+    # client holding this endpoint.
+    state: EndpointState = field(default_factory=EndpointState, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -188,21 +198,40 @@ def local_endpoint(settings: Settings, url: str, server: LocalServer | None = No
 def endpoints(
     settings: Settings, local_url: str | None = None, local_server: LocalServer | None = None
 ) -> list[Endpoint]:
-    """The configured endpoint (or the local server's) and the optional fallback."""
+    """Every configured endpoint with its tier (``rag.llm.router``).
+
+    The answer tier: ``RAG_LLM_BASE_URL`` and its replicas, or the local server's; the small
+    tier: ``RAG_LLM_SMALL_MODEL`` at ``RAG_LLM_SMALL_BASE_URL`` (default: at each answer
+    endpoint); then the fallback.
+    """
     limit = settings.llm_max_concurrent
     if settings.llm_base_url:
         found = [
-            Endpoint(
-                settings.llm_base_url,
-                settings.llm_model,
-                settings.llm_api_key,
-                max_concurrent=limit,
-            )
+            Endpoint(url, settings.llm_model, settings.llm_api_key, max_concurrent=limit)
+            for url in [settings.llm_base_url, *settings.llm_replicas]
         ]
     elif local_url:
         found = [local_endpoint(settings, local_url, local_server)]
     else:
         raise ValueError("no endpoint: set RAG_LLM_BASE_URL or start the local model")
+    if settings.llm_small_model:
+        key = settings.llm_small_api_key or settings.llm_api_key
+        if settings.llm_small_base_url:
+            found += [
+                Endpoint(url, settings.llm_small_model, key, max_concurrent=limit, tier=SMALL)
+                for url in settings.llm_small_base_url
+            ]
+        else:  # the answer endpoints serve the small model too (Ollama, vLLM, OpenAI)
+            found += [
+                replace(
+                    e,
+                    model=settings.llm_small_model,
+                    name=f"{settings.llm_small_model} at {e.label}",
+                    tier=SMALL,
+                    state=EndpointState(),
+                )
+                for e in found
+            ]
     if settings.llm_fallback_base_url:
         found.append(
             Endpoint(
@@ -210,6 +239,7 @@ def endpoints(
                 settings.llm_fallback_model or settings.llm_model,
                 settings.llm_fallback_api_key,
                 max_concurrent=limit,
+                tier=FALLBACK,
             )
         )
     return found
@@ -424,6 +454,14 @@ class _Progress:
     model: str | None = None
     finish_reason: str | None = None
     usage: UsageMetadata | None = None
+    sent_at: float | None = None  # time.monotonic() when the request went out
+    first_at: float | None = None  # ... and when its first piece of text arrived
+
+    def first_token_s(self) -> float | None:
+        """Seconds from sending to the first piece of text (None before either)."""
+        if self.sent_at is None or self.first_at is None:
+            return None
+        return self.first_at - self.sent_at
 
 
 @functools.cache
@@ -631,7 +669,7 @@ def _read_chunk(chunk: Any, progress: _Progress, *, whole: bool = False) -> str:
 
 
 class ResilientChatModel(BaseChatModel):
-    """A chat model over OpenAI-compatible endpoints, tried in order, under one deadline.
+    """A chat model over OpenAI-compatible endpoints, tried as ``router`` plans, under one deadline.
 
     See the module docstring for the retry, fallback and deadline policy.
     """
@@ -648,6 +686,9 @@ class ResilientChatModel(BaseChatModel):
     deadline: float | None = None
     buffered: bool = False
     on_status: StatusCallback | None = None
+    # Orders the endpoints per request (tiers, balancing, circuits); None: a default one.
+    router: Router | None = None
+    tier: str = ANSWER  # the tier to ask first (set per call under TIER_KEY)
 
     @property
     def _llm_type(self) -> str:
@@ -716,7 +757,9 @@ class ResilientChatModel(BaseChatModel):
         deadline = self.deadline if self.deadline is not None else time.monotonic() + self.timeout_s
         cap = kwargs.pop("max_tokens", None) or self.max_tokens
         failures: list[EndpointFailure] = []
-        for index, endpoint in enumerate(self.endpoints):
+        router = self.router or Router()
+        plan = router.plan(self.endpoints, self.tier)
+        for index, endpoint in enumerate(plan):
             left = deadline - time.monotonic()
             if left < MIN_ATTEMPT_S / 2:
                 failures.append(
@@ -725,13 +768,21 @@ class ResilientChatModel(BaseChatModel):
                     )
                 )
                 continue
-            share_end = time.monotonic() + left / (len(self.endpoints) - index)
+            share_end = time.monotonic() + left / (len(plan) - index)
             payload = self._payload(endpoint, messages, stop, cap, **kwargs)
-            failure = yield from self._try_endpoint(
-                endpoint, payload, share_end, deadline, buffered, failures, cap
-            )
+            endpoint.state.start()
+            try:
+                failure = yield from self._try_endpoint(
+                    endpoint, payload, share_end, deadline, buffered, failures, cap
+                )
+            except AnswerCutError:
+                endpoint.state.failed(router.policy, endpoint.label)
+                raise
+            finally:
+                endpoint.state.end()
             if failure is None:
                 return
+            endpoint.state.failed(router.policy, endpoint.label)
             failures.append(failure)
             logger.info(
                 "model endpoint %s failed (%s): %s",
@@ -811,6 +862,7 @@ class ResilientChatModel(BaseChatModel):
                 attempt.close()  # a stopped stream: its request ends, its slot is freed
             if progress.finish_reason == "length" and stopped is None and cap is not None:
                 stopped = _stopped_at_cap(cap)  # the server stopped it at the cap
+            endpoint.state.succeeded(progress.first_token_s())
             if held:
                 yield ChatGenerationChunk(message=AIMessageChunk(content="".join(held)))
             yield ChatGenerationChunk(
@@ -822,6 +874,7 @@ class ResilientChatModel(BaseChatModel):
                         "finish_reason": progress.finish_reason,
                         "stopped": stopped,
                         "endpoint": endpoint.label,
+                        "tier": endpoint.tier,
                         "attempts": attempts,
                         "failed_before": [f"{f.endpoint} ({f.label})" for f in earlier],
                     },
@@ -917,6 +970,7 @@ class ResilientChatModel(BaseChatModel):
         logger.debug("model endpoint %s: request sent", endpoint.label)
         self._report(ModelStatus("sent", 0, endpoint.label))
         started = time.monotonic()
+        progress.sent_at, progress.first_at = started, None
         first_by = min(share_end, deadline)
         if self.first_token_timeout_s is not None:
             first_by = min(first_by, started + self.first_token_timeout_s)
@@ -978,6 +1032,7 @@ class ResilientChatModel(BaseChatModel):
                         text = _read_chunk(whole, progress, whole=True)
                         if not text.strip():
                             raise _Failed(EndpointFault.EMPTY, "the completion has no text")
+                        progress.first_at = progress.first_at or time.monotonic()
                         progress.tokens += 1
                         yield text
                         progress.finish_reason = progress.finish_reason or "stop"
@@ -986,6 +1041,7 @@ class ResilientChatModel(BaseChatModel):
                 for chunk in chunks:
                     text = _read_chunk(chunk, progress)
                     if text:
+                        progress.first_at = progress.first_at or time.monotonic()
                         progress.tokens += 1
                         has_text = has_text or bool(text.strip())
                         yield text
@@ -1004,10 +1060,10 @@ class ResilientChatModel(BaseChatModel):
 
 
 def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable[LanguageModelInput, Any]:
-    """The resilient chat model over the endpoints, in order.
+    """The resilient chat model over the endpoints, routed by tier (``rag.llm.router``).
 
-    Its deadline and buffering are set per call through the runnable config
-    (``DEADLINE_KEY``, ``BUFFERED_KEY``).
+    Its deadline, buffering and tier are set per call through the runnable config
+    (``DEADLINE_KEY``, ``BUFFERED_KEY``, ``TIER_KEY``).
     """
     if not endpoints_:
         raise ValueError("no endpoints")
@@ -1018,11 +1074,13 @@ def build_llm(endpoints_: list[Endpoint], settings: Settings) -> Runnable[Langua
         max_retries=settings.llm_max_retries,
         temperature=settings.llm_temperature,
         max_tokens=settings.llm_max_answer_tokens,
+        router=Router(RoutePolicy.from_settings(settings)),
     )
     return model.configurable_fields(
         deadline=ConfigurableField(id=DEADLINE_KEY, name="deadline"),
         buffered=ConfigurableField(id=BUFFERED_KEY, name="buffered"),
         on_status=ConfigurableField(id=STATUS_KEY, name="on_status"),
+        tier=ConfigurableField(id=TIER_KEY, name="tier"),
     )
 
 
@@ -1065,6 +1123,7 @@ __all__ = [
     "DEADLINE_KEY",
     "ENDPOINT_ERRORS",
     "STATUS_KEY",
+    "TIER_KEY",
     "Endpoint",
     "LocalServer",
     "ModelStatus",

@@ -157,9 +157,12 @@ class Metrics:
         if own is not None:
             own.register(self._installation)
 
-    def gauge(self, name: str, doc: str, read: Callable[[], Any]) -> None:
-        """Add (or replace) a gauge read at scrape time (see ``GaugeSpec``)."""
-        self._installation.add(name, (doc, read))
+    def gauge(self, name: str, doc: str, read: Callable[[], Any], label: str | None = None) -> None:
+        """Add (or replace) a gauge read at scrape time (see ``GaugeSpec``).
+
+        With ``label``, ``read`` returns a mapping of label values to numbers.
+        """
+        self._installation.add(name, (doc, read) if label is None else (doc, read, label))
 
     # -- recording ----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from rag.guard.pii import LogDetector, PiiDetector, RedactingFilter
 from rag.guard.scan import ChunkScanner
 from rag.llm.client import Endpoint, build_llm, endpoints
 from rag.llm.local import LocalLLMServer, bundled_model_path
+from rag.llm.router import Tiering
 from rag.memory import ConversationStore
 from rag.observe.metrics import Metrics
 from rag.observe.prices import parse_prices
@@ -226,6 +227,7 @@ def build_engine_over(
         fence=config.fence,
         pii=pii,
         moderator=moderator() if moderator is not None else shared_moderator(settings)(),
+        tiering=Tiering.from_settings(settings),
     )
 
 
@@ -325,6 +327,15 @@ class ConfiguredModels:
                     self._endpoints = endpoints(self._settings)
             return self._endpoints
 
+    def known(self) -> list[Endpoint]:
+        """The endpoints made so far (none before the first question); starts nothing."""
+        with self._lock:
+            return list(self._endpoints or [])
+
+    def health(self) -> dict[str, int]:
+        """1 for each endpoint requests may go to, 0 for one taken out (circuit open)."""
+        return {f"{e.label} ({e.tier})": int(e.state.up) for e in self.known()}
+
     def check(self) -> str | None:
         """Why no answer could be had now; None when the first endpoint answers."""
         import httpx
@@ -413,6 +424,14 @@ def build_service(
             settings, store, progress, sandbox=sandbox, release_generation=one_shot
         )
 
+    metrics = build_metrics(settings, store)
+    if isinstance(models, ConfiguredModels):
+        metrics.gauge(
+            "ragchat_model_endpoint_up",
+            "1 while requests may go to the model endpoint, 0 while it is taken out.",
+            models.health,
+            "endpoint",
+        )
     return RagService(
         settings,
         store,
@@ -422,7 +441,7 @@ def build_service(
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
-        build_metrics(settings, store),
+        metrics,
     )
 
 
