@@ -18,7 +18,9 @@ Balancing over replicas (``RAG_LLM_BALANCE``): ``latency`` ranks a replica by it
 time to first token (an exponentially weighted average that jumps up at once on a slow
 answer and decays back on fast ones) times one more than its requests in flight, the
 "peak EWMA" cost of Finagle and Linkerd; a replica not yet measured counts as the average.
-``round_robin`` takes them in turn. Time to first token is the measure because it is what
+Replicas within 25% (and 10 ms) of the best cost take turns, so equal
+replicas share the load even when requests come one at a time. ``round_robin`` takes them
+all in turn. Time to first token is the measure because it is what
 a slow replica makes users wait for, whatever the length of the answer.
 
 Circuit breaker (``RAG_LLM_BREAKER_FAILURES``, ``RAG_LLM_BREAKER_COOLDOWN_S``): after that
@@ -59,6 +61,10 @@ FALLBACK = "fallback"
 TIERS = (ANSWER, SMALL, FALLBACK)
 
 EWMA_WEIGHT = 0.3  # weight of a new (faster) sample; a slower one is taken whole
+# Replicas whose cost is within this of the best one's take turns (so equal replicas share
+# the load even when requests come one at a time), the others follow by cost.
+NEAR_RATIO = 1.25
+NEAR_SLACK_S = 0.01
 MAX_COOLDOWN_S = 300.0
 PROBE_TIMEOUT_S = 3.0
 
@@ -264,12 +270,17 @@ class Router:
         known = [e.state.latency_s for e in group if e.state.latency_s is not None]
         typical = sum(known) / len(known) if known else 1.0
 
-        def cost(endpoint: Endpoint) -> tuple[float, int]:
+        def cost(endpoint: Endpoint) -> float:
             state = endpoint.state
             latency = state.latency_s if state.latency_s is not None else typical
-            return (latency * (state.outstanding + 1), state.outstanding)
+            return latency * (state.outstanding + 1)
 
-        return sorted(rotated, key=cost)  # stable: ties go in turn
+        costs = {id(e): cost(e) for e in rotated}
+        near = min(costs.values()) * NEAR_RATIO + NEAR_SLACK_S
+        first = [e for e in rotated if costs[id(e)] <= near]  # about as good: in turn
+        return first + sorted(
+            (e for e in rotated if costs[id(e)] > near), key=lambda e: costs[id(e)]
+        )
 
     def _probe_due(self, endpoints: Sequence[Endpoint]) -> None:
         for endpoint in endpoints:
