@@ -25,6 +25,7 @@ if __name__ == "__main__":  # a browser session: the pages
     from rag.errors import AuthenticationError
     from rag.service.components import shared_jobs, shared_service
     from ui.app import run
+    from ui.render import show_error
     from ui.resources import Resources
     from ui.signin import account_box, page_caller, refusal, signin_page
 
@@ -32,7 +33,7 @@ if __name__ == "__main__":  # a browser session: the pages
     try:
         service = shared_service()
     except RagError as exc:  # a bad setting or an unreadable index: say so, keep serving
-        st.error(str(exc))
+        show_error(exc, None)
         st.stop()
     try:
         caller = page_caller(service)
@@ -40,7 +41,7 @@ if __name__ == "__main__":  # a browser session: the pages
         signin_page(service, refusal(exc))
         st.stop()
     except RagError as exc:
-        st.error(str(exc))
+        show_error(exc, service.record_error)
         st.stop()
     if caller is None:
         signin_page(service)

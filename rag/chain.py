@@ -41,6 +41,7 @@ from rag.errors import (
     PiiBlockedError,
     ProviderError,
     RagError,
+    with_id,
 )
 from rag.guard.model import MASKER_KEY, PiiGuard
 from rag.guard.spotlight import Fence
@@ -492,10 +493,12 @@ class ChatEngine:
             )
             raise
         except (ContentRefusedError, PiiBlockedError) as exc:
-            self.memory.answer(conversation_id, question_id, "", outcome=REFUSED, error=str(exc))
+            self.memory.answer(
+                conversation_id, question_id, "", outcome=REFUSED, error=with_id(exc)
+            )
             raise
         except Exception as exc:
-            self.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=str(exc))
+            self.memory.answer(conversation_id, question_id, "", outcome=FAILED, error=with_id(exc))
             raise
         answer = stream.result
         if answer is None:

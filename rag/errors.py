@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,15 +17,20 @@ class RagError(Exception):
     ``infrastructure`` (ragchat's own storage or setup), ``input`` (what the caller
     sent), ``security`` (refused for who asks or what it holds) or ``business_rule``
     (a limit or state of the installation).
+
+    ``retryable``: False for an error that trying again cannot cure, whatever its
+    category's retry policy (``retry_policy``).
     """
 
     category = "infrastructure"
+    retryable = True
 
 
 class ConfigError(RagError):
     """A setting has a value ragchat cannot use."""
 
     category = "infrastructure"
+    retryable = False
 
     def __init__(self, setting: str, reason: str) -> None:
         self.setting = setting
@@ -80,6 +87,7 @@ class IndexCorruptError(StoreError):
     """The published index cannot be read."""
 
     category = "infrastructure"
+    retryable = False
 
     def __init__(self, index_dir: Path | str, reason: str) -> None:
         self.index_dir = str(index_dir)
@@ -102,6 +110,7 @@ class IndexMismatchError(StoreError):
     """The index was built with another embedding model than the one configured."""
 
     category = "infrastructure"
+    retryable = False
 
     def __init__(
         self, expected_model: str, found_model: str, expected_dim: int, found_dim: int
@@ -255,6 +264,22 @@ class ProviderError(RagError):
         )
         return cls(first.endpoint, first.status, reason, fault=first.fault, failures=failures)
 
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        """Whether a later try may succeed: some endpoint failed for a passing reason.
+
+        A refused key, an unknown model or a bad request fails the same way again.
+        """
+        passing = {
+            EndpointFault.UNREACHABLE,
+            EndpointFault.TIMEOUT,
+            EndpointFault.RATE_LIMITED,
+            EndpointFault.SERVER_ERROR,
+            EndpointFault.STREAM_DROPPED,
+        }
+        faults: list[EndpointFault | None] = [f.fault for f in self.failures] or [self.fault]
+        return any(f is None or f in passing for f in faults)
+
 
 class AnswerCutError(ProviderError):
     """The endpoint failed after part of the answer had already been shown to the user.
@@ -377,3 +402,65 @@ CATEGORIES = ("model", "infrastructure", "input", "security", "business_rule")
 def category_of(error: BaseException) -> str:
     """The category of any error (one that is not a ``RagError`` is a bug: infrastructure)."""
     return error.category if isinstance(error, RagError) else "infrastructure"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What happens after an error of one category.
+
+    ``retries``: how many more times an automatic caller (a batch question) tries, waiting
+    ``backoff_s`` and then twice as long each time. ``client_retry_after_s``: the
+    ``Retry-After`` the HTTP API sends with it (None: none; the same request would fail
+    again, or, for a rate limit, the error names its own).
+    """
+
+    retries: int
+    backoff_s: float = 0.0
+    client_retry_after_s: int | None = None
+
+    def wait_s(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return self.backoff_s * 2 ** (attempt - 1)
+
+
+NO_RETRY = RetryPolicy(0)
+
+# Per category. A model failure has already been retried on each endpoint (with backoff,
+# RAG_LLM_MAX_RETRIES) and sent to the other endpoints (rag.llm.router) within the
+# question's deadline; a batch question tries twice more, later, when the endpoint may be
+# back. Infrastructure (a busy index, a storage hiccup) passes within seconds. Input,
+# security and business rules fail the same way again: never retried.
+RETRY_POLICIES: dict[str, RetryPolicy] = {
+    "model": RetryPolicy(retries=2, backoff_s=5.0, client_retry_after_s=10),
+    "infrastructure": RetryPolicy(retries=3, backoff_s=1.0, client_retry_after_s=2),
+    "input": NO_RETRY,
+    "security": NO_RETRY,
+    "business_rule": NO_RETRY,
+}
+
+
+def retry_policy(error: BaseException) -> RetryPolicy:
+    """The retry policy for an error: its category's, or none when it cannot pass."""
+    if isinstance(error, RagError) and not error.retryable:
+        return NO_RETRY
+    return RETRY_POLICIES[category_of(error)] if isinstance(error, RagError) else NO_RETRY
+
+
+def error_id(error: BaseException) -> str:
+    """The short id a user sees with an error; the log line about it carries the same id.
+
+    Made at the first call and kept on the exception, so every adapter that shows the
+    error and the log name it alike (8 hex digits: unique enough to find in a day's log).
+    """
+    found = getattr(error, "_ragchat_error_id", None)
+    if isinstance(found, str):
+        return found
+    made = secrets.token_hex(4)
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+        error._ragchat_error_id = made  # type: ignore[attr-defined]
+    return made
+
+
+def with_id(error: BaseException, message: str | None = None) -> str:
+    """The message a user is shown: the error's (or ``message``) and its id."""
+    return f"{message if message is not None else error} (error id {error_id(error)})"

@@ -111,6 +111,7 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
         lambda: service,
         claim_ttl_s=5.0,
         retry_wait_s=0.01,
+        question_retry_sleep=lambda _: None,  # retried at once (the policy's waits: test_errors)
     )
     jobs = JobService(queue, service)
     started: list[bool] = []

@@ -13,7 +13,7 @@ import streamlit as st
 
 from rag.errors import RagError
 from rag.text import safe_label
-from ui.render import escape_markdown
+from ui.render import escape_markdown, show_error
 from ui.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _act(what: str, action: Any) -> bool:
     try:
         action()
     except RagError as exc:
-        st.error(escape_markdown(str(exc)), icon=":material/block:")
+        show_error(exc, None, icon=":material/block:")
         return False
     st.toast(what, icon=":material/check:")
     return True
@@ -135,7 +135,7 @@ def _keys(res: Resources) -> None:
                     caller, name=name.strip(), collections=limited or None, read_only=read_only
                 )
             except RagError as exc:
-                st.error(escape_markdown(str(exc)))
+                show_error(exc, res.service.record_error)
             else:
                 st.success(f"Key {key.id} created. Copy it now: it is not shown again.")
                 st.code(secret, language=None)

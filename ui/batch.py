@@ -15,6 +15,7 @@ from rag.access.principal import Principal
 from rag.errors import RagError
 from rag.service.export import results_csv, results_jsonl
 from rag.text import safe_label
+from ui.render import show_error
 from ui.resources import Resources
 from ui.state import session
 
@@ -44,7 +45,7 @@ def page(res: Resources) -> None:
     try:
         jobs = res.jobs()
     except RagError as exc:
-        st.error(str(exc))
+        show_error(exc, res.service.record_error)
         return
     state = session()
     _submit(jobs, res, state)
@@ -52,7 +53,7 @@ def page(res: Resources) -> None:
         try:
             info = jobs.get(state.batch_job, caller=res.caller).to_json()
         except RagError as exc:  # forgotten (a new data folder), or the queue is down
-            st.error(str(exc))
+            show_error(exc, res.service.record_error)
             state.batch_job = None
         else:
             if info["state"] in TERMINAL:
@@ -82,7 +83,7 @@ def _submit(jobs: Any, res: Resources, state: Any) -> None:
                 upload.name, upload.getvalue(), caller=res.caller, concurrency=int(concurrency)
             )
         except RagError as exc:  # a file with no usable question: nothing was queued
-            st.error(str(exc))
+            show_error(exc, res.service.record_error)
             return
         state.batch_job = info.id
         state.batch_nonce += 1  # clears the uploader
@@ -95,7 +96,7 @@ def _running(jobs: Any, job_id: str, caller: Principal) -> None:
     try:
         info = jobs.get(job_id, caller=caller).to_json()
     except RagError as exc:
-        st.error(str(exc))
+        show_error(exc, None)
         return
     if info["state"] in TERMINAL:
         st.rerun()  # the whole page: it shows the results

@@ -22,7 +22,7 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
 from rag.chain import AnswerStream
-from rag.errors import RagError
+from rag.errors import RagError, with_id
 from rag.guard.output import LinkPolicy
 from rag.llm.client import ModelStatus
 from rag.memory import (
@@ -34,7 +34,14 @@ from rag.memory import (
     Exchange,
     Message,
 )
-from ui.render import answer_details, citation_card, escape_markdown, guard_stream, sanitize_answer
+from ui.render import (
+    answer_details,
+    citation_card,
+    escape_markdown,
+    guard_stream,
+    sanitize_answer,
+    show_error,
+)
 from ui.resources import CallerChunks, Resources
 from ui.source import show_source
 from ui.state import SessionState, session, widget_value
@@ -59,7 +66,7 @@ def _conversation(res: Resources, state: SessionState, documents_page: Streamlit
     try:
         has_documents = bool(res.service.documents(caller=res.caller))
     except RagError as exc:
-        st.error(str(exc))
+        show_error(exc, res.service.record_error)
         return
     if not has_documents:
         st.info(
@@ -132,9 +139,11 @@ def _answer(res: Resources, state: SessionState, conversation_id: str, question_
                     conversation_id, question_id, caller=res.caller, collections=state.collections
                 )
         except RagError as exc:  # no engine: the question still gets its outcome
+            res.service.record_error(exc)
             res.service.store_outcome(
-                conversation_id, question_id, "", caller=res.caller, outcome=FAILED, error=str(exc)
-            )
+                conversation_id, question_id, "", caller=res.caller, outcome=FAILED,
+                error=with_id(exc),
+            )  # fmt: skip
             return
         feed = AnswerFeed(stream)
         state.in_flight = feed

@@ -20,7 +20,7 @@ from rag.service.documents import UploadResult, display_name, summary
 from rag.store.faiss import DocumentInfo
 from rag.text import safe_label
 from ui.access import collections_section
-from ui.render import escape_markdown
+from ui.render import escape_markdown, show_error
 from ui.resources import Resources
 from ui.state import SessionState, session
 
@@ -42,7 +42,7 @@ def page(res: Resources) -> None:
     try:
         docs = res.service.documents(caller=res.caller)
     except RagError as exc:
-        st.error(str(exc))
+        show_error(exc, res.service.record_error)
         return
     if docs:
         _table(res, state, docs, busy=busy)
@@ -278,7 +278,7 @@ def _confirm_delete(res: Resources, state: SessionState, docs: list[DocumentInfo
         try:
             removed = res.service.delete_documents([d.id for d in doomed], caller=res.caller)
         except RagError as exc:
-            st.error(str(exc))
+            show_error(exc, res.service.record_error)
             return
         state.upload_results = [UploadResult(safe_label(d.name), "deleted") for d in removed]
         st.rerun()

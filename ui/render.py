@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from rag.errors import error_id, with_id
 from rag.guard.injection import describe
 from rag.guard.output import NO_LINKS, LinkPolicy, safe_markdown, safe_stream
 from rag.text import content_words, split_sentences
@@ -17,6 +19,22 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>:~$=^&])")
 _SPACE_RUN = re.compile(r"(?<= ) +|^ +", re.MULTILINE)
 NBSP = "&nbsp;"  # an entity, so no Markdown parser trims it as whitespace
 HIGHLIGHT = "orange-background"
+
+logger = logging.getLogger(__name__)
+
+
+def show_error(
+    exc: BaseException, record: Callable[[BaseException], None] | None, **kw: Any
+) -> None:
+    """Show an error with its id; ``record`` (``RagService.record_error``) logs that id.
+
+    ``kw`` goes to ``st.error`` (an icon).
+    """
+    if record is not None:
+        record(exc)
+    else:
+        logger.warning("error %s shown on a page: %s", error_id(exc), exc)
+    st.error(escape_markdown(with_id(exc)), **kw)
 
 
 def escape_markdown(text: str) -> str:

@@ -23,7 +23,7 @@ from rag.api.schemas import AskRequest, AskResponse, ChatCompletionRequest
 from rag.api.streaming import SSE_HEADERS, Failed, Finished, Piece, pump, sse
 from rag.chain import Answer, AnswerStream
 from rag.context import Turn
-from rag.errors import InvalidInputError, RagError
+from rag.errors import InvalidInputError, RagError, error_id
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def _failure(error: BaseException) -> tuple[int, dict[str, Any]]:
     """Status and body for an error inside a stream (logged when unexpected)."""
     if isinstance(error, RagError):
         return rag_error_json(error)
-    logger.error("unexpected error while streaming an answer", exc_info=error)
-    return 500, error_body("internal", INTERNAL_MESSAGE)
+    logger.error("error %s: unexpected, while streaming an answer", error_id(error), exc_info=error)
+    return 500, error_body("internal", INTERNAL_MESSAGE, id_=error_id(error))
 
 
 def _finish(stream: AnswerStream) -> Answer:

@@ -1,4 +1,7 @@
-"""One JSON error shape for every failure: ``{"error": {"type", "message", "field"?}}``.
+"""One JSON error shape for every failure: ``{"error": {"type", "message", "id", "field"?}}``.
+
+``id`` is the error's short id (``rag.errors.error_id``); the server's log line about the
+error carries the same id, so a user's report leads to it.
 
 ``RagError`` subclasses map to 4xx/5xx by what they mean; FastAPI's validation errors are
 reshaped to name the field; anything unexpected is logged with its traceback and answered
@@ -35,6 +38,8 @@ from rag.errors import (
     RagError,
     RateLimitedError,
     UnsupportedFileError,
+    error_id,
+    retry_policy,
 )
 from rag.memory import ConversationNotFoundError, MessageNotFoundError
 
@@ -54,9 +59,13 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def error_body(type_: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The JSON error body every route answers with."""
+def error_body(
+    type_: str, message: str, field: str | None = None, id_: str | None = None
+) -> dict[str, Any]:
+    """The JSON error body every route answers with (``id_``: the error's id, if any)."""
     error: dict[str, Any] = {"type": type_, "message": message}
+    if id_ is not None:
+        error["id"] = id_
     if field is not None:
         error["field"] = field
     return {"error": error}
@@ -110,10 +119,8 @@ def describe(exc: RagError) -> tuple[int, str, str | None]:
 def rag_error_json(exc: RagError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body for a ragchat error (also used inside event streams)."""
     status, type_, field = describe(exc)
-    if status >= 500:
-        logger.warning("request failed (%s): %s", type_, exc)
     message = exc.reason if isinstance(exc, InvalidInputError) else str(exc)
-    return status, error_body(type_, message, field)
+    return status, error_body(type_, message, field, error_id(exc))
 
 
 def location(loc: Sequence[int | str]) -> str:
@@ -130,15 +137,15 @@ def location(loc: Sequence[int | str]) -> str:
     return out or "body"
 
 
-def validation_error(errors: Sequence[Any]) -> JSONResponse:
+def validation_error(errors: Sequence[Any], id_: str | None = None) -> JSONResponse:
     """A 422 naming the first faulty field (all of them listed under ``details``)."""
     items: list[dict[str, Any]] = [dict(e) for e in errors]
     first: dict[str, Any] = items[0] if items else {"loc": ("body",), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         message = f"malformed JSON: {first.get('ctx', {}).get('error', 'cannot be parsed')}"
-        return error_response(400, "malformed_json", message, "body")
+        return JSONResponse(error_body("malformed_json", message, "body", id_), status_code=400)
     field = location(first.get("loc", ()))
-    body = error_body("invalid_input", f"{field}: {first.get('msg', 'invalid')}", field)
+    body = error_body("invalid_input", f"{field}: {first.get('msg', 'invalid')}", field, id_)
     body["error"]["details"] = [
         {"field": location(e.get("loc", ())), "message": e.get("msg", "")} for e in items
     ]
@@ -147,16 +154,24 @@ def validation_error(errors: Sequence[Any]) -> JSONResponse:
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    _count(request, InvalidInputError("body", "the request body is not valid"))
-    return validation_error(exc.errors())
+    counted = InvalidInputError("body", "the request body is not valid")
+    _count(request, counted)
+    return validation_error(exc.errors(), error_id(counted))
 
 
 def error_headers(exc: RagError) -> dict[str, str]:
-    """Headers that go with an error: when to retry (429), how to authenticate (401)."""
+    """Headers that go with an error: when to retry, how to authenticate (401).
+
+    A 429 says when its limit resets; a 5xx, when its category's retry policy
+    (``rag.errors.RETRY_POLICIES``) says a later try may succeed.
+    """
     if isinstance(exc, RateLimitedError):
         return {"Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, AuthenticationError):
         return {"WWW-Authenticate": 'Bearer realm="ragchat"'}
+    after = retry_policy(exc).client_retry_after_s
+    if after is not None and describe(exc)[0] >= 500:
+        return {"Retry-After": str(after)}
     return {}
 
 
@@ -182,7 +197,9 @@ async def _on_rag_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.type, exc.message, exc.field)
+    logger.info("error %s (%s): %s", error_id(exc), exc.type, exc.message)
+    body = error_body(exc.type, exc.message, exc.field, error_id(exc))
+    return JSONResponse(body, status_code=exc.status)
 
 
 _HTTP_TYPES = {
@@ -201,15 +218,26 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+    logger.info("error %s (%s): %s", error_id(exc), type_, message)
     return JSONResponse(
-        error_body(type_, message), status_code=exc.status_code, headers=exc.headers
+        error_body(type_, message, id_=error_id(exc)),
+        status_code=exc.status_code,
+        headers=exc.headers,
     )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error(
+        "error %s: unexpected, in %s %s",
+        error_id(exc),
+        request.method,
+        request.url.path,
+        exc_info=exc,
+    )
     _count(request, exc)
-    return error_response(500, "internal", INTERNAL_MESSAGE)
+    return JSONResponse(
+        error_body("internal", INTERNAL_MESSAGE, id_=error_id(exc)), status_code=500
+    )
 
 
 def install_error_handlers(api: FastAPI) -> None:

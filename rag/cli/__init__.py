@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rag.cli.caller import cli_caller
-from rag.errors import RagError
+from rag.errors import RagError, with_id
 from rag.settings import Settings, load_settings
 from rag.text import safe_label
 
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except RagError as exc:
-        print(f"error: {safe_label(str(exc))}", file=sys.stderr)
+        print(f"error: {safe_label(with_id(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (``ragchat search ... | head``): end quietly, as cat does.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rag.cli.caller import cli_caller
-from rag.errors import RagError
+from rag.errors import RagError, with_id
 from rag.settings import Settings
 from rag.text import safe_label, safe_text
 
@@ -238,7 +238,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 answer = _stream_to_terminal(stream)
             except RagError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {with_id(exc)}", file=sys.stderr)
                 continue
             print_sources(answer)
     return 0

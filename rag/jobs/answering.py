@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import RagError
+from rag.errors import RagError, error_id, retry_policy
 from rag.evaluation import DEPTH
 from rag.llm.client import Endpoint
 from rag.llm.router import ANSWER, EndpointState
@@ -133,8 +134,14 @@ def answer_row(
     collections: list[str] | None = None,
     compare: list[str] | None = None,
     engine_for: EngineFor | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """The result row of one question; a failed answer is a row with its ``error``.
+
+    A question that fails is asked again as its error category's retry policy says
+    (``rag.errors.RETRY_POLICIES``: a model or infrastructure failure, twice or three times
+    after a growing wait; never for bad input, a security refusal or a limit), waiting
+    with ``sleep``.
 
     With ``compare`` the question goes to every model (in parallel) and the row carries
     ``answers`` by model; its top-level fields are the first model's. A labelled item
@@ -158,12 +165,10 @@ def answer_row(
         main = answers[compare[0]]
     else:
         try:
-            raw = finish(
-                service.ask(question, caller=caller, collections=collections, buffered=True)
-            )
+            raw = _ask_with_retries(service, question, caller, collections, sleep)
             main = _answer_json(raw)
         except RagError as exc:
-            logger.info("question %d failed: %s", index, exc)
+            logger.info("question %d failed (error %s): %s", index, error_id(exc), exc)
             main = _failed(exc)
     row: dict[str, Any] = {"index": index, "question": question, **main}
     if compare:
@@ -171,6 +176,34 @@ def answer_row(
     if item.get("sources"):
         row["_eval"] = _eval_data(service, question, raw, caller, collections)
     return row
+
+
+def _ask_with_retries(
+    service: RagService,
+    question: str,
+    caller: Principal,
+    collections: list[str] | None,
+    sleep: Callable[[float], None],
+) -> Answer:
+    attempt = 0
+    while True:
+        try:
+            return finish(
+                service.ask(question, caller=caller, collections=collections, buffered=True)
+            )
+        except RagError as exc:
+            attempt += 1
+            policy = retry_policy(exc)
+            if attempt > policy.retries:
+                raise
+            wait = policy.wait_s(attempt)
+            logger.info(
+                "question failed (%s, error %s); asking again in %.0f s",
+                exc.category,
+                error_id(exc),
+                wait,
+            )
+            sleep(wait)
 
 
 def side_by_side(

@@ -118,6 +118,7 @@ class JobQueue:
         engine_for: EngineFor | None = None,
         claim_ttl_s: float = 30.0,
         retry_wait_s: float = 0.05,
+        question_retry_sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if claim_ttl_s <= 0:
             raise ValueError("claim_ttl_s must be positive")
@@ -127,6 +128,8 @@ class JobQueue:
         self._engine_for = engine_for
         self.claim_ttl_s = claim_ttl_s
         self.retry_wait_s = retry_wait_s
+        # How a failed question waits before it is asked again (rag.errors.RETRY_POLICIES).
+        self.question_retry_sleep = question_retry_sleep
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
@@ -329,6 +332,7 @@ class JobQueue:
                     collections=record.options.get("collections"),
                     compare=compare,
                     engine_for=self._engines(service),
+                    sleep=self.question_retry_sleep,
                 )
             except RagError as exc:  # no service (a bad setting): this question fails
                 row = failed_row(index, item, exc)

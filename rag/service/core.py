@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import InvalidInputError, RagError, RateLimitedError
+from rag.errors import InvalidInputError, RagError, RateLimitedError, category_of, error_id
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.settings import Settings
@@ -560,14 +560,26 @@ class RagService:
     # Metrics --------------------------------------------------------------------------
 
     def record_error(self, error: BaseException) -> None:
-        """Count an error a user is shown (adapters call it where they show one).
+        """Count and log an error a user is shown (adapters call it where they show one).
 
-        An error counted once, by the service or by an adapter, is not counted again.
+        The log line carries the error's id (``rag.errors.error_id``), which the adapter
+        shows with the message. An error counted once, by the service or by an adapter,
+        is neither counted nor logged again.
         """
         if getattr(error, "_ragchat_counted", False):
             return
         with contextlib.suppress(AttributeError):  # an exception type without a __dict__
             error._ragchat_counted = True  # type: ignore[attr-defined]
+        category = category_of(error)
+        # The id the user is shown (rag.errors.error_id) is in this line, to find it here.
+        logger.log(
+            logging.INFO if category in ("input", "business_rule") else logging.WARNING,
+            "error %s (%s, %s): %s",
+            error_id(error),
+            category,
+            type(error).__name__,
+            error,
+        )
         self.metrics.failed(error)
         if isinstance(error, RateLimitedError):
             self.metrics.refused(error.limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -84,9 +85,9 @@ def test_batch_reports_a_bad_file_in_one_line(tmp_path: Path, env: dict[str, str
     bad.write_text("question\nhello\n")
     run = _batch(env, str(bad))
     assert run.returncode == 2
-    assert (
-        run.stderr.strip().splitlines()[-1]
-        == "error: file: q.txt: use a .jsonl, .json or .csv file"
+    assert re.fullmatch(
+        r"error: file: q\.txt: use a \.jsonl, \.json or \.csv file \(error id [0-9a-f]{8}\)",
+        run.stderr.strip().splitlines()[-1],
     )
     missing = _batch(env, "--resume", "nope")
     assert missing.returncode == 2 and "no job with id 'nope'" in missing.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -380,11 +381,16 @@ def test_an_unexpected_error_is_a_bare_500_and_logged(env, monkeypatch, caplog):
     quiet = TestClient(client.app, client=LOCAL, raise_server_exceptions=False)
     r = quiet.get("/api/v1/documents")
     assert r.status_code == 500
-    assert r.json() == {
-        "error": {"type": "internal", "message": "internal error; see the server log"}
+    error = r.json()["error"]
+    assert error == {
+        "type": "internal",
+        "message": "internal error; see the server log",
+        "id": error["id"],
     }
+    assert re.fullmatch(r"[0-9a-f]{8}", error["id"])
     assert "secret" not in r.text
     assert "secret detail" in caplog.text  # the traceback is in the log, not the response
+    assert f"error {error['id']}: unexpected" in caplog.text  # the id leads to it
 
 
 def test_a_config_error_is_a_500_with_its_message(env, monkeypatch):

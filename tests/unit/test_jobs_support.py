@@ -174,6 +174,7 @@ def job_service(
         engine_for=engines.__getitem__,
         claim_ttl_s=claim_ttl_s,
         retry_wait_s=0.01,
+        question_retry_sleep=lambda _: None,  # retried at once (the policy's waits: test_errors)
     )
     if workers:
         queue.start(workers)
