@@ -175,6 +175,21 @@ class InvalidInputError(RagError):
         super().__init__(f"{field}: {reason}")
 
 
+class BaselineError(RagError):
+    """An earlier evaluation (``ragchat eval --baseline FILE``) cannot be compared with.
+
+    ``path`` is the file; ``reason`` what is wrong with it (missing, not JSON, no
+    per-question scores, no question or mode in common with this run).
+    """
+
+    category = "input"
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"baseline {self.path}: {reason}")
+
+
 class JobNotFoundError(RagError):
     """No job has this id (it never existed, or its records were removed)."""
 

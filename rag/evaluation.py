@@ -3,12 +3,14 @@
 A dataset is JSON Lines, one question per line::
 
     {"question": "...", "sources": ["manual.pdf"], "pages": [3], "passage": "...",
-     "reference_answer": "..."}
+     "reference_answer": "...", "id": "..."}
 
 ``sources`` are file names or path suffixes that count as relevant; ``pages`` (1-based)
 and ``passage`` (text the right chunk must contain) narrow it down. A question's targets
 are its sources, or each (source, page) pair when pages are given; recall counts targets
-covered, and nDCG gives a chunk credit only for a target not covered higher up.
+covered, and nDCG gives a chunk credit only for a target not covered higher up. ``id``
+(optional) names the question for comparisons with an earlier run
+(``rag.evaluation_baseline``); without one, the question text does.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from rag.evaluation_baseline import BaselineComparison
 
 CUTOFFS = (1, 5, 10)
 DEPTH = 10
@@ -49,6 +54,7 @@ class EvalItem:
     passage: str | None = None
     reference_answer: str | None = None
     line: int = 0
+    id: str | None = None
 
 
 def load_dataset(path: Path) -> list[EvalItem]:
@@ -86,6 +92,11 @@ def load_dataset(path: Path) -> list[EvalItem]:
         passage = data.get("passage")
         if passage is not None and not isinstance(passage, str):
             raise DatasetError(path, n, '"passage" must be a string')
+        item_id = data.get("id")
+        if isinstance(item_id, int) and not isinstance(item_id, bool):
+            item_id = str(item_id)
+        if item_id is not None and (not isinstance(item_id, str) or not item_id.strip()):
+            raise DatasetError(path, n, '"id" must be a non-empty string or a number')
         items.append(
             EvalItem(
                 question=question.strip(),
@@ -94,6 +105,7 @@ def load_dataset(path: Path) -> list[EvalItem]:
                 passage=passage or None,
                 reference_answer=data.get("reference_answer"),
                 line=n,
+                id=item_id.strip() if item_id else None,
             )
         )
     if not items:
@@ -144,15 +156,55 @@ def covered(item: EvalItem, chunk: Retrieved) -> set[int]:
     }
 
 
+@dataclass(frozen=True)
+class AnswerScore:
+    """What one answer cited, whether it abstained, and how long it took."""
+
+    citations: int
+    valid_citations: int
+    abstained: bool
+    total_ms: float
+    first_token_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, latencies rounded to 0.1 ms."""
+        return {"citations": self.citations, "valid_citations": self.valid_citations,
+                "abstained": self.abstained, "total_ms": round(self.total_ms, 1),
+                "first_token_ms": round(self.first_token_ms, 1)}  # fmt: skip
+
+
 @dataclass
 class ItemScore:
-    """Metrics of one question."""
+    """Metrics of one question (and of its answer, when answers were asked for)."""
 
     first_rank: int | None
     recall: dict[int, float]
     ndcg: float
     page_correct: bool | None
     line: int = 0
+    question: str = ""
+    id: str | None = None
+    answer: AnswerScore | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The question, its line and id, and every metric of it (rounded to 6 places).
+
+        ``ragchat eval --baseline`` reads these back to compare two runs question by
+        question.
+        """
+        data: dict[str, Any] = {"line": self.line, "question": self.question}
+        if self.id is not None:
+            data["id"] = self.id
+        data["first_rank"] = self.first_rank
+        for k in sorted(self.recall):
+            data[f"hit@{k}"] = self.value(f"hit@{k}")
+            data[f"recall@{k}"] = round(self.recall[k], 6)
+        data["mrr"] = round(self.value("mrr"), 6)
+        data[f"ndcg@{DEPTH}"] = round(self.ndcg, 6)
+        data["page_correct"] = self.page_correct
+        if self.answer is not None:
+            data["answer"] = self.answer.to_json()
+        return data
 
     def value(self, metric: str) -> float:
         """One of ``recall@K``, ``hit@K``, ``mrr`` or ``ndcg@10`` for this question."""
@@ -195,7 +247,10 @@ def score_item(item: EvalItem, ranked: Sequence[Retrieved], cutoffs: Iterable[in
         page_correct = bool(
             top and top.page in item.pages and any(source_matches(top, s) for s in item.sources)
         )
-    return ItemScore(first_rank, recall, dcg / ideal if ideal else 0.0, page_correct, item.line)
+    return ItemScore(
+        first_rank, recall, dcg / ideal if ideal else 0.0, page_correct, item.line,
+        item.question, item.id,
+    )  # fmt: skip
 
 
 def aggregate(scores: Sequence[ItemScore], cutoffs: Iterable[int]) -> dict[str, float]:
@@ -247,9 +302,25 @@ class ModeReport:
     config: dict[str, Any] = field(default_factory=dict)
     scores: list[ItemScore] = field(default_factory=list)
     differences: dict[str, dict[str, Difference]] = field(default_factory=dict)
+    baseline: BaselineComparison | None = None
+
+    def add_answers(self, answered: Sequence[tuple[EvalItem, AnsweredItem]]) -> None:
+        """Record the answers: their metrics, and each one on its question's score."""
+        if not answered:
+            return
+        self.metrics.update(answer_metrics([i for i, _ in answered], [a for _, a in answered]))
+        by_line = {s.line: s for s in self.scores}
+        for item, result in answered:
+            score = by_line.get(item.line)
+            if score is not None:
+                score.answer = score_answer(item, result)
 
     def to_json(self) -> dict[str, Any]:
-        """Metrics with the mode, its retrieval settings, counts, differences and failures."""
+        """Metrics with the mode, its settings, counts, differences, failures and questions.
+
+        ``questions`` holds each scored question's own metrics (``ItemScore.to_json``);
+        ``baseline`` the comparison with an earlier run, when one was made.
+        """
         data: dict[str, Any] = {
             "mode": self.mode,
             "config": self.config,
@@ -261,9 +332,12 @@ class ModeReport:
                 other: {m: d.to_json() for m, d in diffs.items()}
                 for other, diffs in self.differences.items()
             }
+        if self.baseline is not None:
+            data["baseline"] = self.baseline.to_json()
         data["failed"] = [
             {"line": f.line, "question": f.question, "reason": f.reason} for f in self.failures
         ]
+        data["questions"] = [s.to_json() for s in self.scores]
         return data
 
 
@@ -326,10 +400,18 @@ def paired_difference(
     if not pairs:
         return Difference(0.0, 0.0, 0.0, 0)
     diffs = np.asarray([x - y for x, y in pairs], dtype="float64")
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
+    means = diffs[resample_indices(len(diffs), resamples, seed)].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return Difference(float(diffs.mean()), float(low), float(high), len(diffs))
+
+
+def resample_indices(n: int, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """``resamples`` rows of ``n`` question indices drawn with replacement (seeded).
+
+    The same seed draws the same rows: a bootstrap interval is the same on every run.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n, size=(resamples, n))
 
 
 def compare_modes(reports: Sequence[ModeReport], metrics: Sequence[str] = COMPARED) -> None:
@@ -370,6 +452,17 @@ def citation_valid(item: EvalItem, cited: Retrieved) -> bool:
     if covered(item, cited):
         return True
     return bool(item.passage) and _norm(item.passage or "") in _norm(cited.text)
+
+
+def score_answer(item: EvalItem, answer: AnsweredItem) -> AnswerScore:
+    """One answer's citations (and how many are valid), abstention and latencies."""
+    return AnswerScore(
+        citations=len(answer.citations),
+        valid_citations=sum(1 for c in answer.citations if citation_valid(item, c)),
+        abstained=answer.abstained,
+        total_ms=answer.total_ms,
+        first_token_ms=answer.first_token_ms,
+    )
 
 
 def answer_metrics(items: Sequence[EvalItem], answers: Sequence[AnsweredItem]) -> dict[str, float]:
@@ -458,6 +551,10 @@ def write_report(reports: Sequence[ModeReport], dataset: Path, folder: Path) -> 
             for r, other, diffs in pairs
             for m, d in diffs.items()
         ]
+    if any(r.baseline is not None for r in reports):
+        from rag.evaluation_baseline import markdown_comparison  # it imports this module
+
+        lines += [line for r in reports if r.baseline for line in markdown_comparison(r.baseline)]
     if len(reports) > 1:
         chart = folder / "modes.png"
         _bar_chart(reports, [k for k in keys if not k.endswith("_ms")], chart)

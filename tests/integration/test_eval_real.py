@@ -98,3 +98,18 @@ def test_a_bad_dataset_is_one_line(tmp_path, indexed, capsys):
     assert main(["eval", str(bad), "--index", str(index)]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl, line 1" in err and err.count("\n") == 1
+
+
+def test_eval_against_its_own_saved_baseline_passes_the_gate(indexed, tmp_path, capsys):
+    index, dataset = indexed
+    saved = tmp_path / "baseline.json"
+    assert main(["eval", str(dataset), "--mode", "hybrid", "--save", str(saved),
+                 "--index", str(index)]) == 0  # fmt: skip
+    rows = json.loads(saved.read_text())["questions"]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4] and rows[1]["question"] == "what does E42 mean"
+    capsys.readouterr()
+    code = main(["eval", str(dataset), "--mode", "hybrid", "--baseline", str(saved),
+                 "--fail-under", "--json", "--index", str(index)])  # fmt: skip
+    compared = json.loads(capsys.readouterr().out)["baseline"]
+    assert code == 0 and compared["questions"] == 4 and compared["worse"] == []
+    assert {m["verdict"] for m in compared["metrics"].values()} == {"same"}
