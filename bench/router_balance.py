@@ -72,14 +72,17 @@ def main() -> None:
     args = parser.parse_args()
     fast = Fault("slow_stream", interval=args.fast, tokens=args.tokens)
     slow = Fault("slow_stream", interval=args.slow, tokens=args.tokens)
-    with FaultServer(default=fast) as a, FaultServer(default=fast) as b:
-        with FaultServer(default=slow) as c:
-            print(
-                f"{args.questions} questions, {args.clients} at once, {args.tokens} tokens "
-                f"each; replicas at {args.fast}/{args.fast}/{args.slow} s a token"
-            )
-            for balance in ("round_robin", "latency"):
-                run(balance, [a, b, c], args.questions, args.clients)
+    with (
+        FaultServer(default=fast) as a,
+        FaultServer(default=fast) as b,
+        FaultServer(default=slow) as c,
+    ):
+        print(
+            f"{args.questions} questions, {args.clients} at once, {args.tokens} tokens "
+            f"each; replicas at {args.fast}/{args.fast}/{args.slow} s a token"
+        )
+        for balance in ("round_robin", "latency"):
+            run(balance, [a, b, c], args.questions, args.clients)
 
 
 if __name__ == "__main__":
