@@ -28,6 +28,7 @@ from rag.llm.local import LocalLLMServer, bundled_model_path
 from rag.memory import ConversationStore
 from rag.observe.metrics import Metrics
 from rag.observe.prices import parse_prices
+from rag.observe.usage import UsageLog
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.service.core import Models, RagService
@@ -423,6 +424,17 @@ def build_service(
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
         build_metrics(settings, store),
+        lambda: build_usage(settings),
+    )
+
+
+def build_usage(settings: Settings) -> UsageLog:
+    """The usage log of the data folder (the Metrics page's history of answers)."""
+    return UsageLog(
+        settings.usage_path,
+        prices=parse_prices(settings.model_prices),
+        keep_questions=settings.usage_questions,
+        retention_days=settings.usage_retention_days,
     )
 
 

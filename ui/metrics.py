@@ -1,0 +1,269 @@
+"""The Metrics page (admins): the answers of a period, from the usage log, with charts.
+
+Answer time and time to first token (p50, p95), questions, tokens and cost per day (and
+per model), cache hit rate, feedback, and the questions the documents most often did not
+answer. The report comes from ``RagService.usage_report``, which refuses anyone but an
+admin; the navigation lists this page for admins only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from rag.errors import RagError
+from rag.observe.usage import DayUsage, UsageReport, UsageStats
+from rag.text import safe_label
+from ui.render import escape_markdown
+from ui.resources import Resources
+
+PERIODS = {1: "Today", 7: "7 days", 30: "30 days", 90: "90 days", 365: "365 days"}
+DEFAULT_DAYS = 30
+NONE = "n/a"  # a value with nothing to compute it from
+
+
+def page(res: Resources) -> None:
+    """Render the metrics page: period, summary, charts, models and unanswered questions."""
+    st.title("Metrics")
+    days = st.segmented_control(
+        "Period",
+        list(PERIODS),
+        format_func=PERIODS.__getitem__,
+        default=DEFAULT_DAYS,
+        required=True,
+        key="metrics-days",
+    )
+    by_model = st.toggle("Split by model", key="metrics-by-model")
+    try:
+        report = res.service.usage_report(res.caller, days or DEFAULT_DAYS, by_model=by_model)
+    except RagError as exc:
+        st.error(escape_markdown(str(exc)), icon=":material/block:")
+        return
+    st.caption(
+        f"{report.first_day:%d %b %Y} to {report.last_day:%d %b %Y} (days in UTC). "
+        "Times are of every answer given, those served from the cache included."
+    )
+    if report.empty:
+        st.info(
+            f"No answers in this period yet. Every answer given in Chat, through the API, "
+            f"the CLI or a batch run is counted here, and kept "
+            f"{res.settings.usage_retention_days} days (RAG_USAGE_RETENTION_DAYS).",
+            icon=":material/monitoring:",
+        )
+        return
+    _summary(report.total)
+    _charts(report, by_model)
+    _models(report)
+    _gaps(report)
+
+
+# Formatting --------------------------------------------------------------------------------
+
+
+def _duration(ms: float | None) -> str:
+    if ms is None:
+        return NONE
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _share(value: float | None) -> str:
+    return NONE if value is None else f"{value:.0%}"
+
+
+def _dollars(value: float | None) -> str:
+    if value is None:
+        return NONE
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _count(value: int) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:,}"
+
+
+# Sections ----------------------------------------------------------------------------------
+
+
+def _summary(total: UsageStats) -> None:
+    row = st.columns(4)
+    row[0].metric("Questions", f"{total.questions:,}", border=True)
+    row[1].metric(
+        "Answer time p50 / p95",
+        f"{_duration(total.answer_p50_ms)} / {_duration(total.answer_p95_ms)}",
+        border=True,
+    )
+    row[2].metric(
+        "First token p50 / p95",
+        f"{_duration(total.first_token_p50_ms)} / {_duration(total.first_token_p95_ms)}",
+        border=True,
+    )
+    row[3].metric(
+        "Not answered by the documents",
+        _share(total.abstention_rate),
+        help="Share of questions the documents did not cover (they abstained).",
+        border=True,
+    )
+    row = st.columns(4)
+    row[0].metric(
+        "Tokens in / out",
+        f"{_count(total.prompt_tokens)} / {_count(total.completion_tokens)}",
+        border=True,
+    )
+    row[1].metric(
+        "Estimated cost",
+        _dollars(total.cost),
+        help="From RAG_MODEL_PRICES; none when it prices none of the models used.",
+        border=True,
+    )
+    row[2].metric(
+        "Cache hit rate",
+        _share(total.cache_hit_rate),
+        help="Share of answers served from the response cache.",
+        border=True,
+    )
+    rated = total.up + total.down
+    row[3].metric(
+        "Rated helpful",
+        _share(total.feedback_ratio),
+        help=f"Thumbs up among rated answers: {total.up} up, {total.down} down.",
+        border=True,
+    )
+    if rated:
+        st.caption(f"{rated:,} answers rated: {total.up:,} up, {total.down:,} down.")
+
+
+def _frame(days: Sequence[DayUsage], columns: dict[str, Callable[[UsageStats], Any]]) -> Any:
+    """A table with a ``day`` column and one column per name, from each day's stats."""
+    data: dict[str, list[Any]] = {"day": [pd.Timestamp(d.day) for d in days]}
+    for name, value in columns.items():
+        data[name] = [value(d.stats) for d in days]
+    if any(d.model is not None for d in days):
+        data["model"] = [d.model or "" for d in days]
+    return pd.DataFrame(data)
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _charts(report: UsageReport, by_model: bool) -> None:
+    days = report.days
+    split = by_model and bool(report.days_by_model)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Answer time (s)")
+        frame = _frame(
+            days,
+            {
+                "p50": lambda s: _seconds(s.answer_p50_ms),
+                "p95": lambda s: _seconds(s.answer_p95_ms),
+            },
+        )
+        st.line_chart(frame, x="day", y=["p50", "p95"], x_label="", y_label="seconds")
+    with right:
+        st.subheader("Time to first token (s)")
+        frame = _frame(
+            days,
+            {
+                "p50": lambda s: _seconds(s.first_token_p50_ms),
+                "p95": lambda s: _seconds(s.first_token_p95_ms),
+            },
+        )
+        st.line_chart(frame, x="day", y=["p50", "p95"], x_label="", y_label="seconds")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Questions per day")
+        if split:
+            frame = _frame(report.days_by_model, {"questions": lambda s: s.questions})
+            st.bar_chart(frame, x="day", y="questions", color="model", x_label="")
+        else:
+            frame = _frame(days, {"questions": lambda s: s.questions})
+            st.bar_chart(frame, x="day", y="questions", x_label="")
+    with right:
+        st.subheader("Tokens per day")
+        if split:
+            frame = _frame(
+                report.days_by_model, {"tokens": lambda s: s.prompt_tokens + s.completion_tokens}
+            )
+            st.bar_chart(frame, x="day", y="tokens", color="model", x_label="")
+        else:
+            frame = _frame(
+                days, {"in": lambda s: s.prompt_tokens, "out": lambda s: s.completion_tokens}
+            )
+            st.area_chart(frame, x="day", y=["in", "out"], x_label="", y_label="tokens")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Cache hit rate")
+        frame = _frame(days, {"cache hits": lambda s: s.cache_hit_rate})
+        st.line_chart(frame, x="day", y="cache hits", x_label="", y_label="share of answers")
+    with right:
+        st.subheader("Feedback per day")
+        frame = _frame(days, {"up": lambda s: s.up, "down": lambda s: s.down})
+        st.bar_chart(frame, x="day", y=["up", "down"], x_label="", y_label="answers rated")
+    if report.total.cost is not None:
+        st.subheader("Estimated cost per day ($)")
+        if split:
+            frame = _frame(report.days_by_model, {"cost": lambda s: s.cost or 0.0})
+            st.bar_chart(frame, x="day", y="cost", color="model", x_label="", y_label="dollars")
+        else:
+            frame = _frame(days, {"cost": lambda s: s.cost or 0.0})
+            st.bar_chart(frame, x="day", y="cost", x_label="", y_label="dollars")
+
+
+def _models(report: UsageReport) -> None:
+    st.subheader("Per model")
+    st.dataframe(
+        [
+            {
+                "model": safe_label(m.model),
+                "questions": m.stats.questions,
+                "answer p50": _duration(m.stats.answer_p50_ms),
+                "answer p95": _duration(m.stats.answer_p95_ms),
+                "first token p50": _duration(m.stats.first_token_p50_ms),
+                "first token p95": _duration(m.stats.first_token_p95_ms),
+                "tokens in": m.stats.prompt_tokens,
+                "tokens out": m.stats.completion_tokens,
+                "cost": _dollars(m.stats.cost),
+                "cache hits": _share(m.stats.cache_hit_rate),
+                "rated helpful": _share(m.stats.feedback_ratio),
+            }
+            for m in report.models
+        ],
+        hide_index=True,
+    )
+
+
+def _gaps(report: UsageReport) -> None:
+    st.subheader("Questions the documents did not answer")
+    if not report.questions_kept:
+        st.caption(
+            f"{report.total.abstained:,} questions were not answered; their text is not "
+            "kept (RAG_USAGE_QUESTIONS=false)."
+        )
+        return
+    if not report.abstained_questions:
+        st.caption("Every question of this period was answered from the documents.")
+        return
+    st.caption(
+        "The most frequent first: the gaps in the documents. Questions are counted "
+        "regardless of case and end punctuation; personal data is masked."
+    )
+    st.dataframe(
+        [
+            {
+                "question": safe_label(q.text),
+                "times asked": q.count,
+                "last asked": q.last_asked,
+            }
+            for q in report.abstained_questions
+        ],
+        hide_index=True,
+        column_config={
+            "question": st.column_config.TextColumn(width="large"),
+            "last asked": st.column_config.DatetimeColumn(format="D MMM YYYY, HH:mm"),
+        },
+    )
