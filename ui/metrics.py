@@ -69,6 +69,15 @@ def _duration(ms: float | None) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
+def _durations(low: float | None, high: float | None) -> str:
+    """Two times in one unit, e.g. ``240 / 530 ms`` or ``1.1 / 3.2 s``."""
+    if low is None or high is None:
+        return NONE
+    if max(low, high) < 1000:
+        return f"{low:.0f} / {high:.0f} ms"
+    return f"{low / 1000:.1f} / {high / 1000:.1f} s"
+
+
 def _share(value: float | None) -> str:
     return NONE if value is None else f"{value:.0%}"
 
@@ -80,9 +89,11 @@ def _dollars(value: float | None) -> str:
 
 
 def _count(value: int) -> str:
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.1f}M"
-    return f"{value / 1000:.1f}k" if value >= 10_000 else f"{value:,}"
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1000, "k")):
+        if value >= size:
+            scaled = value / size
+            return f"{scaled:.1f}{suffix}" if scaled < 10 else f"{scaled:.0f}{suffix}"
+    return str(value)
 
 
 # Sections ----------------------------------------------------------------------------------
@@ -93,18 +104,18 @@ def _summary(total: UsageStats) -> None:
     row[0].metric("Questions", f"{total.questions:,}", border=True)
     row[1].metric(
         "Answer time p50 / p95",
-        f"{_duration(total.answer_p50_ms)} / {_duration(total.answer_p95_ms)}",
+        _durations(total.answer_p50_ms, total.answer_p95_ms),
         border=True,
     )
     row[2].metric(
         "First token p50 / p95",
-        f"{_duration(total.first_token_p50_ms)} / {_duration(total.first_token_p95_ms)}",
+        _durations(total.first_token_p50_ms, total.first_token_p95_ms),
         border=True,
     )
     row[3].metric(
-        "Not answered by the documents",
+        "Abstained",
         _share(total.abstention_rate),
-        help="Share of questions the documents did not cover (they abstained).",
+        help="Share of questions the documents did not answer.",
         border=True,
     )
     row = st.columns(4)
@@ -148,6 +159,10 @@ def _frame(days: Sequence[DayUsage], columns: dict[str, Callable[[UsageStats], A
 
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else share * 100
 
 
 def _charts(report: UsageReport, by_model: bool) -> None:
@@ -197,9 +212,9 @@ def _charts(report: UsageReport, by_model: bool) -> None:
             st.area_chart(frame, x="day", y=["in", "out"], x_label="", y_label="tokens")
     left, right = st.columns(2)
     with left:
-        st.subheader("Cache hit rate")
-        frame = _frame(days, {"cache hits": lambda s: s.cache_hit_rate})
-        st.line_chart(frame, x="day", y="cache hits", x_label="", y_label="share of answers")
+        st.subheader("Cache hit rate (%)")
+        frame = _frame(days, {"cache hits": lambda s: _percent(s.cache_hit_rate)})
+        st.line_chart(frame, x="day", y="cache hits", x_label="", y_label="% of answers")
     with right:
         st.subheader("Feedback per day")
         frame = _frame(days, {"up": lambda s: s.up, "down": lambda s: s.down})

@@ -31,6 +31,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rag.errors import UsageLogError
 from rag.guard.pii import LogDetector, redact
 from rag.observe.prices import Price, cost_of
@@ -69,7 +71,7 @@ QUESTION_MAX_CHARS = 500
 _EDGES = " \t\r\n?!.,;:¿¡…\"'`()[]{}«»“”\u2018\u2019"
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile (0..100) by linear interpolation between closest ranks.
 
     The same definition as NumPy's default (``method="linear"``) and Excel's
@@ -79,15 +81,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     Raises:
         ValueError: ``q`` is outside 0..100.
     """
+    return _ranked(np.sort(np.asarray(values, dtype=float)), q)
+
+
+def _ranked(ordered: np.ndarray, q: float) -> float | None:
+    """``percentile`` of values already sorted."""
     if not 0 <= q <= 100:
         raise ValueError(f"a percentile is between 0 and 100, not {q}")
-    if not values:
+    if not len(ordered):
         return None
-    ordered = sorted(values)
     h = (len(ordered) - 1) * q / 100
     low = math.floor(h)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+    return float(ordered[low] + (h - low) * (ordered[high] - ordered[low]))
 
 
 def question_key(text: str) -> str:
@@ -255,29 +261,64 @@ class UsageReport:
         }
 
 
-# One row as the report reads it.
-_Row = tuple[str, str, int, int, float | None, float, float, int, str | None, int | None]
+@dataclass
+class _Group:
+    """Answers of one day and model, or of several such merged.
+
+    Counts add up; percentiles do not, so the latencies themselves are kept.
+    """
+
+    questions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    cache_hits: int = 0
+    reviewed: int = 0
+    abstained: int = 0
+    up: int = 0
+    down: int = 0
+    totals: list[float] = field(default_factory=list)
+    firsts: list[float] = field(default_factory=list)
+
+    def add(self, other: _Group) -> None:
+        self.questions += other.questions
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        if other.cost is not None:
+            self.cost = (self.cost or 0.0) + other.cost
+        self.cache_hits += other.cache_hits
+        self.reviewed += other.reviewed
+        self.abstained += other.abstained
+        self.up += other.up
+        self.down += other.down
+        self.totals.extend(other.totals)
+        self.firsts.extend(other.firsts)
+
+    def stats(self) -> UsageStats:
+        totals = np.sort(np.asarray(self.totals, dtype=float))
+        firsts = np.sort(np.asarray(self.firsts, dtype=float))
+        return UsageStats(
+            questions=self.questions,
+            answer_p50_ms=_ranked(totals, 50),
+            answer_p95_ms=_ranked(totals, 95),
+            first_token_p50_ms=_ranked(firsts, 50),
+            first_token_p95_ms=_ranked(firsts, 95),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost=self.cost,
+            cache_hits=self.cache_hits,
+            reviewed=self.reviewed,
+            abstained=self.abstained,
+            up=self.up,
+            down=self.down,
+        )
 
 
-def _stats(rows: Sequence[_Row]) -> UsageStats:
-    totals = [r[5] for r in rows]
-    firsts = [r[6] for r in rows]
-    costs = [r[4] for r in rows if r[4] is not None]
-    return UsageStats(
-        questions=len(rows),
-        answer_p50_ms=percentile(totals, 50),
-        answer_p95_ms=percentile(totals, 95),
-        first_token_p50_ms=percentile(firsts, 50),
-        first_token_p95_ms=percentile(firsts, 95),
-        prompt_tokens=sum(r[2] for r in rows),
-        completion_tokens=sum(r[3] for r in rows),
-        cost=math.fsum(costs) if costs else None,
-        cache_hits=sum(1 for r in rows if r[8] == "cache"),
-        reviewed=sum(1 for r in rows if r[8] == "review"),
-        abstained=sum(1 for r in rows if r[7]),
-        up=sum(1 for r in rows if r[9] == 1),
-        down=sum(1 for r in rows if r[9] == 0),
-    )
+def _merged(groups: Iterable[_Group]) -> _Group:
+    out = _Group()
+    for group in groups:
+        out.add(group)
+    return out
 
 
 def _period(days: int, now: datetime) -> tuple[date, date]:
@@ -285,8 +326,8 @@ def _period(days: int, now: datetime) -> tuple[date, date]:
     return last - timedelta(days=days - 1), last
 
 
-def build_report(
-    rows: Iterable[_Row],
+def _build_report(
+    groups: Mapping[tuple[date, str], _Group],
     days: int,
     now: datetime,
     *,
@@ -296,39 +337,29 @@ def build_report(
 ) -> UsageReport:
     """The report of the ``days`` UTC days ending with the day of ``now``.
 
-    ``rows``: ``(at, model, prompt tokens, completion tokens, cost, total_ms,
-    first_token_ms, abstained, served_from, feedback)``; those outside the period are
-    left out. ``abstained``: the most frequent abstained questions, already counted.
+    ``groups``: the answers of each (day, model); days outside the period are left out.
     """
     first, last = _period(days, now)
-    by_day: dict[date, list[_Row]] = defaultdict(list)
-    by_day_model: dict[tuple[date, str], list[_Row]] = defaultdict(list)
-    per_model: dict[str, list[_Row]] = defaultdict(list)
-    kept: list[_Row] = []
-    for row in rows:
-        day = date.fromisoformat(row[0][:10])
-        if not first <= day <= last:
-            continue
-        kept.append(row)
-        by_day[day].append(row)
-        per_model[row[1]].append(row)
-        if by_model:
-            by_day_model[(day, row[1])].append(row)
-    models = [ModelUsage(model, _stats(found)) for model, found in per_model.items()]
+    kept = {key: group for key, group in groups.items() if first <= key[0] <= last}
+    per_day: dict[date, list[_Group]] = defaultdict(list)
+    per_model: dict[str, list[_Group]] = defaultdict(list)
+    for (day, model), group in kept.items():
+        per_day[day].append(group)
+        per_model[model].append(group)
+    models = [ModelUsage(model, _merged(found).stats()) for model, found in per_model.items()]
     models.sort(key=lambda m: (-m.stats.questions, m.model))
+    period = [first + timedelta(days=i) for i in range(days)]
     return UsageReport(
         first_day=first,
         last_day=last,
-        total=_stats(kept),
-        days=[
-            DayUsage(first + timedelta(days=i), _stats(by_day.get(first + timedelta(days=i), [])))
-            for i in range(days)
-        ],
+        total=_merged(kept.values()).stats(),
+        days=[DayUsage(day, _merged(per_day.get(day, [])).stats()) for day in period],
         models=models,
         days_by_model=[
-            DayUsage(day, _stats(found), model)
-            for (day, model), found in sorted(by_day_model.items())
-        ],
+            DayUsage(day, group.stats(), model) for (day, model), group in sorted(kept.items())
+        ]
+        if by_model
+        else [],
         abstained_questions=list(abstained),
         questions_kept=questions_kept,
     )
@@ -374,6 +405,9 @@ class UsageLog:
                 path, check_same_thread=False, timeout=30, isolation_level=None
             )
             self._db.execute("PRAGMA journal_mode = WAL")
+            # Commits reach the WAL without waiting for the disk: a power cut may lose the
+            # last answers' rows, never the file.
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise UsageLogError(path, str(exc)) from exc
@@ -465,10 +499,18 @@ class UsageLog:
         now = self._clock()
         first, _ = _period(days, now)
         since = first.isoformat()  # "YYYY-MM-DD" sorts before any time of that day
-        with self._lock, self._errors():
-            rows = self._db.execute(
-                "SELECT at, model, prompt_tokens, completion_tokens, cost, total_ms, "
-                "first_token_ms, abstained, served_from, feedback FROM answers WHERE at >= ?",
+        with self._lock, self._errors(), self._snapshot():
+            counted = self._db.execute(
+                "SELECT substr(at, 1, 10) AS day, model, count(*), sum(prompt_tokens), "
+                "sum(completion_tokens), sum(cost), count(served_from = 'cache' OR NULL), "
+                "count(served_from = 'review' OR NULL), sum(abstained), "
+                "count(feedback = 1 OR NULL), count(feedback = 0 OR NULL) "
+                "FROM answers WHERE at >= ? GROUP BY day, model",
+                (since,),
+            ).fetchall()
+            timed = self._db.execute(
+                "SELECT substr(at, 1, 10), model, total_ms, first_token_ms FROM answers "
+                "WHERE at >= ?",
                 (since,),
             ).fetchall()
             # The latest wording of each of the most frequent normalised questions.
@@ -484,14 +526,35 @@ class UsageLog:
             AbstainedQuestion(str(k), str(text), int(n), datetime.fromisoformat(at))
             for k, text, n, at in found
         ]
-        return build_report(
-            rows,
+        groups = {
+            (day, model): _Group(
+                int(n), int(prompt), int(completion), cost, int(cache), int(review),
+                int(abstained_n), int(up), int(down),
+            )
+            for day, model, n, prompt, completion, cost, cache, review, abstained_n, up, down
+            in counted
+        }  # fmt: skip
+        for day, model, total_ms, first_token_ms in timed:
+            group = groups[(day, model)]  # one snapshot: every row's group was counted
+            group.totals.append(total_ms)
+            group.firsts.append(first_token_ms)
+        return _build_report(
+            {(date.fromisoformat(day), model): group for (day, model), group in groups.items()},
             days,
             now,
             by_model=by_model,
             abstained=abstained,
             questions_kept=self.keep_questions,
         )
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: the queries inside see the same rows (WAL snapshot)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -504,4 +567,4 @@ class UsageLog:
 
 def empty_report(days: int, *, questions_kept: bool, now: datetime | None = None) -> UsageReport:
     """The report of a period without answers (a service with no usage log)."""
-    return build_report((), days, now or _now(), questions_kept=questions_kept)
+    return _build_report({}, days, now or _now(), questions_kept=questions_kept)
