@@ -23,6 +23,7 @@ from ui.resources import Resources
 PERIODS = {1: "Today", 7: "7 days", 30: "30 days", 90: "90 days", 365: "365 days"}
 DEFAULT_DAYS = 30
 NONE = "n/a"  # a value with nothing to compute it from
+Stat = Callable[[UsageStats], Any]  # one value of a day's stats
 
 
 def page(res: Resources) -> None:
@@ -143,11 +144,14 @@ def _summary(total: UsageStats) -> None:
         help=f"Thumbs up among rated answers: {total.up} up, {total.down} down.",
         border=True,
     )
-    if rated:
-        st.caption(f"{rated:,} answers rated: {total.up:,} up, {total.down:,} down.")
+    notes = [f"{rated:,} answers rated: {total.up:,} up, {total.down:,} down."] if rated else []
+    if total.reviewed:
+        notes.append(f"{total.reviewed:,} answers were a reviewer's correction.")
+    if notes:
+        st.caption(" ".join(notes))
 
 
-def _frame(days: Sequence[DayUsage], columns: dict[str, Callable[[UsageStats], Any]]) -> Any:
+def _frame(days: Sequence[DayUsage], columns: dict[str, Stat]) -> Any:
     """A table with a ``day`` column and one column per name, from each day's stats."""
     data: dict[str, list[Any]] = {"day": [pd.Timestamp(d.day) for d in days]}
     for name, value in columns.items():
@@ -161,8 +165,28 @@ def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
+def _tokens(stats: UsageStats) -> int:
+    return stats.prompt_tokens + stats.completion_tokens
+
+
 def _percent(share: float | None) -> float | None:
     return None if share is None else share * 100
+
+
+def _latency(title: str, days: Sequence[DayUsage], p50: Stat, p95: Stat) -> None:
+    st.subheader(title)
+    frame = _frame(days, {"p50": lambda s: _seconds(p50(s)), "p95": lambda s: _seconds(p95(s))})
+    st.line_chart(frame, x="day", y=["p50", "p95"], x_label="", y_label="seconds")
+
+
+def _amount(title: str, report: UsageReport, split: bool, name: str, value: Stat) -> None:
+    """Bars of one amount a day, in a colour per model when ``split``."""
+    st.subheader(title)
+    if split:
+        frame = _frame(report.days_by_model, {name: value})
+        st.bar_chart(frame, x="day", y=name, color="model", x_label="")
+    else:
+        st.bar_chart(_frame(report.days, {name: value}), x="day", y=name, x_label="")
 
 
 def _charts(report: UsageReport, by_model: bool) -> None:
@@ -170,42 +194,22 @@ def _charts(report: UsageReport, by_model: bool) -> None:
     split = by_model and bool(report.days_by_model)
     left, right = st.columns(2)
     with left:
-        st.subheader("Answer time (s)")
-        frame = _frame(
-            days,
-            {
-                "p50": lambda s: _seconds(s.answer_p50_ms),
-                "p95": lambda s: _seconds(s.answer_p95_ms),
-            },
-        )
-        st.line_chart(frame, x="day", y=["p50", "p95"], x_label="", y_label="seconds")
+        _latency("Answer time (s)", days, lambda s: s.answer_p50_ms, lambda s: s.answer_p95_ms)
     with right:
-        st.subheader("Time to first token (s)")
-        frame = _frame(
+        _latency(
+            "Time to first token (s)",
             days,
-            {
-                "p50": lambda s: _seconds(s.first_token_p50_ms),
-                "p95": lambda s: _seconds(s.first_token_p95_ms),
-            },
+            lambda s: s.first_token_p50_ms,
+            lambda s: s.first_token_p95_ms,
         )
-        st.line_chart(frame, x="day", y=["p50", "p95"], x_label="", y_label="seconds")
     left, right = st.columns(2)
     with left:
-        st.subheader("Questions per day")
-        if split:
-            frame = _frame(report.days_by_model, {"questions": lambda s: s.questions})
-            st.bar_chart(frame, x="day", y="questions", color="model", x_label="")
-        else:
-            frame = _frame(days, {"questions": lambda s: s.questions})
-            st.bar_chart(frame, x="day", y="questions", x_label="")
+        _amount("Questions per day", report, split, "questions", lambda s: s.questions)
     with right:
-        st.subheader("Tokens per day")
         if split:
-            frame = _frame(
-                report.days_by_model, {"tokens": lambda s: s.prompt_tokens + s.completion_tokens}
-            )
-            st.bar_chart(frame, x="day", y="tokens", color="model", x_label="")
+            _amount("Tokens per day", report, split, "tokens", _tokens)
         else:
+            st.subheader("Tokens per day")
             frame = _frame(
                 days, {"in": lambda s: s.prompt_tokens, "out": lambda s: s.completion_tokens}
             )
@@ -220,13 +224,7 @@ def _charts(report: UsageReport, by_model: bool) -> None:
         frame = _frame(days, {"up": lambda s: s.up, "down": lambda s: s.down})
         st.bar_chart(frame, x="day", y=["up", "down"], x_label="", y_label="answers rated")
     if report.total.cost is not None:
-        st.subheader("Estimated cost per day ($)")
-        if split:
-            frame = _frame(report.days_by_model, {"cost": lambda s: s.cost or 0.0})
-            st.bar_chart(frame, x="day", y="cost", color="model", x_label="", y_label="dollars")
-        else:
-            frame = _frame(days, {"cost": lambda s: s.cost or 0.0})
-            st.bar_chart(frame, x="day", y="cost", x_label="", y_label="dollars")
+        _amount("Estimated cost per day ($)", report, split, "dollars", lambda s: s.cost or 0.0)
 
 
 def _models(report: UsageReport) -> None:
