@@ -15,11 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import (
-    InvalidInputError,
-    RagError,
-    RateLimitedError,
-)
+from rag.errors import InvalidInputError, RagError, RateLimitedError
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.service.usage import rate_usage, record_usage, usage_report
