@@ -80,6 +80,7 @@ bench: install
 	$(PY) -m bench.injection --answers obedient --quarantine
 	$(PY) -m bench.injection --answers bundled --spotlight off
 	$(PY) -m bench.injection --answers bundled --spotlight datamark
+	$(PY) bench/usage_log.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

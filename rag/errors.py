@@ -150,6 +150,17 @@ class IndexLockedError(StoreError):
         )
 
 
+class UsageLogError(RagError):
+    """The usage log (the Metrics page's history of answers) cannot be read or written."""
+
+    category = "infrastructure"
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"usage log {self.path}: {reason}")
+
+
 class DocumentNotFoundError(RagError):
     """No indexed document matches an id or path."""
 

@@ -227,6 +227,24 @@ class Settings(BaseSettings):
             "Unset: no cost is estimated (the bundled model costs nothing)."
         ),
     )
+    usage_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description=(
+            "Days the usage log (DATA_DIR/usage.sqlite: one row per answer, for the Metrics "
+            "page) keeps an answer; older rows are deleted."
+        ),
+    )
+    usage_questions: bool = Field(
+        default=True,
+        description=(
+            "Keep the text of questions the documents did not answer in the usage log, with "
+            "personal data masked, so the Metrics page can list the most frequent ones (the "
+            "gaps in the documents); no other question's text is kept there. false: no "
+            "question text at all (the audit trail keeps it only with RAG_AUDIT_QUESTIONS)."
+        ),
+    )
     lock_timeout_s: float = Field(
         default=600.0,
         ge=0,
@@ -708,6 +726,11 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         """The audit trail."""
         return self.data_dir / "audit.sqlite"
+
+    @property
+    def usage_path(self) -> Path:
+        """The usage log: one row per answer, for the Metrics page."""
+        return self.data_dir / "usage.sqlite"
 
     @property
     def resolved_conversations_path(self) -> Path:

@@ -24,7 +24,7 @@ from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import InvalidInputError, JobNotFoundError, ProviderError
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_access, build_retriever
+from rag.service.components import build_access, build_retriever, build_usage
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore, NewChunk
@@ -147,6 +147,7 @@ def fake_service(
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
         lambda: build_access(settings),
+        usage=lambda: build_usage(settings),
     )
     return service, controls
 

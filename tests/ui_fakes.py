@@ -20,7 +20,7 @@ from rag.jobs.queue import JobQueue
 from rag.jobs.store import SqliteJobStore
 from rag.memory import ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_access, build_retriever
+from rag.service.components import build_access, build_retriever, build_usage
 from rag.service.core import RagService
 from rag.service.jobs import JobService
 from rag.settings import Settings
@@ -104,6 +104,7 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
         pipeline,
         lambda **kw: build_retriever(settings, store, **kw),
         lambda: build_access(settings),
+        usage=lambda: build_usage(settings),
     )
     queue = JobQueue(
         SqliteHuey("ragchat", filename=str(root / "queue.db"), results=False),

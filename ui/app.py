@@ -1,15 +1,15 @@
-"""Page setup: navigation over the chat, documents and batch pages."""
+"""Page setup: navigation over the chat, documents, batch and access pages (and metrics)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui import access, batch, chat, documents
+from ui import access, batch, chat, documents, metrics
 from ui.resources import Resources
 
 
-def run(res: Resources, *, default: str = "chat") -> None:
-    """Set up navigation and render the selected page."""
+def pages(res: Resources, *, default: str = "chat") -> list[st.Page]:
+    """The pages ``res.caller`` may open; Metrics for admins only."""
     docs_page = st.Page(
         lambda: documents.page(res),
         title="Documents",
@@ -38,4 +38,19 @@ def run(res: Resources, *, default: str = "chat") -> None:
         url_path="access",
         default=default == "access",
     )
-    st.navigation([chat_page, docs_page, batch_page, access_page]).run()
+    found = [chat_page, docs_page, batch_page, access_page]
+    if res.caller.is_admin:  # the service refuses the report to anyone else, too
+        metrics_page = st.Page(
+            lambda: metrics.page(res),
+            title="Metrics",
+            icon=":material/monitoring:",
+            url_path="metrics",
+            default=default == "metrics",
+        )
+        found.append(metrics_page)
+    return found
+
+
+def run(res: Resources, *, default: str = "chat") -> None:
+    """Set up navigation and render the selected page."""
+    st.navigation(pages(res, default=default)).run()

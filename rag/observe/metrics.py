@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rag.errors import RagError, category_of
-from rag.observe.prices import Price
+from rag.observe.prices import Price, cost_of
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +192,8 @@ class Metrics:
             return  # a cached answer cost no tokens
         self.tokens.labels(model, "prompt").inc(prompt_tokens)
         self.tokens.labels(model, "completion").inc(completion_tokens)
-        price = self.prices.get(model) or self.prices.get("*")
-        if price is not None:
-            dollars = (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1e6
+        dollars = cost_of(self.prices, model, prompt_tokens, completion_tokens)
+        if dollars is not None:
             self.cost.labels(model).inc(dollars)
 
     def failed(self, error: BaseException) -> None:

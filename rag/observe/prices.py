@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -42,3 +43,13 @@ def parse_prices(text: str) -> dict[str, Price]:
             )
         out[str(model)] = Price(float(pair[0]), float(pair[1]))
     return out
+
+
+def cost_of(
+    prices: Mapping[str, Price], model: str, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """Estimated dollars of one answer, or None when the table prices no such model."""
+    price = prices.get(model) or prices.get("*")
+    if price is None:
+        return None
+    return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1e6

@@ -29,6 +29,7 @@ from rag.llm.router import Tiering
 from rag.memory import ConversationStore
 from rag.observe.metrics import Metrics
 from rag.observe.prices import parse_prices
+from rag.observe.usage import UsageLog
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
 from rag.service.core import Models, RagService
@@ -442,6 +443,17 @@ def build_service(
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
         metrics,
+        lambda: build_usage(settings),
+    )
+
+
+def build_usage(settings: Settings) -> UsageLog:
+    """The usage log of the data folder (the Metrics page's history of answers)."""
+    return UsageLog(
+        settings.usage_path,
+        prices=parse_prices(settings.model_prices),
+        keep_questions=settings.usage_questions,
+        retention_days=settings.usage_retention_days,
     )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rag.errors import InvalidInputError, RagError, RateLimitedError, category_of, error_id
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
+from rag.service.usage import rate_usage, record_usage, usage_report
 from rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from rag.chain import Answer, AnswerStream, ChatEngine
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
+    from rag.observe.usage import UsageLog, UsageReport
     from rag.service.access import AccessService
     from rag.store.base import Store
     from rag.store.faiss import DocumentInfo
@@ -103,6 +105,7 @@ class RagService:
         retriever: Callable[..., Any],
         access: AccessService | Callable[[], AccessService],
         metrics: Metrics | None = None,
+        usage: UsageLog | Callable[[], UsageLog] | None = None,
     ) -> None:
         self._access = access if callable(access) else None
         self._access_service = None if callable(access) else access
@@ -117,6 +120,8 @@ class RagService:
         self._engines: dict[tuple[str | None, int | None, bool], ChatEngine] = {}
         self._lock = threading.Lock()
         self.metrics = metrics if metrics is not None else Metrics()
+        self._usage = usage if callable(usage) else None
+        self._usage_log = None if callable(usage) else usage
 
     @property
     def settings(self) -> Settings:
@@ -145,6 +150,18 @@ class RagService:
                 assert self._access is not None
                 self._access_service = self._access()
             return self._access_service
+
+    @property
+    def usage(self) -> UsageLog | None:
+        """The usage log of the Metrics page (opened at first use; None: none is kept).
+
+        Raises:
+            UsageLogError: it cannot be opened.
+        """
+        with self._lock:
+            if self._usage_log is None and self._usage is not None:
+                self._usage_log = self._usage()
+            return self._usage_log
 
     def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
         """What ``caller`` may read (limited to ``collections`` when named)."""
@@ -240,6 +257,7 @@ class RagService:
                 answer = stream.result
                 if answer is not None:
                     _record_answer(metrics, answer)
+                    record_usage(self, caller, scope, answer)
                 cited = [] if answer is None else [c.source.chunk_id for c in answer.citations]
                 model = "" if answer is None else answer.model
                 access.record_question(caller, _question_of(answer), scope, cited, model, where)
@@ -556,6 +574,7 @@ class RagService:
         self.memory.set_feedback(message_id, score, owner=caller.user_id)
         if score is not None:
             self.metrics.rated(bool(score))
+        rate_usage(self, message_id, score, caller)
 
     # Metrics --------------------------------------------------------------------------
 
@@ -583,6 +602,15 @@ class RagService:
         self.metrics.failed(error)
         if isinstance(error, RateLimitedError):
             self.metrics.refused(error.limit)
+
+    def usage_report(
+        self, caller: Principal, days: int = 30, *, by_model: bool = False, top: int = 20
+    ) -> UsageReport:
+        """Answers of the last ``days`` UTC days from the usage log (admins only).
+
+        See ``rag.service.usage.usage_report``.
+        """
+        return usage_report(self, caller, days, by_model=by_model, top=top)
 
     # Health ---------------------------------------------------------------------------
 
@@ -625,6 +653,8 @@ class RagService:
                 self._memory_store.close()
             if self._access_service is not None:
                 self._access_service.close()
+            if self._usage_log is not None:
+                self._usage_log.close()
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
