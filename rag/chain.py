@@ -670,6 +670,14 @@ class ChatEngine:
                 "prompt": sum(u.get("input_tokens", 0) for u in usage.values()),
                 "completion": sum(u.get("output_tokens", 0) for u in usage.values()),
                 "estimated": False,
+                # With a small model condensing, two models share the question's tokens.
+                "by_model": {
+                    str(name): {
+                        "prompt": int(u.get("input_tokens", 0)),
+                        "completion": int(u.get("output_tokens", 0)),
+                    }
+                    for name, u in usage.items()
+                },
             }
         if not fitted.documents:
             return {"prompt": 0, "completion": 0, "estimated": False}

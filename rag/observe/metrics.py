@@ -177,8 +177,13 @@ class Metrics:
         completion_tokens: int,
         abstained: bool,
         cached: str | None = None,
+        by_model: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
-        """One answer that reached its user (``cached``: the kind of cache hit, if one)."""
+        """One answer that reached its user (``cached``: the kind of cache hit, if one).
+
+        ``by_model``: prompt and completion tokens of each model that worked on it (a small
+        model condensing, another answering); without it, all are ``model``'s.
+        """
         model = model or "unknown"
         self.questions.labels(model).inc()
         self.answer_seconds.labels(model).observe(total_s)
@@ -190,11 +195,14 @@ class Metrics:
         if cached is not None:
             self.cache_hits.labels(cached).inc()
             return  # a cached answer cost no tokens
-        self.tokens.labels(model, "prompt").inc(prompt_tokens)
-        self.tokens.labels(model, "completion").inc(completion_tokens)
-        dollars = cost_of(self.prices, model, prompt_tokens, completion_tokens)
-        if dollars is not None:
-            self.cost.labels(model).inc(dollars)
+        for name, (prompt, completion) in (
+            by_model or {model: (prompt_tokens, completion_tokens)}
+        ).items():
+            self.tokens.labels(name, "prompt").inc(prompt)
+            self.tokens.labels(name, "completion").inc(completion)
+            dollars = cost_of(self.prices, name, prompt, completion)
+            if dollars is not None:
+                self.cost.labels(name).inc(dollars)
 
     def failed(self, error: BaseException) -> None:
         """An error a user saw (its category from ``rag.errors``)."""

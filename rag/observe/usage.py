@@ -117,6 +117,9 @@ class UsageEntry:
     served_from: str | None = None
     message_id: int | None = None
     question: str = ""  # kept for abstained answers only
+    # Prompt and completion tokens per model when several worked on it (a small model
+    # condensing): the cost is the sum of each model's.
+    by_model: tuple[tuple[str, int, int], ...] = ()
 
     @classmethod
     def of(cls, answer: Answer, user_id: str, collections: frozenset[str] | None) -> UsageEntry:
@@ -139,6 +142,12 @@ class UsageEntry:
             served_from=served,
             message_id=answer.message_id,
             question=answer.standalone or answer.question,
+            by_model=()
+            if served
+            else tuple(
+                (str(name), int(used.get("prompt", 0)), int(used.get("completion", 0)))
+                for name, used in (tokens.get("by_model") or {}).items()
+            ),
         )
 
 
@@ -417,6 +426,13 @@ class UsageLog:
         with self._lock:
             self._db.close()
 
+    def _cost(self, entry: UsageEntry) -> float | None:
+        """Estimated dollars of an entry (None: no price for its model)."""
+        parts = entry.by_model or ((entry.model, entry.prompt_tokens, entry.completion_tokens),)
+        costs = [cost_of(self.prices, name, p, c) for name, p, c in parts]
+        known = [c for c in costs if c is not None]
+        return sum(known) if known else None
+
     def record(self, entry: UsageEntry) -> None:
         """Add one answer (and prune old rows when an hour has passed since the last time).
 
@@ -438,7 +454,7 @@ class UsageLog:
             entry.model,
             entry.prompt_tokens,
             entry.completion_tokens,
-            cost_of(self.prices, entry.model, entry.prompt_tokens, entry.completion_tokens),
+            self._cost(entry),
             entry.total_ms,
             entry.first_token_ms,
             int(entry.abstained),

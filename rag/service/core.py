@@ -677,4 +677,8 @@ def _record_answer(metrics: Metrics, answer: Answer) -> None:
         prompt_tokens=int(tokens.get("prompt", 0) or 0),
         completion_tokens=int(tokens.get("completion", 0) or 0),
         abstained=answer.abstained,
+        by_model={
+            name: (int(used.get("prompt", 0)), int(used.get("completion", 0)))
+            for name, used in (tokens.get("by_model") or {}).items()
+        },
     )

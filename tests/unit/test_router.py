@@ -20,7 +20,10 @@ from rag.context import Turn
 from rag.errors import ConfigError, ProviderError
 from rag.llm.client import Endpoint, endpoints
 from rag.llm.router import ANSWER, FALLBACK, SMALL, EndpointState, RoutePolicy, Router, Tiering
+from rag.observe.metrics import Metrics
+from rag.observe.prices import parse_prices
 from rag.service.components import ConfiguredModels, build_engine_over, build_service
+from rag.service.core import _record_answer
 from rag.settings import Settings
 from tests.fakes import RecordingRetriever, doc
 from tests.faultserver import Fault, FaultServer, ok, status
@@ -258,6 +261,16 @@ def test_tiering_sends_condense_and_simple_questions_to_the_small_model(
     # The follow-up was condensed by the small model and answered by the big one.
     assert models(small) == ["small-model"] * 2 and models(big) == ["big-model"] * 2
     assert followup.model == "big-model"
+    # Each model's tokens are its own (the stub reports 50 in, 7 out per request).
+    assert followup.tokens["by_model"] == {
+        "small-model": {"prompt": 50, "completion": 7},
+        "big-model": {"prompt": 50, "completion": 7},
+    }
+    metrics = Metrics(prices=parse_prices('{"small-model": [1, 1], "big-model": [10, 10]}'))
+    _record_answer(metrics, followup)
+    scrape = metrics.scrape().decode()
+    assert 'ragchat_tokens_total{direction="prompt",model="small-model"} 50.0' in scrape
+    assert 'ragchat_cost_dollars_total{model="big-model"} 0.00057' in scrape
 
 
 def test_load_spreads_over_replicas_and_avoids_a_slow_one(servers: list[FaultServer]) -> None:
