@@ -1,10 +1,10 @@
-"""Page setup: navigation over the chat, documents and batch pages."""
+"""Page setup: navigation over the chat, documents, batch, access and review pages."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui import access, batch, chat, documents
+from ui import access, batch, chat, documents, review
 from ui.resources import Resources
 
 
@@ -38,4 +38,15 @@ def run(res: Resources, *, default: str = "chat") -> None:
         url_path="access",
         default=default == "access",
     )
-    st.navigation([chat_page, docs_page, batch_page, access_page]).run()
+    pages = [chat_page, docs_page, batch_page, access_page]
+    if res.service.review.can_review(res.caller):  # editors and admins
+        pages.append(
+            st.Page(
+                lambda: review.page(res),
+                title="Review",
+                icon=":material/rate_review:",
+                url_path="review",
+                default=default == "review",
+            )
+        )
+    st.navigation(pages).run()

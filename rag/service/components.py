@@ -30,6 +30,7 @@ from rag.observe.metrics import Metrics
 from rag.observe.prices import parse_prices
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
+from rag.review.store import ReviewStore
 from rag.service.core import Models, RagService
 from rag.settings import Settings
 from rag.store.base import Store
@@ -423,6 +424,7 @@ def build_service(
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
         build_metrics(settings, store),
+        lambda: ReviewStore(settings.reviews_path),
     )
 
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import InvalidInputError, RagError, RateLimitedError
+from rag.errors import (
+    ContentRefusedError,
+    InvalidInputError,
+    PiiBlockedError,
+    RagError,
+    RateLimitedError,
+)
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.settings import Settings
@@ -28,7 +34,9 @@ if TYPE_CHECKING:
     from rag.chain import Answer, AnswerStream, ChatEngine
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
+    from rag.review.store import ReviewStore
     from rag.service.access import AccessService
+    from rag.service.review import ReviewDesk
     from rag.store.base import Store
     from rag.store.faiss import DocumentInfo
 
@@ -103,7 +111,12 @@ class RagService:
         retriever: Callable[..., Any],
         access: AccessService | Callable[[], AccessService],
         metrics: Metrics | None = None,
+        reviews: ReviewStore | Callable[[], ReviewStore] | None = None,
     ) -> None:
+        """Keep the collaborators; databases passed as callables are opened at first use.
+
+        ``reviews``: the review queue (by default ``RAG_DATA_DIR/reviews.sqlite``).
+        """
         self._access = access if callable(access) else None
         self._access_service = None if callable(access) else access
         self._settings = settings
@@ -117,6 +130,7 @@ class RagService:
         self._engines: dict[tuple[str | None, int | None, bool], ChatEngine] = {}
         self._lock = threading.Lock()
         self.metrics = metrics if metrics is not None else Metrics()
+        self._review_desk = _desk(self, reviews or _default_reviews(settings))
 
     @property
     def settings(self) -> Settings:
@@ -145,6 +159,11 @@ class RagService:
                 assert self._access is not None
                 self._access_service = self._access()
             return self._access_service
+
+    @property
+    def review(self) -> ReviewDesk:
+        """The review queue: capture, reviews, serving and export (opened at first use)."""
+        return self._review_desk
 
     def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
         """What ``caller`` may read (limited to ``collections`` when named)."""
@@ -206,15 +225,21 @@ class RagService:
             self.record_error(exc)
             raise
         if conversation_id is None:
-            stream = self.engine(mode, k).ask(
-                question.strip(), history, within=scope.collections, buffered=buffered
-            )
+            stream = None if history else self._reviewed(question, scope, mode, k)
+            if stream is None:
+                stream = self.engine(mode, k).ask(
+                    question.strip(), history, within=scope.collections, buffered=buffered
+                )
             return self._accounted(stream, caller, scope, "")
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
             )
         self.memory.get(conversation_id, owner=caller.user_id)
+        if not self.memory.history(conversation_id):
+            served = self._reviewed(question, scope, mode, k, (conversation_id, None))
+            if served is not None:
+                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(mode, k, conversations=True)
         stream = engine.ask_in(
             conversation_id, question, within=scope.collections, buffered=buffered
@@ -248,8 +273,52 @@ class RagService:
                     access.spend_tokens(
                         caller, int(tokens.get("prompt", 0)) + int(tokens.get("completion", 0))
                     )
+                    self.review.captured(answer, caller, scope, where)
 
         stream._pieces = counted()
+        return stream
+
+    def _reviewed(
+        self,
+        question: str,
+        scope: Scope,
+        mode: str | None,
+        k: int | None,
+        stored: tuple[str, int | None] | None = None,
+    ) -> AnswerStream | None:
+        """The reviewed answer to a question asked on its own, streamed (None: there is none).
+
+        It passes the input guardrails first; a refused question goes on to the engine,
+        which refuses it as usual. ``stored``: (conversation id, question id or None to
+        store the question) where the served answer is stored.
+        """
+        from rag.chain import replay
+
+        question = question.strip()
+        answer = self.review.serve(question, scope)
+        if answer is None:
+            return None
+        try:
+            self.engine(mode, k, conversations=stored is not None).check_question(question)
+        except (ContentRefusedError, PiiBlockedError):
+            return None
+        stream = replay(answer)
+        if stored is None:
+            return stream
+        conversation_id, question_id = stored
+        if question_id is None:
+            question_id = self.memory.ask(conversation_id, question).id
+        pieces, memory = stream._pieces, self.memory
+
+        def saved() -> Iterator[str]:
+            try:
+                yield from pieces
+            finally:  # the whole answer was known, and shown, in one piece
+                msg = memory.answer(conversation_id, question_id, answer.text, answer.meta())
+                answer.message_id = msg.id
+                stream.result = answer
+
+        stream._pieces = saved()
         return stream
 
     def compare(
@@ -291,6 +360,11 @@ class RagService:
         scope = self.scope(caller, collections)
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
+        if not self.memory.history(conversation_id, before=question_id):
+            asked = self.memory.question(conversation_id, question_id)
+            served = self._reviewed(asked.content, scope, None, None, (conversation_id, asked.id))
+            if served is not None:
+                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(conversations=True)
         stream = engine.retry_in(
             conversation_id, question_id, within=scope.collections, buffered=buffered
@@ -556,6 +630,8 @@ class RagService:
         self.memory.set_feedback(message_id, score, owner=caller.user_id)
         if score is not None:
             self.metrics.rated(bool(score))
+        if score == 0:
+            self.review.rated_down(message_id, caller)
 
     # Metrics --------------------------------------------------------------------------
 
@@ -613,10 +689,26 @@ class RagService:
                 self._memory_store.close()
             if self._access_service is not None:
                 self._access_service.close()
+        self._review_desk.close()
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
+
+
+def _default_reviews(settings: Settings) -> Callable[[], ReviewStore]:
+    def open_reviews() -> ReviewStore:
+        from rag.review.store import ReviewStore
+
+        return ReviewStore(settings.reviews_path)
+
+    return open_reviews
+
+
+def _desk(service: RagService, reviews: ReviewStore | Callable[[], ReviewStore]) -> ReviewDesk:
+    from rag.service.review import ReviewDesk
+
+    return ReviewDesk(service, reviews)
 
 
 def _question_of(answer: Answer | None) -> str:
