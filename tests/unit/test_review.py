@@ -371,6 +371,23 @@ def test_a_correction_answers_the_same_question_ahead_of_the_model(rig: Rig) -> 
     assert other.served_from is None and rig.asked() == before + 1
 
 
+def test_the_api_says_the_answer_is_reviewed(rig: Rig) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag.api.app import create_api, serve_api
+    from tests.api_fakes import FakeJobs
+
+    corrected(rig)
+    api = serve_api(create_api(lambda: rig.service, lambda: FakeJobs()))
+    client = TestClient(api, client=("127.0.0.1", 40000))
+    body = client.post("/api/v1/ask", json={"question": QUESTION}).json()
+    assert body["reviewed"] is True and body["cached"] is False
+    assert body["answer"] == CORRECTION and body["citations"][0]["chunk_id"] == DEFAULT_CHUNK
+    rig.model.reply = GOOD
+    other = client.post("/api/v1/ask", json={"question": "What does max_connections set?"})
+    assert other.json()["reviewed"] is False
+
+
 def test_only_questions_on_their_own_over_the_same_collections_are_served(rig: Rig) -> None:
     corrected(rig)
     ann = rig.user("ann")
