@@ -212,6 +212,10 @@ class RagService:
         ``caller`` is who asks: passages come from the collections it may read (limited to
         ``collections`` when named), and the conversation must be its own.
 
+        A question asked on its own (no earlier turns) that a reviewer answered for the same
+        collections gets the reviewed answer instead of the model's, after the same checks
+        (``rag.service.review``); answers that need a reviewer are queued when they end.
+
         Raises:
             RagError: the question is empty, the conversation or a collection does not
                 exist (or is not the caller's), or the caller's tokens for the day are spent.
@@ -356,7 +360,10 @@ class RagService:
         collections: Sequence[str] | None = None,
         buffered: bool = False,
     ) -> AnswerStream:
-        """Answer a stored question of the caller's again (retry a failure, regenerate)."""
+        """Answer a stored question of the caller's again (retry a failure, regenerate).
+
+        As with ``ask``, the first question of a conversation may get a reviewed answer.
+        """
         scope = self.scope(caller, collections)
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
