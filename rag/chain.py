@@ -266,6 +266,9 @@ class Answer:
     # Where a stored answer came from instead of the model: "cache" (the response cache)
     # or "review" (a reviewer's correction); None for an answer the model wrote now.
     served_from: str | None = None
+    # The collections retrieval searched (None: all); stored with the answer, so a thumbs
+    # down queues it for the reviewers of those collections (rag.review).
+    within: frozenset[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The shape ``ragchat ask --json`` prints."""
@@ -288,6 +291,7 @@ class Answer:
         data = self.to_json()
         data.pop("answer")
         data["sources_shown"] = len(self.sources)
+        data["within"] = None if self.within is None else sorted(self.within)
         return data
 
 
@@ -526,9 +530,7 @@ class ChatEngine:
             pieces = 0
             cut: str | None = None
             answered_by = _AnsweredBy()
-            if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
-                self.pii.check_question(question)
-            self._check("question", question)
+            self.check_question(question)
             configurable: dict[str, Any] = {
                 BUFFERED_KEY: buffered,
                 STATUS_KEY: stream.report,
@@ -603,6 +605,7 @@ class ChatEngine:
                 tokens=self._tokens(usage.usage_metadata, fitted, question, cites.text, pieces),
                 abstained=abstained,
                 cut=cut or (None if abstained else answered_by.stopped),
+                within=within,
             )
             stream.result = answer
         except BaseException as exc:
@@ -648,6 +651,19 @@ class ChatEngine:
             tracing.record_question(tracer, times, attributes, condensed=condensed, error=error)
         except Exception as exc:  # tracing never fails a question; the log says why
             logger.warning("could not record the trace of a question: %r", exc, exc_info=True)
+
+    def check_question(self, question: str) -> None:
+        """The input guardrails: personal data (``RAG_PII=block``), then moderation.
+
+        Every question passes them before any answer, the model's or a stored one.
+
+        Raises:
+            PiiBlockedError: the question holds personal data and RAG_PII=block.
+            ContentRefusedError: the moderator flags the question.
+        """
+        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
+            self.pii.check_question(question)
+        self._check("question", question)
 
     def _check(self, stage: str, text: str) -> None:
         """Refuse a question or an answer the moderator flags.

@@ -373,6 +373,27 @@ class ConversationStore:
             turns += [Turn("user", ex.question.content), Turn("assistant", ex.answer.content)]
         return turns
 
+    def answer_of(self, message_id: int, *, owner: str) -> tuple[str, Exchange]:
+        """An answer of ``owner``'s with its question, and the id of its conversation.
+
+        Raises:
+            MessageNotFoundError: no such answer in the owner's conversations.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT m.conversation_id FROM messages m JOIN conversations c "
+                "ON c.id = m.conversation_id WHERE m.id = ? AND m.role = 'assistant' "
+                "AND c.owner = ?",
+                (message_id, owner),
+            ).fetchone()
+        if row is None:
+            raise MessageNotFoundError(message_id)
+        conversation_id = str(row[0])
+        for exchange in self.exchanges(conversation_id):
+            if exchange.answer is not None and exchange.answer.id == message_id:
+                return conversation_id, exchange
+        raise MessageNotFoundError(message_id)
+
     def set_feedback(self, message_id: int, score: int | None, *, owner: str) -> None:
         """Store a thumbs up (1) or down (0) on an answer of ``owner``'s; None clears it.
 

@@ -202,6 +202,25 @@ class Settings(BaseSettings):
             "in which collections, what was cited and by which model, not the question)."
         ),
     )
+    review_queue: bool = Field(
+        default=True,
+        description=(
+            "The review loop: abstained, weakly cited and rated-down answers are queued for "
+            "editors and admins (DATA_DIR/reviews.sqlite, with the question and who asked), "
+            "and reviewed answers are served ahead of the model. false: neither."
+        ),
+    )
+    review_min_support: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "An answer is queued as weakly cited when one of its citations has less support "
+            "than this (the share of the citing sentences' content words found in the "
+            "passage), when ragchat had to attach it because the model cited nothing, or when "
+            "it cites nothing; 0 turns this reason off."
+        ),
+    )
     queue_url: str | None = Field(
         default=None,
         description=(
@@ -721,6 +740,11 @@ class Settings(BaseSettings):
     def access_path(self) -> Path:
         """The app database: users, collections, API keys."""
         return self.data_dir / "access.sqlite"
+
+    @property
+    def reviews_path(self) -> Path:
+        """The review queue: queued answers, their reviews and corrections."""
+        return self.data_dir / "reviews.sqlite"
 
     @property
     def audit_path(self) -> Path:

@@ -1,15 +1,15 @@
-"""Page setup: navigation over the chat, documents, batch and access pages (and metrics)."""
+"""Page setup: navigation over the chat, documents, batch, access, review and metrics pages."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui import access, batch, chat, documents, metrics
+from ui import access, batch, chat, documents, metrics, review
 from ui.resources import Resources
 
 
 def pages(res: Resources, *, default: str = "chat") -> list[st.Page]:
-    """The pages ``res.caller`` may open; Metrics for admins only."""
+    """The pages ``res.caller`` may open: Review for editors and admins, Metrics for admins."""
     docs_page = st.Page(
         lambda: documents.page(res),
         title="Documents",
@@ -39,6 +39,16 @@ def pages(res: Resources, *, default: str = "chat") -> list[st.Page]:
         default=default == "access",
     )
     found = [chat_page, docs_page, batch_page, access_page]
+    if res.service.review.can_review(res.caller):  # editors and admins
+        found.append(
+            st.Page(
+                lambda: review.page(res),
+                title="Review",
+                icon=":material/rate_review:",
+                url_path="review",
+                default=default == "review",
+            )
+        )
     if res.caller.is_admin:  # the service refuses the report to anyone else, too
         metrics_page = st.Page(
             lambda: metrics.page(res),

@@ -275,6 +275,14 @@ def _show_answer(res: Resources, state: SessionState, exchange: Exchange, *, las
                 st.error(str(answer.error or "the answer failed"), icon=":material/error:")
             _action(state, "Retry", f"retry-{question_id}", question_id, ":material/refresh:")
             return
+        if answer.meta.get("reviewed"):
+            st.badge(
+                "Reviewed answer",
+                icon=":material/verified:",
+                color="green",
+                help="A reviewer wrote or checked this answer; it is given instead of the "
+                "model's for this question while the documents it cites are unchanged.",
+            )
         if answer.content:
             st.markdown(sanitize_answer(answer.content, link_policy(res, answer.meta)))
         if answer.outcome == STOPPED:

@@ -29,6 +29,10 @@ class SessionState:
     batch_nonce: int = 0
     # The collections the chat answers from (None: all the user may read).
     collections: list[str] | None = None
+    # The Review page: the sources chosen for each item's correction (chunk ids, in the
+    # order chosen: [1], [2], ...), and what the last review did (kind, message).
+    review_sources: dict[int, list[str]] = field(default_factory=dict)
+    review_notice: tuple[str, str] | None = None
 
 
 def session() -> SessionState:

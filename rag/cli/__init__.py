@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.cli.admin import add_commands as add_admin_commands
 
     add_admin_commands(sub, _settings)
+    from rag.cli.review import add_commands as add_review_commands
+
+    add_review_commands(sub, _settings)
 
     p = sub.add_parser(
         "search",

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rag.errors import InvalidInputError, RagError, RateLimitedError, category_of, error_id
+from rag.errors import (
+    ContentRefusedError,
+    InvalidInputError,
+    PiiBlockedError,
+    RagError,
+    RateLimitedError,
+    category_of,
+    error_id,
+)
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.service.usage import rate_usage, record_usage, usage_report
@@ -30,7 +38,9 @@ if TYPE_CHECKING:
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
     from rag.observe.usage import UsageLog, UsageReport
+    from rag.review.store import ReviewStore
     from rag.service.access import AccessService
+    from rag.service.review import ReviewDesk
     from rag.store.base import Store
     from rag.store.faiss import DocumentInfo
 
@@ -106,7 +116,12 @@ class RagService:
         access: AccessService | Callable[[], AccessService],
         metrics: Metrics | None = None,
         usage: UsageLog | Callable[[], UsageLog] | None = None,
+        reviews: ReviewStore | Callable[[], ReviewStore] | None = None,
     ) -> None:
+        """Keep the collaborators; databases passed as callables are opened at first use.
+
+        ``reviews``: the review queue (by default ``RAG_DATA_DIR/reviews.sqlite``).
+        """
         self._access = access if callable(access) else None
         self._access_service = None if callable(access) else access
         self._settings = settings
@@ -122,6 +137,7 @@ class RagService:
         self.metrics = metrics if metrics is not None else Metrics()
         self._usage = usage if callable(usage) else None
         self._usage_log = None if callable(usage) else usage
+        self._review_desk = _desk(self, reviews or _default_reviews(settings))
 
     @property
     def settings(self) -> Settings:
@@ -162,6 +178,11 @@ class RagService:
             if self._usage_log is None and self._usage is not None:
                 self._usage_log = self._usage()
             return self._usage_log
+
+    @property
+    def review(self) -> ReviewDesk:
+        """The review queue: capture, reviews, serving and export (opened at first use)."""
+        return self._review_desk
 
     def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
         """What ``caller`` may read (limited to ``collections`` when named)."""
@@ -210,6 +231,10 @@ class RagService:
         ``caller`` is who asks: passages come from the collections it may read (limited to
         ``collections`` when named), and the conversation must be its own.
 
+        A question asked on its own (no earlier turns) that a reviewer answered for the same
+        collections gets the reviewed answer instead of the model's, after the same checks
+        (``rag.service.review``); answers that need a reviewer are queued when they end.
+
         Raises:
             RagError: the question is empty, the conversation or a collection does not
                 exist (or is not the caller's), or the caller's tokens for the day are spent.
@@ -223,15 +248,21 @@ class RagService:
             self.record_error(exc)
             raise
         if conversation_id is None:
-            stream = self.engine(mode, k).ask(
-                question.strip(), history, within=scope.collections, buffered=buffered
-            )
+            stream = None if history else self._reviewed(question, scope, mode, k)
+            if stream is None:
+                stream = self.engine(mode, k).ask(
+                    question.strip(), history, within=scope.collections, buffered=buffered
+                )
             return self._accounted(stream, caller, scope, "")
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
             )
         self.memory.get(conversation_id, owner=caller.user_id)
+        if not self.memory.history(conversation_id):
+            served = self._reviewed(question, scope, mode, k, (conversation_id, None))
+            if served is not None:
+                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(mode, k, conversations=True)
         stream = engine.ask_in(
             conversation_id, question, within=scope.collections, buffered=buffered
@@ -266,8 +297,52 @@ class RagService:
                     access.spend_tokens(
                         caller, int(tokens.get("prompt", 0)) + int(tokens.get("completion", 0))
                     )
+                    self.review.captured(answer, caller, scope, where)
 
         stream._pieces = counted()
+        return stream
+
+    def _reviewed(
+        self,
+        question: str,
+        scope: Scope,
+        mode: str | None,
+        k: int | None,
+        stored: tuple[str, int | None] | None = None,
+    ) -> AnswerStream | None:
+        """The reviewed answer to a question asked on its own, streamed (None: there is none).
+
+        It passes the input guardrails first; a refused question goes on to the engine,
+        which refuses it as usual. ``stored``: (conversation id, question id or None to
+        store the question) where the served answer is stored.
+        """
+        from rag.chain import replay
+
+        question = question.strip()
+        answer = self.review.serve(question, scope)
+        if answer is None:
+            return None
+        try:
+            self.engine(mode, k, conversations=stored is not None).check_question(question)
+        except (ContentRefusedError, PiiBlockedError):
+            return None
+        stream = replay(answer)
+        if stored is None:
+            return stream
+        conversation_id, question_id = stored
+        if question_id is None:
+            question_id = self.memory.ask(conversation_id, question).id
+        pieces, memory = stream._pieces, self.memory
+
+        def saved() -> Iterator[str]:
+            try:
+                yield from pieces
+            finally:  # the whole answer was known, and shown, in one piece
+                msg = memory.answer(conversation_id, question_id, answer.text, answer.meta())
+                answer.message_id = msg.id
+                stream.result = answer
+
+        stream._pieces = saved()
         return stream
 
     def compare(
@@ -305,10 +380,18 @@ class RagService:
         collections: Sequence[str] | None = None,
         buffered: bool = False,
     ) -> AnswerStream:
-        """Answer a stored question of the caller's again (retry a failure, regenerate)."""
+        """Answer a stored question of the caller's again (retry a failure, regenerate).
+
+        As with ``ask``, the first question of a conversation may get a reviewed answer.
+        """
         scope = self.scope(caller, collections)
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
+        if not self.memory.history(conversation_id, before=question_id):
+            asked = self.memory.question(conversation_id, question_id)
+            served = self._reviewed(asked.content, scope, None, None, (conversation_id, asked.id))
+            if served is not None:
+                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(conversations=True)
         stream = engine.retry_in(
             conversation_id, question_id, within=scope.collections, buffered=buffered
@@ -575,6 +658,8 @@ class RagService:
         if score is not None:
             self.metrics.rated(bool(score))
         rate_usage(self, message_id, score, caller)
+        if score == 0:
+            self.review.rated_down(message_id, caller)
 
     # Metrics --------------------------------------------------------------------------
 
@@ -655,10 +740,26 @@ class RagService:
                 self._access_service.close()
             if self._usage_log is not None:
                 self._usage_log.close()
+        self._review_desk.close()
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
+
+
+def _default_reviews(settings: Settings) -> Callable[[], ReviewStore]:
+    def open_reviews() -> ReviewStore:
+        from rag.review.store import ReviewStore
+
+        return ReviewStore(settings.reviews_path)
+
+    return open_reviews
+
+
+def _desk(service: RagService, reviews: ReviewStore | Callable[[], ReviewStore]) -> ReviewDesk:
+    from rag.service.review import ReviewDesk
+
+    return ReviewDesk(service, reviews)
 
 
 def _question_of(answer: Answer | None) -> str:

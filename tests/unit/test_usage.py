@@ -344,14 +344,25 @@ def test_the_usage_report_over_the_api_is_for_admins(tmp_path: Path) -> None:
 
 
 def test_a_usage_log_that_cannot_be_written_never_fails_an_answer(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Read the module's logger itself: an earlier test's logging setup may have changed
+    # the root's handlers or disabled existing loggers.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    found = logging.getLogger("rag.service.usage")
+    monkeypatch.setattr(found, "disabled", False)
+    level = found.level
+    found.setLevel(logging.WARNING)
+    found.addHandler(handler)
     service, _ = fake_service(tmp_path)
     service.settings.usage_path.mkdir(parents=True)  # a folder where the database should be
     try:
-        with caplog.at_level(logging.WARNING, logger="rag.service.usage"):
-            stream = service.ask("default of max_connections?", caller=LOCAL)
-            assert "default is 100" in "".join(stream)
+        stream = service.ask("default of max_connections?", caller=LOCAL)
+        assert "default is 100" in "".join(stream)
     finally:
         service.close()
-    assert any("missing from the usage log" in r.message and r.exc_info for r in caplog.records)
+        found.removeHandler(handler)
+        found.setLevel(level)
+    assert any("missing from the usage log" in r.getMessage() and r.exc_info for r in records)
