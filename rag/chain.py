@@ -390,6 +390,11 @@ class ChatEngine:
         self.timeout_s = timeout_s
         self.tracer = tracer  # None: the process's (rag.observe.tracing)
 
+    @property
+    def prompt_version(self) -> str:
+        """The version of the prompt answers are written with (its label and the fencing)."""
+        return self.prompts.answer.label + self.fence.label
+
     def ask(
         self,
         question: str,
@@ -449,6 +454,55 @@ class ChatEngine:
         asked = self.memory.question(conversation_id, question_id)
         history = self.memory.history(conversation_id, before=question_id)
         return self._stream(asked.content, history, (conversation_id, asked.id), buffered, within)
+
+    def serve(
+        self,
+        answer: Answer,
+        *,
+        started: float | None = None,
+        conversation_id: str | None = None,
+        question_id: int | None = None,
+    ) -> AnswerStream:
+        """Hand out a stored answer (the response cache's) as this engine's own.
+
+        The guardrails run as for an answer the model writes: the question's first (a
+        refusal is raised while iterating), then the moderator on the answer's text. Its
+        ``timings`` are measured from ``started`` (default: now) to the moment the text is
+        handed out. In a conversation the question is stored first (unless ``question_id``
+        names it, stored already) and the answer with it, as the model's would be.
+        """
+        asked: tuple[str, int] | None = None
+        if conversation_id is not None:
+            if self.memory is None:
+                raise RagError("this engine has no conversation memory")
+            if question_id is None:
+                question_id = self.memory.ask(conversation_id, answer.question).id
+            asked = (conversation_id, question_id)
+        begun = time.perf_counter() if started is None else started
+        stream = replay(answer)
+        stored = stream._pieces
+
+        def screened() -> Iterator[str]:
+            self.screen_question(answer.question)
+            self._check("answer", answer.text)
+            ms = (time.perf_counter() - begun) * 1000
+            answer.timings = {"first_token_ms": ms, "total_ms": ms}
+            yield from stored
+
+        pieces = screened()
+        stream._pieces = pieces if asked is None else self._saved(stream, pieces, *asked)
+        return stream
+
+    def screen_question(self, question: str) -> None:
+        """The guardrails on a question, before any work: personal data, then moderation.
+
+        Raises:
+            PiiBlockedError: ``RAG_PII=block`` and the question holds personal data.
+            ContentRefusedError: the moderator flags the question.
+        """
+        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
+            self.pii.check_question(question)
+        self._check("question", question)
 
     def _stream(
         self,
@@ -517,9 +571,7 @@ class ChatEngine:
             pieces = 0
             cut: str | None = None
             answered_by = _AnsweredBy()
-            if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
-                self.pii.check_question(question)
-            self._check("question", question)
+            self.screen_question(question)
             configurable: dict[str, Any] = {
                 BUFFERED_KEY: buffered,
                 STATUS_KEY: stream.report,
@@ -583,7 +635,7 @@ class ChatEngine:
                 text=text,
                 citations=citations,
                 sources=cites.sources,
-                prompt_version=self.prompts.answer.label + self.fence.label,
+                prompt_version=self.prompt_version,
                 model=answered_by.model or self.model_name,
                 timings={
                     "retrieval_ms": state["retrieved"]["ms"],
@@ -625,7 +677,7 @@ class ChatEngine:
             ended=time.perf_counter(),
         )
         attributes: dict[str, Any] = {
-            "ragchat.prompt_version": self.prompts.answer.label + self.fence.label,
+            "ragchat.prompt_version": self.prompt_version,
             "ragchat.model": answer.model if answer is not None else self.model_name,
         }
         if answer is not None:

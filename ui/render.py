@@ -139,11 +139,14 @@ def citation_card(
 
 
 def answer_details(meta: dict[str, Any]) -> str:
-    """One unobtrusive line: model, prompt version and timings."""
+    """One unobtrusive line: from the cache or not, model, prompt version and timings."""
     timings = meta.get("timings") or {}
     parts = [str(meta.get("model", "")), str(meta.get("prompt_version", ""))]
+    if meta.get("cached"):
+        parts.insert(0, "from the cache")
+    if "retrieval_ms" in timings:
+        parts.append(f"retrieval {timings['retrieval_ms']:.0f} ms")
     if timings:
-        parts.append(f"retrieval {timings.get('retrieval_ms', 0):.0f} ms")
         parts.append(f"first token {timings.get('first_token_ms', 0) / 1000:.1f} s")
         parts.append(f"total {timings.get('total_ms', 0) / 1000:.1f} s")
     return escape_markdown(" · ".join(p for p in parts if p))

@@ -17,6 +17,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
+from rag.cache import build_cache
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, embedding_model_id, load_embeddings
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
@@ -423,6 +424,7 @@ def build_service(
         lambda **kw: build_retriever(settings, store, **kw),
         access or (lambda: build_access(settings)),
         build_metrics(settings, store),
+        cache=lambda: build_cache(settings, store.embeddings),
     )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.errors import InvalidInputError, RagError, RateLimitedError
+from rag.memory import FAILED
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.settings import Settings
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
     from ingest.pipeline import IngestPipeline, IngestReport, Progress
     from rag.access.principal import Principal, Scope
+    from rag.cache import Lookup, ResponseCache
     from rag.chain import Answer, AnswerStream, ChatEngine
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
@@ -103,6 +106,7 @@ class RagService:
         retriever: Callable[..., Any],
         access: AccessService | Callable[[], AccessService],
         metrics: Metrics | None = None,
+        cache: ResponseCache | Callable[[], ResponseCache | None] | None = None,
     ) -> None:
         self._access = access if callable(access) else None
         self._access_service = None if callable(access) else access
@@ -117,6 +121,8 @@ class RagService:
         self._engines: dict[tuple[str | None, int | None, bool], ChatEngine] = {}
         self._lock = threading.Lock()
         self.metrics = metrics if metrics is not None else Metrics()
+        self._cache_factory = cache if callable(cache) else None
+        self._cache = None if callable(cache) else cache
 
     @property
     def settings(self) -> Settings:
@@ -145,6 +151,15 @@ class RagService:
                 assert self._access is not None
                 self._access_service = self._access()
             return self._access_service
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache, opened at first use; None when off (``RAG_CACHE=false``)."""
+        with self._lock:
+            if self._cache_factory is not None:  # tried again at the next use if it fails
+                self._cache = self._cache_factory()
+                self._cache_factory = None
+            return self._cache
 
     def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
         """What ``caller`` may read (limited to ``collections`` when named)."""
@@ -193,10 +208,14 @@ class RagService:
         ``caller`` is who asks: passages come from the collections it may read (limited to
         ``collections`` when named), and the conversation must be its own.
 
+        A first question (no earlier turns) may be answered from the response cache, after
+        the same checks; a complete answer to one is kept there.
+
         Raises:
             RagError: the question is empty, the conversation or a collection does not
                 exist (or is not the caller's), or the caller's tokens for the day are spent.
         """
+        started = time.perf_counter()
         try:
             if not question.strip():
                 raise InvalidInputError("question", "the question is empty")
@@ -206,25 +225,117 @@ class RagService:
             self.record_error(exc)
             raise
         if conversation_id is None:
-            stream = self.engine(mode, k).ask(
+            engine = self.engine(mode, k)
+            lookup = None if history else self._from_cache(engine, question, scope, mode, k)
+            if lookup is not None and lookup.hit is not None:
+                stream = engine.serve(lookup.hit.answer, started=started)
+                return self._accounted(stream, caller, scope, "", cached=lookup.hit.kind)
+            stream = engine.ask(
                 question.strip(), history, within=scope.collections, buffered=buffered
             )
-            return self._accounted(stream, caller, scope, "")
+            return self._accounted(self._kept(stream, lookup), caller, scope, "")
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
             )
         self.memory.get(conversation_id, owner=caller.user_id)
         engine = self.engine(mode, k, conversations=True)
+        first = not self.memory.history(conversation_id)
+        lookup = self._from_cache(engine, question, scope, mode, k) if first else None
+        if lookup is not None and lookup.hit is not None:
+            stream = engine.serve(
+                lookup.hit.answer, started=started, conversation_id=conversation_id
+            )
+            return self._accounted(stream, caller, scope, conversation_id, cached=lookup.hit.kind)
         stream = engine.ask_in(
             conversation_id, question, within=scope.collections, buffered=buffered
         )
-        return self._accounted(stream, caller, scope, conversation_id)
+        return self._accounted(self._kept(stream, lookup), caller, scope, conversation_id)
+
+    # The response cache ------------------------------------------------------------------
+
+    def _from_cache(
+        self,
+        engine: ChatEngine,
+        question: str,
+        scope: Scope,
+        mode: str | None,
+        k: int | None,
+        *,
+        search: bool = True,
+    ) -> Lookup | None:
+        """The cache's look-up of a first question, after every check on it.
+
+        None when the cache is off, the index is empty, or the cache failed (logged: a
+        question never fails for the cache). ``search`` False prepares to keep the answer
+        without looking (an answer asked for again, to replace the kept one).
+        """
+        from rag.cache.answers import answer_settings, index_version, model_identity
+        from rag.cache.base import CacheScope
+
+        try:
+            cache = self.cache
+            if cache is None:
+                return None
+            index = index_version(self._store)
+            if index is None:
+                return None
+            key = CacheScope(
+                collections=scope.collections,
+                index=index,
+                prompt_version=engine.prompt_version,
+                model=model_identity(engine.endpoints, engine.model_name),
+                settings=answer_settings(self._settings, mode, k),
+            )
+            return cache.lookup(question, key, search=search)
+        except RagError as exc:
+            logger.warning("response cache not used: %s", exc, exc_info=True)
+            return None
+
+    def _kept(self, stream: AnswerStream, lookup: Lookup | None) -> AnswerStream:
+        """``stream``, with its answer kept in the cache when it ends (if it is one to keep)."""
+        if lookup is None:
+            return stream
+        pieces = stream._pieces
+
+        def keeping() -> Iterator[str]:
+            yield from pieces
+            cache = self.cache
+            if stream.result is None or cache is None:
+                return
+            try:
+                cache.keep(lookup, stream.result)
+            except RagError as exc:
+                logger.warning("answer not cached: %s", exc, exc_info=True)
+
+        stream._pieces = keeping()
+        return stream
+
+    def clear_cache(self, *, caller: Principal) -> int:
+        """Remove every answer from the response cache (an admin); how many (0 when off).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+        """
+        self.access.check_admin(caller, "clear the response cache")
+        cache = self.cache
+        count = 0 if cache is None else cache.clear()
+        self.access.record(caller, "cache cleared", "", {"answers": count})
+        return count
 
     def _accounted(
-        self, stream: AnswerStream, caller: Principal, scope: Scope, where: str
+        self,
+        stream: AnswerStream,
+        caller: Principal,
+        scope: Scope,
+        where: str,
+        *,
+        cached: str | None = None,
     ) -> AnswerStream:
-        """``stream``, with the question audited and its tokens counted when it ends."""
+        """``stream``, with the question audited and its tokens counted when it ends.
+
+        ``cached``: the kind of cache hit the answer is ("exact", "semantic"), if one.
+        """
         pieces = stream._pieces
         access = self.access
         metrics = self.metrics
@@ -239,7 +350,7 @@ class RagService:
             finally:
                 answer = stream.result
                 if answer is not None:
-                    _record_answer(metrics, answer)
+                    _record_answer(metrics, answer, cached)
                 cited = [] if answer is None else [c.source.chunk_id for c in answer.citations]
                 model = "" if answer is None else answer.model
                 access.record_question(caller, _question_of(answer), scope, cited, model, where)
@@ -287,15 +398,40 @@ class RagService:
         collections: Sequence[str] | None = None,
         buffered: bool = False,
     ) -> AnswerStream:
-        """Answer a stored question of the caller's again (retry a failure, regenerate)."""
+        """Answer a stored question of the caller's (its first answer, a retry, regenerate).
+
+        The first question of a conversation is looked up in the response cache unless it
+        has an answer already (regenerate asks the model again, and the new answer replaces
+        the kept one).
+        """
+        started = time.perf_counter()
         scope = self.scope(caller, collections)
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
         engine = self.engine(conversations=True)
+        lookup = None
+        if not self.memory.history(conversation_id, before=question_id):
+            asked = next(
+                (e for e in self.memory.exchanges(conversation_id) if e.question.id == question_id),
+                None,
+            )
+            if asked is not None:
+                answered = asked.answer is not None and asked.answer.outcome != FAILED
+                lookup = self._from_cache(
+                    engine, asked.question.content, scope, None, None, search=not answered
+                )
+        if lookup is not None and lookup.hit is not None:
+            stream = engine.serve(
+                lookup.hit.answer,
+                started=started,
+                conversation_id=conversation_id,
+                question_id=question_id,
+            )
+            return self._accounted(stream, caller, scope, conversation_id, cached=lookup.hit.kind)
         stream = engine.retry_in(
             conversation_id, question_id, within=scope.collections, buffered=buffered
         )
-        return self._accounted(stream, caller, scope, conversation_id)
+        return self._accounted(self._kept(stream, lookup), caller, scope, conversation_id)
 
     def search(
         self,
@@ -613,6 +749,9 @@ class RagService:
                 self._memory_store.close()
             if self._access_service is not None:
                 self._access_service.close()
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -623,8 +762,8 @@ def _question_of(answer: Answer | None) -> str:
     return "" if answer is None else answer.question
 
 
-def _record_answer(metrics: Metrics, answer: Answer) -> None:
-    """Count a finished answer: latency, first token, retrieval, tokens, cost."""
+def _record_answer(metrics: Metrics, answer: Answer, cached: str | None = None) -> None:
+    """Count a finished answer: latency, first token, retrieval, tokens, cost, cache hit."""
     timings, tokens = answer.timings, answer.tokens
     retrieval = timings.get("retrieval_ms")
     metrics.answered(
@@ -635,4 +774,5 @@ def _record_answer(metrics: Metrics, answer: Answer) -> None:
         prompt_tokens=int(tokens.get("prompt", 0) or 0),
         completion_tokens=int(tokens.get("completion", 0) or 0),
         abstained=answer.abstained,
+        cached=cached,
     )
