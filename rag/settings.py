@@ -221,12 +221,13 @@ class Settings(BaseSettings):
         ),
     )
     cache_similarity: float = Field(
-        default=0.96,
+        default=0.95,
         ge=0.5,
         le=1.0,
         description=(
             "Least cosine similarity between two questions' embeddings for a semantic cache "
-            "hit (they must also name the same numbers); 1.0 serves exact repeats only."
+            "hit (they must also share their numbers, negations and words like minimum or "
+            "latest); 1.0 serves exact repeats only."
         ),
     )
     cache_ttl_s: float = Field(

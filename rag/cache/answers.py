@@ -2,7 +2,8 @@
 
 A look-up tries the exact question first (case, spacing and edge punctuation aside; no
 embedding needed), then the most similar question of the same scope: cosine similarity of
-the question embeddings at least ``similarity`` and the same numbers named. Only answers
+the question embeddings at least ``similarity`` and the same ``question_marks`` (numbers,
+negations, the ends of scales). Only answers
 of the same ``CacheScope`` are ever compared, so an answer is served only to callers who
 read the same collections, of the same index state, through the same prompt and model.
 """
@@ -24,7 +25,7 @@ from rag.cache.base import (
     CacheScope,
     Entry,
     question_key,
-    question_numbers,
+    question_marks,
 )
 from rag.cache.codec import dump_answer, load_answer
 from rag.errors import IndexNotFoundError
@@ -80,7 +81,7 @@ class ResponseCache:
         backend: AnswerCache,
         embeddings: Embeddings,
         *,
-        similarity: float = 0.96,
+        similarity: float = 0.95,
         ttl_s: float = 7 * 86400,
         scan: int = 500,
         clock: Callable[[], float] = time.time,
@@ -117,10 +118,8 @@ class ResponseCache:
         if not candidates:  # nothing to compare with: embed only if the answer is kept
             return found
         found.vector = self._embed(found.question)
-        numbers = question_numbers(found.question)
-        rows = [
-            c for c in candidates if c.numbers == numbers and len(c.vector) == found.vector.nbytes
-        ]
+        marks = question_marks(found.question)
+        rows = [c for c in candidates if c.marks == marks and len(c.vector) == found.vector.nbytes]
         if not rows:
             return found
         matrix = np.frombuffer(b"".join(c.vector for c in rows), dtype=np.float32)
@@ -151,7 +150,7 @@ class ResponseCache:
         now = self.clock()
         entry = Entry(
             vector=vector.tobytes(),
-            numbers=question_numbers(lookup.question),
+            marks=question_marks(lookup.question),
             answer=dump_answer(answer),
             expires_at=now + self.ttl_s,
         )

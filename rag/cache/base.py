@@ -2,7 +2,7 @@
 
 A backend keeps entries by scope (``CacheScope.id``) and question key (``question_key``):
 the answer as JSON, the question's embedding (float32 bytes) for semantic look-ups, the
-numbers the question names (``question_numbers``) and when the entry expires. Two
+words a semantic hit must share (``question_marks``) and when the entry expires. Two
 backends implement it: ``SqliteAnswerCache`` (a file under the data folder) and
 ``RedisAnswerCache`` (the queue's Redis server); both pass ``tests/cache_contract.py``.
 """
@@ -19,6 +19,22 @@ from typing import Protocol
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 _EDGE = " \t\n?!.;:,"
+_WORD = re.compile(r"[\w']+")  # max_connections is one word, not "max"
+_NEGATIONS = frozenset(
+    "not no never without cannot none nor neither dont doesnt didnt isnt arent wasnt "
+    "werent cant wont shouldnt wouldnt couldnt hasnt havent".split()
+)
+# Words naming one end of a scale, and the mark each gives ("min" and "minimum" alike).
+_CONTRASTS = {
+    "min": "min", "minimum": "min", "minimal": "min", "max": "max", "maximum": "max",
+    "maximal": "max", "first": "first", "last": "last", "before": "before", "after": "after",
+    "highest": "high", "higher": "high", "lowest": "low", "lower": "low", "largest": "large",
+    "larger": "large", "biggest": "large", "bigger": "large", "smallest": "small",
+    "smaller": "small", "oldest": "old", "older": "old", "newest": "new", "newer": "new",
+    "earliest": "early", "earlier": "early", "latest": "late", "later": "late",
+    "more": "more", "most": "more", "less": "less", "least": "less", "fewer": "less",
+    "upper": "upper", "above": "above", "below": "below",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -27,7 +43,7 @@ class Candidate:
 
     key: str
     vector: bytes  # float32, normalised
-    numbers: str  # ``question_numbers`` of its question
+    marks: str  # ``question_marks`` of its question
 
 
 @dataclass(frozen=True)
@@ -35,7 +51,7 @@ class Entry:
     """What is stored for one question of a scope."""
 
     vector: bytes  # the question's embedding, float32, normalised
-    numbers: str  # ``question_numbers`` of the question
+    marks: str  # ``question_marks`` of the question
     answer: str  # ``rag.cache.codec.dump_answer``
     expires_at: float  # seconds since the epoch
 
@@ -69,7 +85,7 @@ class AnswerCache(Protocol):
 
 def normalise_question(question: str) -> str:
     """The question as an exact look-up compares it: case, spacing, edge punctuation aside."""
-    text = unicodedata.normalize("NFKC", question).casefold()
+    text = unicodedata.normalize("NFKC", question).casefold().replace("\u2019", "'")
     return _SPACE.sub(" ", text).strip(_EDGE)
 
 
@@ -78,13 +94,20 @@ def question_key(question: str) -> str:
     return hashlib.sha256(normalise_question(question).encode("utf-8")).hexdigest()
 
 
-def question_numbers(question: str) -> str:
-    """The numbers a question names, sorted ("2022", "1.2", "4.3"), joined by spaces.
+def question_marks(question: str) -> str:
+    """What a semantic hit must share with the question: its numbers, negations, extremes.
 
-    A semantic hit needs the same numbers: "the revenue in 2022" and "in 2023" embed
-    almost alike (cosine 0.94 with the bundled model) but want different answers.
+    Sorted and joined by spaces ("1.2 max not"). Embeddings hardly tell these apart:
+    with the bundled model "the revenue in 2022" and "in 2023" score 0.94, "the minimum
+    password length" and "the maximum" 0.95, "should I enable compression" and "should I
+    not" 0.985 (``bench/cache_similarity.py``), yet they want different answers.
     """
-    return " ".join(sorted(_NUMBER.findall(normalise_question(question))))
+    text = normalise_question(question)
+    words = _WORD.findall(text)
+    marks = set(_NUMBER.findall(text))
+    marks |= {"not" for w in words if w in _NEGATIONS or w.endswith("n't")}
+    marks |= {_CONTRASTS[w] for w in words if w in _CONTRASTS}
+    return " ".join(sorted(marks))
 
 
 @dataclass(frozen=True)

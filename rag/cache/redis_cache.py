@@ -3,7 +3,7 @@
 Every process of an installation that shares its queue shares its cache too, on any
 machine. Keys, under ``{prefix}`` (``ragchat:cache``):
 
-- ``{prefix}:e:{scope}:{key}``: one entry, a hash (answer, vector, numbers, expiry), which
+- ``{prefix}:e:{scope}:{key}``: one entry, a hash (answer, vector, marks, expiry), which
   Redis deletes when it expires;
 - ``{prefix}:s:{scope}``: the scope's entries by time stored (a sorted set), for semantic
   look-ups; trimmed to the newest ``keep`` and expiring with the newest entry.
@@ -91,7 +91,7 @@ class RedisAnswerCache:
                 mapping={
                     "a": entry.answer.encode("utf-8"),
                     "v": entry.vector,
-                    "n": entry.numbers.encode("utf-8"),
+                    "n": entry.marks.encode("utf-8"),
                     "x": repr(entry.expires_at),
                 },
             )

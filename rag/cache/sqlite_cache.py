@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS answers (
     scope TEXT NOT NULL,
     key TEXT NOT NULL,
     vector BLOB NOT NULL,
-    numbers TEXT NOT NULL,
+    marks TEXT NOT NULL,
     answer TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
@@ -64,7 +64,7 @@ class SqliteAnswerCache:
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT key, vector, numbers FROM answers WHERE scope = ? AND expires_at > ? "
+                    "SELECT key, vector, marks FROM answers WHERE scope = ? AND expires_at > ? "
                     "ORDER BY created_at DESC LIMIT ?",
                     (scope, now, limit),
                 ).fetchall()
@@ -87,13 +87,13 @@ class SqliteAnswerCache:
                     self._db.execute("DELETE FROM answers WHERE expires_at <= ?", (now,))
                     self._db.execute(
                         "INSERT OR REPLACE INTO answers "
-                        "(scope, key, vector, numbers, answer, created_at, expires_at) "
+                        "(scope, key, vector, marks, answer, created_at, expires_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (
                             scope,
                             key,
                             entry.vector,
-                            entry.numbers,
+                            entry.marks,
                             entry.answer,
                             now,
                             entry.expires_at,

@@ -227,13 +227,12 @@ class RagService:
         if conversation_id is None:
             engine = self.engine(mode, k)
             lookup = None if history else self._from_cache(engine, question, scope, mode, k)
-            if lookup is not None and lookup.hit is not None:
-                stream = engine.serve(lookup.hit.answer, started=started)
-                return self._accounted(stream, caller, scope, "", cached=lookup.hit.kind)
-            stream = engine.ask(
-                question.strip(), history, within=scope.collections, buffered=buffered
-            )
-            return self._accounted(self._kept(stream, lookup), caller, scope, "")
+            return self._answered(
+                engine, lookup, started, caller, scope, "",
+                lambda: engine.ask(
+                    question.strip(), history, within=scope.collections, buffered=buffered
+                ),
+            )  # fmt: skip
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
@@ -242,15 +241,12 @@ class RagService:
         engine = self.engine(mode, k, conversations=True)
         first = not self.memory.history(conversation_id)
         lookup = self._from_cache(engine, question, scope, mode, k) if first else None
-        if lookup is not None and lookup.hit is not None:
-            stream = engine.serve(
-                lookup.hit.answer, started=started, conversation_id=conversation_id
-            )
-            return self._accounted(stream, caller, scope, conversation_id, cached=lookup.hit.kind)
-        stream = engine.ask_in(
-            conversation_id, question, within=scope.collections, buffered=buffered
-        )
-        return self._accounted(self._kept(stream, lookup), caller, scope, conversation_id)
+        return self._answered(
+            engine, lookup, started, caller, scope, conversation_id,
+            lambda: engine.ask_in(
+                conversation_id, question, within=scope.collections, buffered=buffered
+            ),
+        )  # fmt: skip
 
     # The response cache ------------------------------------------------------------------
 
@@ -291,6 +287,45 @@ class RagService:
         except RagError as exc:
             logger.warning("response cache not used: %s", exc, exc_info=True)
             return None
+
+    def _answered(
+        self,
+        engine: ChatEngine,
+        lookup: Lookup | None,
+        started: float,
+        caller: Principal,
+        scope: Scope,
+        where: str,
+        fresh: Callable[[], AnswerStream],
+        question_id: int | None = None,
+    ) -> AnswerStream:
+        """The cache's answer served through ``engine``; else ``fresh()``, its answer kept.
+
+        ``where``: the conversation (""): a served answer is stored in it, after the question
+        (``question_id``: stored already).
+        """
+        if lookup is None or lookup.hit is None:
+            return self._accounted(self._kept(fresh(), lookup), caller, scope, where)
+        stream = engine.serve(
+            lookup.hit.answer,
+            started=started,
+            conversation_id=where or None,
+            question_id=question_id,
+        )
+        return self._accounted(stream, caller, scope, where, cached=lookup.hit.kind)
+
+    def _first_question(self, conversation_id: str, question_id: int) -> tuple[str, bool] | None:
+        """A stored question with no turns before it: its text, and whether it has an answer.
+
+        None for a later question (a follow-up) or an unknown one.
+        """
+        if self.memory.history(conversation_id, before=question_id):
+            return None
+        for exchange in self.memory.exchanges(conversation_id):
+            if exchange.question.id == question_id:
+                answer = exchange.answer
+                return exchange.question.content, answer is not None and answer.outcome != FAILED
+        return None
 
     def _kept(self, stream: AnswerStream, lookup: Lookup | None) -> AnswerStream:
         """``stream``, with its answer kept in the cache when it ends (if it is one to keep)."""
@@ -409,29 +444,18 @@ class RagService:
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
         engine = self.engine(conversations=True)
+        first = self._first_question(conversation_id, question_id)
         lookup = None
-        if not self.memory.history(conversation_id, before=question_id):
-            asked = next(
-                (e for e in self.memory.exchanges(conversation_id) if e.question.id == question_id),
-                None,
-            )
-            if asked is not None:
-                answered = asked.answer is not None and asked.answer.outcome != FAILED
-                lookup = self._from_cache(
-                    engine, asked.question.content, scope, None, None, search=not answered
-                )
-        if lookup is not None and lookup.hit is not None:
-            stream = engine.serve(
-                lookup.hit.answer,
-                started=started,
-                conversation_id=conversation_id,
-                question_id=question_id,
-            )
-            return self._accounted(stream, caller, scope, conversation_id, cached=lookup.hit.kind)
-        stream = engine.retry_in(
-            conversation_id, question_id, within=scope.collections, buffered=buffered
-        )
-        return self._accounted(self._kept(stream, lookup), caller, scope, conversation_id)
+        if first is not None:  # regenerate (it has an answer): not looked up, but kept
+            text, answered = first
+            lookup = self._from_cache(engine, text, scope, None, None, search=not answered)
+        return self._answered(
+            engine, lookup, started, caller, scope, conversation_id,
+            lambda: engine.retry_in(
+                conversation_id, question_id, within=scope.collections, buffered=buffered
+            ),
+            question_id,
+        )  # fmt: skip
 
     def search(
         self,
