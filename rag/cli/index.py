@@ -57,7 +57,8 @@ def cmd_cache_clear(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_service(settings, one_shot=True) as service:
         count = service.clear_cache(caller=cli_caller(service, args))
-    print(f"removed {count} cached answers" if settings.cache else "the cache is off")
+    plural = "" if count == 1 else "s"
+    print(f"removed {count} cached answer{plural}" if settings.cache else "the cache is off")
     return 0
 
 

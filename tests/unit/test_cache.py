@@ -506,3 +506,21 @@ def test_the_index_version_names_the_folder_and_the_published_state(tmp_path: Pa
     assert index_version(store_in("one")) == first  # another process reading it
     add(one, "b" * 64, "/b.md", ["beta"], None)
     assert index_version(one) not in (None, first)
+
+
+def test_ragchat_cache_clear_empties_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rag.cli import main
+    from tests.cache_contract import SCOPE, answer
+
+    cache = ResponseCache(SqliteAnswerCache(tmp_path / "cache.sqlite"), SteeredEmbeddings(size=32))
+    cache.keep(cache.lookup(QUESTION, SCOPE), answer())
+    cache.close()
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path))
+    assert main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out.strip() == "removed 1 cached answer"
+    assert SqliteAnswerCache(tmp_path / "cache.sqlite").count() == 0
+    monkeypatch.setenv("RAG_CACHE", "false")
+    assert main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out.strip() == "the cache is off"
