@@ -463,7 +463,7 @@ class ChatEngine:
         conversation_id: str | None = None,
         question_id: int | None = None,
     ) -> AnswerStream:
-        """Hand out a stored answer (the response cache's) as this engine's own.
+        """Hand out a stored answer (the response cache's, a reviewed one) as this engine's own.
 
         The guardrails run as for an answer the model writes: the question's first (a
         refusal is raised while iterating), then the moderator on the answer's text. Its
