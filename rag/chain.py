@@ -483,11 +483,24 @@ class ChatEngine:
         stored = stream._pieces
 
         def screened() -> Iterator[str]:
-            self.screen_question(answer.question)
-            self._check("answer", answer.text)
-            ms = (time.perf_counter() - begun) * 1000
-            answer.timings = {"first_token_ms": ms, "total_ms": ms}
-            yield from stored
+            first: float | None = None
+            error: BaseException | None = None
+            try:
+                self.screen_question(answer.question)
+                self._check("answer", answer.text)
+                first = time.perf_counter()
+                ms = (first - begun) * 1000
+                answer.timings = {"first_token_ms": ms, "total_ms": ms}
+                yield from stored
+            except BaseException as exc:
+                if not isinstance(exc, GeneratorExit):
+                    error = exc
+                raise
+            finally:  # traced as a question with no steps, marked with where it came from
+                self._trace(
+                    stream.result, begun, None, first, error,
+                    condensed=False, served_from=answer.served_from,
+                )  # fmt: skip
 
         pieces = screened()
         stream._pieces = pieces if asked is None else self._saved(stream, pieces, *asked)
@@ -666,6 +679,7 @@ class ChatEngine:
         error: BaseException | None,
         *,
         condensed: bool,
+        served_from: str | None = None,
     ) -> None:
         tracer = self.tracer if self.tracer is not None else tracing.tracer()
         at = retrieved["at"] if retrieved else None
@@ -679,6 +693,7 @@ class ChatEngine:
         attributes: dict[str, Any] = {
             "ragchat.prompt_version": self.prompt_version,
             "ragchat.model": answer.model if answer is not None else self.model_name,
+            "ragchat.served_from": served_from,
         }
         if answer is not None:
             attributes["ragchat.abstained"] = answer.abstained

@@ -524,3 +524,31 @@ def test_ragchat_cache_clear_empties_the_cache(
     monkeypatch.setenv("RAG_CACHE", "false")
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out.strip() == "the cache is off"
+
+
+def test_a_served_answer_is_traced_as_a_question_from_the_cache() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from rag.cache.codec import dump_answer, load_answer
+    from tests.cache_contract import answer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    prompts = load_prompts()
+    chain = build_chain(Model(), build_retriever_stub(), prompts, ChainConfig())
+    engine = ChatEngine(chain, prompts, model_name="m", tracer=provider.get_tracer("test"))
+    stream = engine.serve(load_answer(dump_answer(answer()), QUESTION))
+    assert "".join(stream) == answer().text
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "ragchat.question"
+    assert span.attributes is not None and span.attributes["ragchat.served_from"] == "cache"
+    assert span.attributes["ragchat.model"] == "smollm2"  # the model that wrote it
+
+
+def build_retriever_stub() -> Any:
+    from tests.fakes import RecordingRetriever
+
+    return RecordingRetriever(by_keyword={})
