@@ -24,8 +24,8 @@ from rag.cache.base import (
     AnswerCache,
     CacheScope,
     Entry,
+    marks_key,
     question_key,
-    question_marks,
 )
 from rag.cache.codec import dump_answer, load_answer
 from rag.errors import IndexNotFoundError
@@ -118,7 +118,7 @@ class ResponseCache:
         if not candidates:  # nothing to compare with: embed only if the answer is kept
             return found
         found.vector = self._embed(found.question)
-        marks = question_marks(found.question)
+        marks = marks_key(found.question)
         rows = [c for c in candidates if c.marks == marks and len(c.vector) == found.vector.nbytes]
         if not rows:
             return found
@@ -150,7 +150,7 @@ class ResponseCache:
         now = self.clock()
         entry = Entry(
             vector=vector.tobytes(),
-            marks=question_marks(lookup.question),
+            marks=marks_key(lookup.question),
             answer=dump_answer(answer),
             expires_at=now + self.ttl_s,
         )

@@ -2,7 +2,7 @@
 
 A backend keeps entries by scope (``CacheScope.id``) and question key (``question_key``):
 the answer as JSON, the question's embedding (float32 bytes) for semantic look-ups, the
-words a semantic hit must share (``question_marks``) and when the entry expires. Two
+words a semantic hit must share (``marks_key``) and when the entry expires. Two
 backends implement it: ``SqliteAnswerCache`` (a file under the data folder) and
 ``RedisAnswerCache`` (the queue's Redis server); both pass ``tests/cache_contract.py``.
 """
@@ -43,7 +43,7 @@ class Candidate:
 
     key: str
     vector: bytes  # float32, normalised
-    marks: str  # ``question_marks`` of its question
+    marks: str  # ``marks_key`` of its question
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Entry:
     """What is stored for one question of a scope."""
 
     vector: bytes  # the question's embedding, float32, normalised
-    marks: str  # ``question_marks`` of the question
+    marks: str  # ``marks_key`` of the question
     answer: str  # ``rag.cache.codec.dump_answer``
     expires_at: float  # seconds since the epoch
 
@@ -108,6 +108,11 @@ def question_marks(question: str) -> str:
     marks |= {"not" for w in words if w in _NEGATIONS or w.endswith("n't")}
     marks |= {_CONTRASTS[w] for w in words if w in _CONTRASTS}
     return " ".join(sorted(marks))
+
+
+def marks_key(question: str) -> str:
+    """``question_marks`` as stored: hashed, so no number a question names is kept."""
+    return hashlib.sha256(question_marks(question).encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
