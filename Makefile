@@ -64,6 +64,8 @@ format: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/first_token.py
+	$(PY) bench/cache_hit.py
+	$(PY) bench/cache_similarity.py
 	$(PY) bench/halueval.py
 	$(PY) bench/postgres_eval.py
 	$(PY) bench/store_stress.py

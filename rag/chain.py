@@ -401,6 +401,11 @@ class ChatEngine:
         self.tracer = tracer  # None: the process's (rag.observe.tracing)
         self.tiering = tiering or Tiering()  # which tier answers (rag.llm.router)
 
+    @property
+    def prompt_version(self) -> str:
+        """The version of the prompt answers are written with (its label and the fencing)."""
+        return self.prompts.answer.label + self.fence.label
+
     def ask(
         self,
         question: str,
@@ -460,6 +465,68 @@ class ChatEngine:
         asked = self.memory.question(conversation_id, question_id)
         history = self.memory.history(conversation_id, before=question_id)
         return self._stream(asked.content, history, (conversation_id, asked.id), buffered, within)
+
+    def serve(
+        self,
+        answer: Answer,
+        *,
+        started: float | None = None,
+        conversation_id: str | None = None,
+        question_id: int | None = None,
+    ) -> AnswerStream:
+        """Hand out a stored answer (the response cache's, a reviewed one) as this engine's own.
+
+        The guardrails run as for an answer the model writes: the question's first (a
+        refusal is raised while iterating), then the moderator on the answer's text. Its
+        ``timings`` are measured from ``started`` (default: now) to the moment the text is
+        handed out. In a conversation the question is stored first (unless ``question_id``
+        names it, stored already) and the answer with it, as the model's would be.
+        """
+        asked: tuple[str, int] | None = None
+        if conversation_id is not None:
+            if self.memory is None:
+                raise RagError("this engine has no conversation memory")
+            if question_id is None:
+                question_id = self.memory.ask(conversation_id, answer.question).id
+            asked = (conversation_id, question_id)
+        begun = time.perf_counter() if started is None else started
+        stream = replay(answer)
+        stored = stream._pieces
+
+        def screened() -> Iterator[str]:
+            first: float | None = None
+            error: BaseException | None = None
+            try:
+                self.screen_question(answer.question)
+                self._check("answer", answer.text)
+                first = time.perf_counter()
+                ms = (first - begun) * 1000
+                answer.timings = {"first_token_ms": ms, "total_ms": ms}
+                yield from stored
+            except BaseException as exc:
+                if not isinstance(exc, GeneratorExit):
+                    error = exc
+                raise
+            finally:  # traced as a question with no steps, marked with where it came from
+                self._trace(
+                    stream.result, begun, None, first, error,
+                    condensed=False, served_from=answer.served_from,
+                )  # fmt: skip
+
+        pieces = screened()
+        stream._pieces = pieces if asked is None else self._saved(stream, pieces, *asked)
+        return stream
+
+    def screen_question(self, question: str) -> None:
+        """The guardrails on a question, before any work: personal data, then moderation.
+
+        Raises:
+            PiiBlockedError: ``RAG_PII=block`` and the question holds personal data.
+            ContentRefusedError: the moderator flags the question.
+        """
+        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
+            self.pii.check_question(question)
+        self._check("question", question)
 
     def _stream(
         self,
@@ -530,7 +597,7 @@ class ChatEngine:
             pieces = 0
             cut: str | None = None
             answered_by = _AnsweredBy()
-            self.check_question(question)
+            self.screen_question(question)
             configurable: dict[str, Any] = {
                 BUFFERED_KEY: buffered,
                 STATUS_KEY: stream.report,
@@ -595,7 +662,7 @@ class ChatEngine:
                 text=text,
                 citations=citations,
                 sources=cites.sources,
-                prompt_version=self.prompts.answer.label + self.fence.label,
+                prompt_version=self.prompt_version,
                 model=answered_by.model or self.model_name,
                 timings={
                     "retrieval_ms": state["retrieved"]["ms"],
@@ -627,6 +694,7 @@ class ChatEngine:
         error: BaseException | None,
         *,
         condensed: bool,
+        served_from: str | None = None,
     ) -> None:
         tracer = self.tracer if self.tracer is not None else tracing.tracer()
         at = retrieved["at"] if retrieved else None
@@ -638,8 +706,9 @@ class ChatEngine:
             ended=time.perf_counter(),
         )
         attributes: dict[str, Any] = {
-            "ragchat.prompt_version": self.prompts.answer.label + self.fence.label,
+            "ragchat.prompt_version": self.prompt_version,
             "ragchat.model": answer.model if answer is not None else self.model_name,
+            "ragchat.served_from": served_from,
         }
         if answer is not None:
             attributes["ragchat.abstained"] = answer.abstained
@@ -651,19 +720,6 @@ class ChatEngine:
             tracing.record_question(tracer, times, attributes, condensed=condensed, error=error)
         except Exception as exc:  # tracing never fails a question; the log says why
             logger.warning("could not record the trace of a question: %r", exc, exc_info=True)
-
-    def check_question(self, question: str) -> None:
-        """The input guardrails: personal data (``RAG_PII=block``), then moderation.
-
-        Every question passes them before any answer, the model's or a stored one.
-
-        Raises:
-            PiiBlockedError: the question holds personal data and RAG_PII=block.
-            ContentRefusedError: the moderator flags the question.
-        """
-        if self.pii is not None:  # first: a blocked question goes nowhere, moderation included
-            self.pii.check_question(question)
-        self._check("question", question)
 
     def _check(self, stage: str, text: str) -> None:
         """Refuse a question or an answer the moderator flags.

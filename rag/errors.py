@@ -161,6 +161,20 @@ class UsageLogError(RagError):
         super().__init__(f"usage log {self.path}: {reason}")
 
 
+class CacheError(RagError):
+    """The response cache's database (SQLite file or Redis server) failed.
+
+    A question never fails for it: the service logs it and answers as on a miss.
+    """
+
+    category = "infrastructure"
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"response cache {where}: {reason}")
+
+
 class DocumentNotFoundError(RagError):
     """No indexed document matches an id or path."""
 

@@ -232,6 +232,38 @@ class Settings(BaseSettings):
     queue_workers: int = Field(
         default=4, ge=1, le=64, description="Worker threads answering queued jobs per process."
     )
+    cache: bool = Field(
+        default=True,
+        description=(
+            "Serve answers again from the response cache: the same question (or, see "
+            "CACHE_SIMILARITY, one that means the same) asked in the same collections, index "
+            "state, prompt version and model. Only first questions of a conversation are cached."
+        ),
+    )
+    cache_similarity: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        description=(
+            "Least cosine similarity between two questions' embeddings for a semantic cache "
+            "hit (they must also share their numbers, negations and words like minimum or "
+            "latest); 1.0 serves exact repeats only."
+        ),
+    )
+    cache_ttl_s: float = Field(
+        default=7 * 86400,
+        gt=0,
+        description="Seconds a cached answer is served (any ingestion retires it sooner).",
+    )
+    cache_scan: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most recent cached answers of a scope a question is compared with for a semantic "
+            "hit (bounds the look-up time)."
+        ),
+    )
     batch_concurrency: int = Field(
         default=4,
         ge=1,
@@ -745,6 +777,11 @@ class Settings(BaseSettings):
     def reviews_path(self) -> Path:
         """The review queue: queued answers, their reviews and corrections."""
         return self.data_dir / "reviews.sqlite"
+
+    @property
+    def cache_path(self) -> Path:
+        """The response cache's SQLite file (unless the queue is in Redis)."""
+        return self.data_dir / "cache.sqlite"
 
     @property
     def audit_path(self) -> Path:

@@ -400,6 +400,8 @@ class IndexContract:
         put(store, "d1", ["kept"])
         with store.reader() as view:
             before = view.generation
+            published = view.published_at
+        assert published  # with the generation, it names the published state
         with pytest.raises(RuntimeError, match="boom"), store.writer() as w:
             w.add_document(
                 "d2", kind="text", pages=None, source="/d2", chunks=[NewChunk("lost")],
@@ -414,7 +416,7 @@ class IndexContract:
         with store.writer():
             pass  # nothing changed: nothing published
         with store.reader() as view:
-            assert view.generation == before
+            assert view.generation == before and view.published_at == published
         put(store, "d3", ["more"])
         with store.reader() as view:
             assert view.generation != before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -103,3 +104,38 @@ class FakeScanner:
         flags = ("override",) if "ignore previous instructions" in text.lower() else ()
         mails = len(re.findall(r"\S+@\S+\.\w+", text))
         return ChunkScan(flags=flags, pii=(("EMAIL_ADDRESS", mails),) if mails else ())
+
+
+class SteeredEmbeddings(CountingEmbeddings):
+    """Hash embeddings, except for texts steered to a chosen cosine with another text.
+
+    ``steer("How often are backups run?", "When do backups run?", 0.98)``: the first text
+    then embeds at cosine 0.98 to the second (a paraphrase as a real model would place it).
+    ``queries`` counts ``embed_query`` calls.
+    """
+
+    steered: dict[str, tuple[str, float]] = Field(default_factory=dict)
+    queries: int = 0
+
+    def steer(self, text: str, like: str, cosine: float) -> None:
+        self.steered[text] = (like, cosine)
+
+    def _vector(self, text: str) -> list[float]:
+        if text not in self.steered:
+            return super().embed_query(text)
+        like, cosine = self.steered[text]
+        base = np.asarray(super().embed_query(like))
+        base /= np.linalg.norm(base)
+        other = np.asarray(super().embed_query(f"orthogonal to {text}"))
+        other -= (other @ base) * base
+        other /= np.linalg.norm(other)
+        return list(cosine * base + np.sqrt(1 - cosine**2) * other)
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries += 1
+        return self._vector(text)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        self.texts += len(texts)
+        return [self._vector(t) for t in texts]

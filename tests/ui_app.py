@@ -1,7 +1,8 @@
 """The web app over fakes, for streamlit.testing.v1.AppTest (no model, no network).
 
 RAGCHAT_TEST_DIR names a folder for the index and conversations; RAGCHAT_TEST_MODE is
-"ok" (a fake model answers) or "down" (the endpoint fails); RAGCHAT_TEST_PAGE picks the
+"ok" (a fake model answers), "cached" (with the response cache) or "down" (the
+endpoint fails); RAGCHAT_TEST_PAGE picks the
 page shown first.
 """
 

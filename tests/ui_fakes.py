@@ -12,6 +12,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
+from rag.cache import ResponseCache
+from rag.cache.sqlite_cache import SqliteAnswerCache
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import ProviderError
 from rag.guard.model import LazyDetector
@@ -105,6 +107,11 @@ def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
         lambda **kw: build_retriever(settings, store, **kw),
         lambda: build_access(settings),
         usage=lambda: build_usage(settings),
+        cache=(
+            (lambda: ResponseCache(SqliteAnswerCache(settings.cache_path), embeddings))
+            if mode == "cached"
+            else None
+        ),
     )
     queue = JobQueue(
         SqliteHuey("ragchat", filename=str(root / "queue.db"), results=False),

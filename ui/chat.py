@@ -324,6 +324,11 @@ def _footer(
             "What arrived is shown.",
             icon=":material/content_cut:",
         )
+    if meta.get("cached"):
+        st.caption(
+            ":material/bolt: From the cache: written earlier for the same question, "
+            "from the same documents. Regenerate asks the model again."
+        )
     citations = meta.get("citations") or []
     if citations:
         columns = st.columns(min(len(citations), 3))

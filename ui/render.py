@@ -157,9 +157,11 @@ def citation_card(
 
 
 def answer_details(meta: dict[str, Any]) -> str:
-    """One unobtrusive line: model, prompt version and timings."""
+    """One unobtrusive line: from the cache or not, model, prompt version and timings."""
     timings = meta.get("timings") or {}
     parts = [str(meta.get("model", "")), str(meta.get("prompt_version", ""))]
+    if meta.get("cached"):
+        parts.insert(0, "from the cache")
     if "retrieval_ms" in timings:  # not for answers given without retrieval (reviewed ones)
         parts.append(f"retrieval {timings['retrieval_ms']:.0f} ms")
     if timings:

@@ -149,6 +149,7 @@ def _extras(answer: Answer) -> dict[str, Any]:
             "timings": {k: round(v, 1) for k, v in answer.timings.items()},
             "abstained": answer.abstained,
             "cut": answer.cut,
+            "cached": answer.served_from == "cache",
         },
     }
 
@@ -168,7 +169,7 @@ def chat_completions(body: ChatCompletionRequest, service: ServiceDep, caller: C
     Citations survive: the text keeps its ``[n]`` markers, and the response object (or,
     streamed, the final chunk, the one with ``finish_reason``) has an extra field
     ``citations``: ``[{n, source, title, page, chunk_id, text, support, inferred}]``, plus
-    ``ragchat`` (answering model, prompt version, timings, abstained, cut). Sampling
+    ``ragchat`` (answering model, prompt version, timings, abstained, cut, cached). Sampling
     options (temperature, max_tokens, ...) are accepted and ignored; ``k`` and ``mode``
     choose the retrieval.
     """

@@ -136,6 +136,8 @@ def _stream_to_terminal(stream: AnswerStream) -> Answer:
         raise RagError("the answer ended early")
     if stream.result.cut:
         print(f"[answer cut: {stream.result.cut}; what arrived is shown]", file=sys.stderr)
+    if stream.result.served_from == "cache":
+        print("[from the cache: written earlier for the same question]", file=sys.stderr)
     return stream.result
 
 

@@ -44,6 +44,23 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]
 
     add_migrate_command(index_sub, settings_of)
 
+    cache = sub.add_parser("cache", help="the response cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    p = cache_sub.add_parser("clear", help="remove every cached answer")
+    p.set_defaults(func=lambda a: cmd_cache_clear(a, settings_of(a)))
+
+
+def cmd_cache_clear(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove every answer from the response cache (answers are asked of the model again)."""
+    from rag.cli.caller import cli_caller
+    from rag.service.components import open_service
+
+    with open_service(settings, one_shot=True) as service:
+        count = service.clear_cache(caller=cli_caller(service, args))
+    plural = "" if count == 1 else "s"
+    print(f"removed {count} cached answer{plural}" if settings.cache else "the cache is off")
+    return 0
+
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the state of the index; a missing or broken index is an error (exit code 2)."""

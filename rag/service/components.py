@@ -17,6 +17,7 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
+from rag.cache import build_cache
 from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.embeddings import embedding_dimension, embedding_model_id, load_embeddings
 from rag.guard.model import LazyDetector, PiiGuard, is_local_url
@@ -446,6 +447,7 @@ def build_service(
         metrics,
         lambda: build_usage(settings),
         reviews=lambda: ReviewStore(settings.reviews_path),
+        cache=lambda: build_cache(settings, store.embeddings),
     )
 
 

@@ -10,20 +10,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.errors import (
-    ContentRefusedError,
     InvalidInputError,
-    PiiBlockedError,
     RagError,
     RateLimitedError,
     category_of,
     error_id,
 )
+from rag.memory import FAILED
 from rag.observe.metrics import Metrics
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.service.usage import rate_usage, record_usage, usage_report
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from ingest.pipeline import IngestPipeline, IngestReport, Progress
     from rag.access.principal import Principal, Scope
+    from rag.cache import Lookup, ResponseCache
     from rag.chain import Answer, AnswerStream, ChatEngine
     from rag.context import Turn
     from rag.memory import Conversation, ConversationStore, Exchange, Message
@@ -117,6 +118,7 @@ class RagService:
         metrics: Metrics | None = None,
         usage: UsageLog | Callable[[], UsageLog] | None = None,
         reviews: ReviewStore | Callable[[], ReviewStore] | None = None,
+        cache: ResponseCache | Callable[[], ResponseCache | None] | None = None,
     ) -> None:
         """Keep the collaborators; databases passed as callables are opened at first use.
 
@@ -138,6 +140,8 @@ class RagService:
         self._usage = usage if callable(usage) else None
         self._usage_log = None if callable(usage) else usage
         self._review_desk = _desk(self, reviews or _default_reviews(settings))
+        self._cache_factory = cache if callable(cache) else None
+        self._cache = None if callable(cache) else cache
 
     @property
     def settings(self) -> Settings:
@@ -183,6 +187,15 @@ class RagService:
     def review(self) -> ReviewDesk:
         """The review queue: capture, reviews, serving and export (opened at first use)."""
         return self._review_desk
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache, opened at first use; None when off (``RAG_CACHE=false``)."""
+        with self._lock:
+            if self._cache_factory is not None:  # tried again at the next use if it fails
+                self._cache = self._cache_factory()
+                self._cache_factory = None
+            return self._cache
 
     def scope(self, caller: Principal, collections: Sequence[str] | None = None) -> Scope:
         """What ``caller`` may read (limited to ``collections`` when named)."""
@@ -231,14 +244,18 @@ class RagService:
         ``caller`` is who asks: passages come from the collections it may read (limited to
         ``collections`` when named), and the conversation must be its own.
 
-        A question asked on its own (no earlier turns) that a reviewer answered for the same
-        collections gets the reviewed answer instead of the model's, after the same checks
-        (``rag.service.review``); answers that need a reviewer are queued when they end.
+        A question asked on its own (the first of a conversation, or one with no earlier
+        turns) that a reviewer answered for the same collections gets the reviewed answer
+        (``rag.service.review``); otherwise it may be answered from the response cache, and
+        a complete answer to it is kept there. Both only after every check on the question,
+        and served through the engine's guardrails. Answers that need a reviewer are queued
+        when they end.
 
         Raises:
             RagError: the question is empty, the conversation or a collection does not
                 exist (or is not the caller's), or the caller's tokens for the day are spent.
         """
+        started = time.perf_counter()
         try:
             if not question.strip():
                 raise InvalidInputError("question", "the question is empty")
@@ -248,31 +265,161 @@ class RagService:
             self.record_error(exc)
             raise
         if conversation_id is None:
-            stream = None if history else self._reviewed(question, scope, mode, k)
-            if stream is None:
-                stream = self.engine(mode, k).ask(
+            engine = self.engine(mode, k)
+            if not history:
+                reviewed = self._reviewed(engine, question, caller, scope, started, "")
+                if reviewed is not None:
+                    return reviewed
+            lookup = None if history else self._from_cache(engine, question, scope, mode, k)
+            return self._answered(
+                engine, lookup, started, caller, scope, "",
+                lambda: engine.ask(
                     question.strip(), history, within=scope.collections, buffered=buffered
-                )
-            return self._accounted(stream, caller, scope, "")
+                ),
+            )  # fmt: skip
         if history:
             raise InvalidInputError(
                 "history", "give either a conversation id or the history, not both"
             )
         self.memory.get(conversation_id, owner=caller.user_id)
-        if not self.memory.history(conversation_id):
-            served = self._reviewed(question, scope, mode, k, (conversation_id, None))
-            if served is not None:
-                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(mode, k, conversations=True)
-        stream = engine.ask_in(
-            conversation_id, question, within=scope.collections, buffered=buffered
+        first = not self.memory.history(conversation_id)
+        if first:
+            reviewed = self._reviewed(engine, question, caller, scope, started, conversation_id)
+            if reviewed is not None:
+                return reviewed
+        lookup = self._from_cache(engine, question, scope, mode, k) if first else None
+        return self._answered(
+            engine, lookup, started, caller, scope, conversation_id,
+            lambda: engine.ask_in(
+                conversation_id, question, within=scope.collections, buffered=buffered
+            ),
+        )  # fmt: skip
+
+    # The response cache ------------------------------------------------------------------
+
+    def _from_cache(
+        self,
+        engine: ChatEngine,
+        question: str,
+        scope: Scope,
+        mode: str | None,
+        k: int | None,
+        *,
+        search: bool = True,
+    ) -> Lookup | None:
+        """The cache's look-up of a first question, after every check on it.
+
+        None when the cache is off, the index is empty, or the cache failed (logged: a
+        question never fails for the cache). ``search`` False prepares to keep the answer
+        without looking (an answer asked for again, to replace the kept one).
+        """
+        from rag.cache.answers import answer_settings, index_version, model_identity
+        from rag.cache.base import CacheScope
+
+        try:
+            cache = self.cache
+            if cache is None:
+                return None
+            index = index_version(self._store)
+            if index is None:
+                return None
+            key = CacheScope(
+                collections=scope.collections,
+                index=index,
+                prompt_version=engine.prompt_version,
+                model=model_identity(engine.endpoints, engine.model_name),
+                settings=answer_settings(self._settings, mode, k),
+            )
+            return cache.lookup(question, key, search=search)
+        except RagError as exc:
+            logger.warning("response cache not used: %s", exc, exc_info=True)
+            return None
+
+    def _answered(
+        self,
+        engine: ChatEngine,
+        lookup: Lookup | None,
+        started: float,
+        caller: Principal,
+        scope: Scope,
+        where: str,
+        fresh: Callable[[], AnswerStream],
+        question_id: int | None = None,
+    ) -> AnswerStream:
+        """The cache's answer served through ``engine``; else ``fresh()``, its answer kept.
+
+        ``where``: the conversation (""): a served answer is stored in it, after the question
+        (``question_id``: stored already).
+        """
+        if lookup is None or lookup.hit is None:
+            return self._accounted(self._kept(fresh(), lookup), caller, scope, where)
+        lookup.hit.answer.within = scope.collections  # whose it is now (a later rating)
+        stream = engine.serve(
+            lookup.hit.answer,
+            started=started,
+            conversation_id=where or None,
+            question_id=question_id,
         )
-        return self._accounted(stream, caller, scope, conversation_id)
+        return self._accounted(stream, caller, scope, where, cached=lookup.hit.kind)
+
+    def _first_question(self, conversation_id: str, question_id: int) -> tuple[str, bool] | None:
+        """A stored question with no turns before it: its text, and whether it has an answer.
+
+        None for a later question (a follow-up) or an unknown one.
+        """
+        if self.memory.history(conversation_id, before=question_id):
+            return None
+        for exchange in self.memory.exchanges(conversation_id):
+            if exchange.question.id == question_id:
+                answer = exchange.answer
+                return exchange.question.content, answer is not None and answer.outcome != FAILED
+        return None
+
+    def _kept(self, stream: AnswerStream, lookup: Lookup | None) -> AnswerStream:
+        """``stream``, with its answer kept in the cache when it ends (if it is one to keep)."""
+        if lookup is None:
+            return stream
+        pieces = stream._pieces
+
+        def keeping() -> Iterator[str]:
+            yield from pieces
+            cache = self.cache
+            if stream.result is None or cache is None:
+                return
+            try:
+                cache.keep(lookup, stream.result)
+            except RagError as exc:
+                logger.warning("answer not cached: %s", exc, exc_info=True)
+
+        stream._pieces = keeping()
+        return stream
+
+    def clear_cache(self, *, caller: Principal) -> int:
+        """Remove every answer from the response cache (an admin); how many (0 when off).
+
+        Raises:
+            PermissionDeniedError: the caller is not an admin.
+        """
+        self.access.check_admin(caller, "clear the response cache")
+        cache = self.cache
+        count = 0 if cache is None else cache.clear()
+        self.access.record(caller, "cache cleared", "", {"answers": count})
+        return count
 
     def _accounted(
-        self, stream: AnswerStream, caller: Principal, scope: Scope, where: str
+        self,
+        stream: AnswerStream,
+        caller: Principal,
+        scope: Scope,
+        where: str,
+        *,
+        cached: str | None = None,
     ) -> AnswerStream:
-        """``stream``, with the question audited and its tokens counted when it ends."""
+        """``stream``, with the question audited and its tokens counted when it ends.
+
+        ``cached``: the kind of cache hit the answer is ("exact", "semantic"), if one.
+        """
         pieces = stream._pieces
         access = self.access
         metrics = self.metrics
@@ -287,7 +434,7 @@ class RagService:
             finally:
                 answer = stream.result
                 if answer is not None:
-                    _record_answer(metrics, answer)
+                    _record_answer(metrics, answer, cached)
                     record_usage(self, caller, scope, answer)
                 cited = [] if answer is None else [c.source.chunk_id for c in answer.citations]
                 model = "" if answer is None else answer.model
@@ -304,46 +451,28 @@ class RagService:
 
     def _reviewed(
         self,
+        engine: ChatEngine,
         question: str,
+        caller: Principal,
         scope: Scope,
-        mode: str | None,
-        k: int | None,
-        stored: tuple[str, int | None] | None = None,
+        started: float,
+        where: str,
+        question_id: int | None = None,
     ) -> AnswerStream | None:
-        """The reviewed answer to a question asked on its own, streamed (None: there is none).
+        """The reviewed answer to a question asked on its own (None: there is none).
 
-        It passes the input guardrails first; a refused question goes on to the engine,
-        which refuses it as usual. ``stored``: (conversation id, question id or None to
-        store the question) where the served answer is stored.
+        Served through ``engine`` like the cache's answers: the guardrails run on the
+        question and the answer, and in a conversation (``where``) both are stored (the
+        question unless ``question_id`` names it, stored already).
         """
-        from rag.chain import replay
-
-        question = question.strip()
-        answer = self.review.serve(question, scope)
+        answer = self.review.serve(question.strip(), scope)
         if answer is None:
             return None
-        try:
-            self.engine(mode, k, conversations=stored is not None).check_question(question)
-        except (ContentRefusedError, PiiBlockedError):
-            return None
-        stream = replay(answer)
-        if stored is None:
-            return stream
-        conversation_id, question_id = stored
-        if question_id is None:
-            question_id = self.memory.ask(conversation_id, question).id
-        pieces, memory = stream._pieces, self.memory
-
-        def saved() -> Iterator[str]:
-            try:
-                yield from pieces
-            finally:  # the whole answer was known, and shown, in one piece
-                msg = memory.answer(conversation_id, question_id, answer.text, answer.meta())
-                answer.message_id = msg.id
-                stream.result = answer
-
-        stream._pieces = saved()
-        return stream
+        answer.question = question.strip()
+        stream = engine.serve(
+            answer, started=started, conversation_id=where or None, question_id=question_id
+        )
+        return self._accounted(stream, caller, scope, where)
 
     def compare(
         self,
@@ -380,23 +509,35 @@ class RagService:
         collections: Sequence[str] | None = None,
         buffered: bool = False,
     ) -> AnswerStream:
-        """Answer a stored question of the caller's again (retry a failure, regenerate).
+        """Answer a stored question of the caller's (its first answer, a retry, regenerate).
 
-        As with ``ask``, the first question of a conversation may get a reviewed answer.
+        The first question of a conversation, when it has no answer yet, may get a reviewed
+        answer or one from the response cache, as in ``ask``; regenerate asks the model again,
+        and its new answer replaces the kept one.
         """
+        started = time.perf_counter()
         scope = self.scope(caller, collections)
         self.memory.get(conversation_id, owner=caller.user_id)
         self.access.check_tokens(caller)
-        if not self.memory.history(conversation_id, before=question_id):
-            asked = self.memory.question(conversation_id, question_id)
-            served = self._reviewed(asked.content, scope, None, None, (conversation_id, asked.id))
-            if served is not None:
-                return self._accounted(served, caller, scope, conversation_id)
         engine = self.engine(conversations=True)
-        stream = engine.retry_in(
-            conversation_id, question_id, within=scope.collections, buffered=buffered
-        )
-        return self._accounted(stream, caller, scope, conversation_id)
+        first = self._first_question(conversation_id, question_id)
+        lookup = None
+        if first is not None:  # regenerate (it has an answer): not looked up, but kept
+            text, answered = first
+            if not answered:
+                reviewed = self._reviewed(
+                    engine, text, caller, scope, started, conversation_id, question_id
+                )
+                if reviewed is not None:
+                    return reviewed
+            lookup = self._from_cache(engine, text, scope, None, None, search=not answered)
+        return self._answered(
+            engine, lookup, started, caller, scope, conversation_id,
+            lambda: engine.retry_in(
+                conversation_id, question_id, within=scope.collections, buffered=buffered
+            ),
+            question_id,
+        )  # fmt: skip
 
     def search(
         self,
@@ -740,6 +881,9 @@ class RagService:
                 self._access_service.close()
             if self._usage_log is not None:
                 self._usage_log.close()
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
         self._review_desk.close()
 
 
@@ -766,8 +910,8 @@ def _question_of(answer: Answer | None) -> str:
     return "" if answer is None else answer.question
 
 
-def _record_answer(metrics: Metrics, answer: Answer) -> None:
-    """Count a finished answer: latency, first token, retrieval, tokens, cost."""
+def _record_answer(metrics: Metrics, answer: Answer, cached: str | None = None) -> None:
+    """Count a finished answer: latency, first token, retrieval, tokens, cost, cache hit."""
     timings, tokens = answer.timings, answer.tokens
     retrieval = timings.get("retrieval_ms")
     metrics.answered(
@@ -782,4 +926,5 @@ def _record_answer(metrics: Metrics, answer: Answer) -> None:
             name: (int(used.get("prompt", 0)), int(used.get("completion", 0)))
             for name, used in (tokens.get("by_model") or {}).items()
         },
+        cached=cached,
     )

@@ -49,6 +49,15 @@ class StoreReader(Protocol):
         ...
 
     @property
+    def published_at(self) -> str:
+        """When the snapshot's state was published (with ``generation``, names it uniquely).
+
+        A generation's name alone may come back: an index built again from nothing
+        starts at ``g000001`` again, a repair goes back to an earlier generation.
+        """
+        ...
+
+    @property
     def manifest(self) -> Manifest:
         """What the index was built with, and its counts."""
         ...

@@ -455,6 +455,11 @@ class StoreView:
         return self._gen.name
 
     @property
+    def published_at(self) -> str:
+        """When the pinned generation was published (see ``StoreReader.published_at``)."""
+        return self._gen.manifest.published_at
+
+    @property
     def manifest(self) -> Manifest:
         """What the pinned generation was built with."""
         return self._gen.manifest

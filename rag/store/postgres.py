@@ -243,6 +243,11 @@ class PostgresView:
         return f"g{self._meta.generation:06d}"
 
     @property
+    def published_at(self) -> str:
+        """When the snapshot's last publish was (see ``StoreReader.published_at``)."""
+        return str(self._meta.published_at)
+
+    @property
     def scanned_with(self) -> str | None:
         """The scanner version every chunk was scanned with (None: not scanned)."""
         return str(self._meta.scanner_version) if self._meta.scanner_version else None

@@ -163,6 +163,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             llm_base_url=stub.base_url,
             min_relevance=0.0,  # every passage reaches the prompt: a leak would show
             relevance_gap=1.0,
+            cache=False,  # every answer reaches the model (the cache: tests/unit/test_cache.py)
             rate_requests_per_minute=0,
             rate_key_requests_per_minute=0,
         )

@@ -147,3 +147,20 @@ def test_a_question_is_stored_when_asked_and_an_interrupted_answer_as_stopped(tm
     (exchange,) = res.memory.exchanges(conv.id)
     assert exchange.answer is not None and exchange.answer.outcome == STOPPED
     assert exchange.answer.content == first.strip()
+
+
+def test_an_answer_from_the_cache_says_so(tmp_path, monkeypatch):
+    at = app(tmp_path, monkeypatch, mode="cached")
+    at.chat_input[0].set_value("What is max_connections?").run()
+    assert not at.exception
+    assert not any("From the cache" in c.value for c in at.caption)
+    again = app(tmp_path, monkeypatch, mode="cached")  # another session: a new conversation
+    again.chat_input[0].set_value("what is max_connections").run()
+    assert not again.exception
+    assert any("From the cache" in c.value for c in again.caption)
+    assert any(c.value.startswith("from the cache") for c in again.caption)  # the details line
+    assert "The default is 100" in "\n".join(m.value for m in again.markdown)
+    memory = fake_resources(str(tmp_path), "cached").memory
+    answers = [memory.exchanges(c.id)[0].answer for c in memory.conversations(owner="local")]
+    assert sorted(bool(a and a.meta.get("cached")) for a in answers) == [False, True]
+    assert len({a.content for a in answers if a is not None}) == 1

@@ -250,7 +250,12 @@ def test_a_cut_answer_is_stored_with_its_note(tmp_path: Path):
 def test_usage_and_model_come_from_the_endpoint_that_answered():
     out = ask()
     assert out.answer is not None and out.answer.model == "stub-model"
-    assert out.answer.tokens == {"prompt": 50, "completion": 7, "estimated": False}
+    assert out.answer.tokens == {
+        "prompt": 50,
+        "completion": 7,
+        "estimated": False,
+        "by_model": {"stub-model": {"prompt": 50, "completion": 7}},
+    }
     out = ask(default=ok(usage=False, model=None))
     assert out.answer is not None and out.answer.model == "primary-model"
     assert out.answer.tokens["estimated"] is True
