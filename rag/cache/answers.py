@@ -45,6 +45,7 @@ ANSWER_SETTINGS = (
     "min_relevance", "relevance_gap", "fusion", "fusion_depth", "rrf_k", "vector_weight",
     "keyword_weight", "max_chunks_per_page", "mmr_lambda", "reranker_path", "quarantine",
     "llm_context_window", "llm_max_answer_tokens", "llm_temperature", "pii", "link_allowlist",
+    "route_simple_max_words", "route_simple_pattern",  # which tier's model answers
 )  # fmt: skip
 
 
