@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from rag.context import Turn
 from rag.errors import RagError
+from rag.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -137,12 +137,8 @@ class ConversationStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
         self._migrate()
 
     def _migrate(self) -> None:

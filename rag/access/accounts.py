@@ -29,6 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from rag.access.principal import DEFAULT_COLLECTION, LOCAL_USER, Principal, Right, Role
 from rag.errors import InvalidInputError, NotFoundError
+from rag.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -210,13 +211,9 @@ class Accounts:
 
     def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._hasher = hasher or PasswordHasher()
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(path, _SCHEMA, autocommit=True, foreign_keys=True)
         self._touched: dict[str, float] = {}
         # A hash to verify against when the user does not exist: a sign-in for an unknown
         # name takes as long as one with a wrong password.

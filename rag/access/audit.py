@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+
+from rag.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -100,11 +101,8 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.head_path = path.with_name(path.name + ".head")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(path, _SCHEMA, timeout_s=30, autocommit=True)
 
     def close(self) -> None:
         """Close the database."""

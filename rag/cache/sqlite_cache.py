@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rag.cache.base import Candidate, Entry
 from rag.errors import CacheError
+from rag.sqlite import open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -37,13 +38,10 @@ class SqliteAnswerCache:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=timeout_s, isolation_level=None
+            # A cache may lose its last write: not durable.
+            self._db = open_db(
+                self.path, _SCHEMA, timeout_s=timeout_s, autocommit=True, durable=False
             )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last write
-            self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(str(self.path), f"cannot open it: {exc}") from exc
 

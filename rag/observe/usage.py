@@ -36,6 +36,7 @@ import numpy as np
 from rag.errors import UsageLogError
 from rag.guard.pii import LogDetector, redact
 from rag.observe.prices import Price, cost_of
+from rag.sqlite import open_db
 
 if TYPE_CHECKING:
     from rag.chain import Answer
@@ -409,15 +410,8 @@ class UsageLog:
         self._lock = threading.Lock()
         self._next_prune: datetime | None = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, check_same_thread=False, timeout=30, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # Commits reach the WAL without waiting for the disk: a power cut may lose the
-            # last answers' rows, never the file.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            # A power cut may lose the last answers' rows, never the file: not durable.
+            self._db = open_db(path, _SCHEMA, timeout_s=30, autocommit=True, durable=False)
         except (OSError, sqlite3.Error) as exc:
             raise UsageLogError(path, str(exc)) from exc
 

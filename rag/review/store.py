@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import NotFoundError
+from rag.sqlite import open_db
 
 # Why an answer is in the queue.
 RATED_DOWN = "rated_down"  # its reader gave it a thumbs down
@@ -287,12 +287,8 @@ class ReviewStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
 
     def close(self) -> None:
         """Close the database."""

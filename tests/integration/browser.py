@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -98,3 +99,35 @@ def streamlit_app(
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextmanager
+def stub_chat_app(data_dir: Path, pages: Sequence[str], stub_url: str) -> Iterator[ServedApp]:
+    """The app over a PDF of ``pages`` (indexed first, as ``ragchat ingest`` does), answering
+    through the stub endpoint at ``stub_url`` (``tests/faultserver.py``); yields the URL.
+
+    The PDF is ``data_dir / "backups.pdf"``.
+    """
+    from tests.docgen import make_pdf
+
+    pdf = make_pdf(data_dir / "backups.pdf", list(pages))
+    subprocess.run(
+        [sys.executable, "-m", "ingest", str(pdf)],
+        check=True,
+        env={**os.environ, "RAG_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        timeout=300,
+    )
+    env = {"RAG_LLM_BASE_URL": stub_url, "RAG_LLM_MODEL": "stub-model"}
+    with streamlit_app(data_dir, **env) as url:
+        yield url
+
+
+def ask_in_chat(page: Any, question: str) -> None:
+    """Type a question into the chat page's input and send it (a Playwright ``Page``)."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_test_id("stChatInputTextArea")
+    expect(box).to_be_enabled(timeout=120_000)  # the first page load warms the models
+    box.fill(question)
+    box.press("Enter")

@@ -6,20 +6,16 @@ each button is exercised without waiting on a real model; the embedding model is
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from rag.memory import ConversationStore
-from tests.docgen import make_pdf
 from tests.faultserver import OK, Fault, FaultServer, status
-from tests.integration.browser import ARTIFACTS, streamlit_app
+from tests.integration.browser import ARTIFACTS, ask_in_chat, stub_chat_app
 
 PAGES = ["Backups run nightly at two in the morning and keep seven copies."]
 
@@ -32,26 +28,13 @@ def stub() -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, stub: FaultServer) -> Iterator[tuple[str, Path]]:
-    data = tmp_path_factory.mktemp("chatdata")
-    pdf = make_pdf(data / "backups.pdf", PAGES)
     # Indexed before the app starts, as `ragchat ingest` does: this test is about the chat.
-    subprocess.run(
-        [sys.executable, "-m", "ingest", str(pdf)],
-        check=True,
-        env={**os.environ, "RAG_DATA_DIR": str(data)},
-        capture_output=True,
-        timeout=300,
-    )
-    env = {"RAG_LLM_BASE_URL": stub.base_url, "RAG_LLM_MODEL": "stub-model"}
-    with streamlit_app(data, **env) as url:
-        yield url, pdf
+    data = tmp_path_factory.mktemp("chatdata")
+    with stub_chat_app(data, PAGES, stub.base_url) as url:
+        yield url, data / "backups.pdf"
 
 
-def ask(page: Page, question: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    expect(box).to_be_enabled(timeout=120_000)  # the first page load warms the models
-    box.fill(question)
-    box.press("Enter")
+ask = ask_in_chat
 
 
 def test_stop_retry_and_regenerate(browser: Browser, app: tuple[str, Path], stub: FaultServer):

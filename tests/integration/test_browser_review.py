@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from rag.evaluation import load_dataset
 from rag.memory import ConversationStore
 from rag.review.store import RATED_DOWN, WRONG, ReviewItem, ReviewStore
-from tests.docgen import make_pdf
 from tests.faultserver import FaultServer
-from tests.integration.browser import ARTIFACTS, ROOT, streamlit_app
+from tests.integration.browser import ARTIFACTS, ROOT, ask_in_chat, stub_chat_app
 
 expect.set_options(timeout=30_000)  # a Streamlit rerun on a busy 2-core machine can be slow
 
@@ -45,24 +44,11 @@ def stub() -> Iterator[FaultServer]:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory, stub: FaultServer) -> Iterator[tuple[str, Path]]:
     data = tmp_path_factory.mktemp("reviewdata")
-    pdf = make_pdf(data / "backups.pdf", PAGES)
-    subprocess.run(
-        [sys.executable, "-m", "ingest", str(pdf)],
-        check=True,
-        env={**os.environ, "RAG_DATA_DIR": str(data)},
-        capture_output=True,
-        timeout=300,
-    )
-    env = {"RAG_LLM_BASE_URL": stub.base_url, "RAG_LLM_MODEL": "stub-model"}
-    with streamlit_app(data, **env) as url:
+    with stub_chat_app(data, PAGES, stub.base_url) as url:
         yield url, data
 
 
-def ask(page: Page, question: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    expect(box).to_be_enabled(timeout=120_000)  # the first page load warms the models
-    box.fill(question)
-    box.press("Enter")
+ask = ask_in_chat
 
 
 def wait_for(what: str, check: Callable[[], T], seconds: float = 60) -> T:
