@@ -56,7 +56,7 @@ from rag.llm.client import (
     StatusCallback,
     provider_error,
 )
-from rag.llm.router import SMALL, Tiering
+from rag.llm.router import ANSWER, SMALL, Tiering
 from rag.memory import ANSWERED, CUT, FAILED, REFUSED, STOPPED, ConversationStore
 from rag.observe import tracing
 from rag.prompts import Prompts
@@ -602,7 +602,8 @@ class ChatEngine:
                 BUFFERED_KEY: buffered,
                 STATUS_KEY: stream.report,
                 WITHIN_KEY: within,
-                TIER_KEY: self.tiering.tier_for(question),
+                # A follow-up is answered by the answer tier: its own words say little.
+                TIER_KEY: ANSWER if history else self.tiering.tier_for(question),
             }
             if self.pii is not None and self.pii.mode == "mask":
                 configurable[MASKER_KEY] = self.pii.new_masker()

@@ -18,12 +18,13 @@ class RagError(Exception):
     sent), ``security`` (refused for who asks or what it holds) or ``business_rule``
     (a limit or state of the installation).
 
-    ``retryable``: False for an error that trying again cannot cure, whatever its
-    category's retry policy (``retry_policy``).
+    ``retryable``: whether trying again later may cure it; only then does its category's
+    retry policy apply (``retry_policy``). Errors that may pass say so (a busy or briefly
+    unreadable index, a model endpoint failing for a passing reason).
     """
 
     category = "infrastructure"
-    retryable = True
+    retryable = False
 
 
 class ConfigError(RagError):
@@ -69,12 +70,14 @@ class StoreError(RagError):
     """Base for problems with the index directory itself."""
 
     category = "infrastructure"
+    retryable = True  # a busy or briefly unreadable index
 
 
 class IndexNotFoundError(StoreError):
     """No index has been published in the directory yet."""
 
     category = "business_rule"
+    retryable = False
 
     def __init__(self, index_dir: Path | str) -> None:
         self.index_dir = str(index_dir)
@@ -99,6 +102,7 @@ class IndexUnwritableError(StoreError):
     """The index folder cannot be created or written."""
 
     category = "infrastructure"
+    retryable = False  # a full disk or a read-only folder
 
     def __init__(self, index_dir: Path | str, reason: str) -> None:
         self.index_dir = str(index_dir)
@@ -159,6 +163,16 @@ class UsageLogError(RagError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"usage log {self.path}: {reason}")
+
+
+class ReviewError(RagError):
+    """The review queue's database cannot be read or written."""
+
+    category = "infrastructure"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the review queue cannot be read or written: {reason}")
 
 
 class CacheError(RagError):
@@ -238,6 +252,18 @@ class EndpointFault(StrEnum):
     EMPTY = "empty"  # the completion finished without any text
 
 
+# Faults that may pass: retried at the endpoint, and a reason to ask again later.
+PASSING_FAULTS = frozenset(
+    {
+        EndpointFault.UNREACHABLE,
+        EndpointFault.TIMEOUT,
+        EndpointFault.RATE_LIMITED,
+        EndpointFault.SERVER_ERROR,
+        EndpointFault.STREAM_DROPPED,
+    }
+)
+
+
 @dataclass(frozen=True)
 class EndpointFailure:
     """How one endpoint failed a request, after all the attempts made there."""
@@ -247,6 +273,23 @@ class EndpointFailure:
     reason: str
     status: int | None = None
     attempts: int = 1
+    # True when the endpoint itself was not at fault: the request waited out its time in
+    # this process's line for the endpoint (busy, not broken).
+    local: bool = False
+
+    @property
+    def endpoint_at_fault(self) -> bool:
+        """Whether this says the endpoint is failing (what the circuit breaker counts).
+
+        Unreachable, timed out, overloaded, server errors, dropped or malformed streams, a
+        refused key or an unknown model; not a request it rightly refused (400, a context
+        too long for it), an empty completion, or a wait in this process's own line.
+        """
+        if self.local:
+            return False
+        if self.fault is EndpointFault.CLIENT_ERROR:
+            return self.status in (401, 403, 404)
+        return self.fault is not EndpointFault.EMPTY
 
     @property
     def label(self) -> str:
@@ -310,15 +353,8 @@ class ProviderError(RagError):
 
         A refused key, an unknown model or a bad request fails the same way again.
         """
-        passing = {
-            EndpointFault.UNREACHABLE,
-            EndpointFault.TIMEOUT,
-            EndpointFault.RATE_LIMITED,
-            EndpointFault.SERVER_ERROR,
-            EndpointFault.STREAM_DROPPED,
-        }
         faults: list[EndpointFault | None] = [f.fault for f in self.failures] or [self.fault]
-        return any(f is None or f in passing for f in faults)
+        return any(f is None or f in PASSING_FAULTS for f in faults)
 
 
 class AnswerCutError(ProviderError):

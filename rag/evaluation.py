@@ -37,6 +37,8 @@ DEPTH = 10
 class DatasetError(RagError):
     """A dataset line cannot be used."""
 
+    category = "input"
+
     def __init__(self, path: Path | str, line: int, reason: str) -> None:
         self.path = str(path)
         self.line = line

@@ -76,6 +76,8 @@ def title_of(question: str) -> str:
 class ConversationNotFoundError(RagError):
     """No conversation has this id."""
 
+    category = "input"
+
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(f"no conversation {conversation_id!r}")
@@ -83,6 +85,8 @@ class ConversationNotFoundError(RagError):
 
 class MessageNotFoundError(RagError):
     """No question has this id in the conversation."""
+
+    category = "input"
 
     def __init__(self, message_id: int) -> None:
         self.message_id = message_id

@@ -17,7 +17,7 @@ import streamlit as st
 from rag.errors import RagError
 from rag.observe.usage import DayUsage, UsageReport, UsageStats
 from rag.text import safe_label
-from ui.render import escape_markdown
+from ui.render import show_error
 from ui.resources import Resources
 
 PERIODS = {1: "Today", 7: "7 days", 30: "30 days", 90: "90 days", 365: "365 days"}
@@ -41,7 +41,7 @@ def page(res: Resources) -> None:
     try:
         report = res.service.usage_report(res.caller, days or DEFAULT_DAYS, by_model=by_model)
     except RagError as exc:
-        st.error(escape_markdown(str(exc)), icon=":material/block:")
+        show_error(exc, res.service.record_error, icon=":material/block:")
         return
     st.caption(
         f"{report.first_day:%d %b %Y} to {report.last_day:%d %b %Y} (days in UTC). "

@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from rag.errors import RagError
+from rag.errors import RagError, with_id
 from rag.review.store import (
     ABSTAINED,
     OPEN,
@@ -28,7 +28,7 @@ from rag.review.store import (
     ReviewItem,
 )
 from rag.text import safe_label
-from ui.render import citation_card, escape_markdown, sanitize_answer
+from ui.render import citation_card, escape_markdown, sanitize_answer, show_error
 from ui.resources import Resources
 from ui.state import SessionState, session, widget_value
 
@@ -51,7 +51,7 @@ def page(res: Resources) -> None:
     try:
         counts = res.service.review.counts(res.caller)
     except RagError as exc:  # not an editor or admin
-        st.error(escape_markdown(str(exc)), icon=":material/block:")
+        show_error(exc, res.service.record_error, icon=":material/block:")
         return
     _notice(state)
     view = st.radio(
@@ -219,7 +219,7 @@ def _candidates(res: Resources, item: ReviewItem, query: str) -> dict[str, dict[
         try:
             hits = res.service.review.search(item.id, query, res.caller)
         except RagError as exc:
-            st.error(escape_markdown(str(exc)))
+            show_error(exc, res.service.record_error)
             hits = []
         for hit in hits:
             found.setdefault(hit.chunk_id, {**hit.to_json(), "name": hit.title})
@@ -256,8 +256,9 @@ def _save(
         item = res.service.review.review(
             item_id, verdict, res.caller, correction=text, sources=sources
         )
-    except RagError as exc:
-        state.review_notice = ("error", str(exc))
+    except RagError as exc:  # shown on the next run, with its id (logged now)
+        res.service.record_error(exc)
+        state.review_notice = ("error", with_id(exc))
         return
     state.review_sources.pop(item_id, None)
     served = (

@@ -93,7 +93,13 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import ConfigurableField, Runnable
 from pydantic import ConfigDict, SecretStr
 
-from rag.errors import AnswerCutError, EndpointFailure, EndpointFault, ProviderError
+from rag.errors import (
+    PASSING_FAULTS,
+    AnswerCutError,
+    EndpointFailure,
+    EndpointFault,
+    ProviderError,
+)
 from rag.llm.router import ANSWER, FALLBACK, SMALL, EndpointState, RoutePolicy, Router
 from rag.settings import Settings
 from rag.text import safe_label
@@ -113,15 +119,7 @@ ENDPOINT_ERRORS: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
 )
 
-RETRYABLE = frozenset(
-    {
-        EndpointFault.UNREACHABLE,
-        EndpointFault.TIMEOUT,
-        EndpointFault.RATE_LIMITED,
-        EndpointFault.SERVER_ERROR,
-        EndpointFault.STREAM_DROPPED,
-    }
-)
+RETRYABLE = PASSING_FAULTS
 CONNECT_TIMEOUT_S = 5.0
 # How long a stream that reported its finish_reason may take to send [DONE] or close.
 FINISH_GRACE_S = 2.0
@@ -437,8 +435,10 @@ class _Failed(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         retryable: bool | None = None,
+        local: bool = False,
     ) -> None:
         super().__init__(reason)
+        self.local = local  # this process's own wait, not the endpoint's fault
         self.fault = fault
         self.reason = reason
         self.status = status
@@ -782,7 +782,8 @@ class ResilientChatModel(BaseChatModel):
                 endpoint.state.end()
             if failure is None:
                 return
-            endpoint.state.failed(router.policy, endpoint.label)
+            if failure.endpoint_at_fault:
+                endpoint.state.failed(router.policy, endpoint.label)
             failures.append(failure)
             logger.info(
                 "model endpoint %s failed (%s): %s",
@@ -846,7 +847,12 @@ class ResilientChatModel(BaseChatModel):
                 wait = self._retry_wait(failed, attempts, share_end)
                 if wait is None:
                     return EndpointFailure(
-                        endpoint.label, failed.fault, failed.reason, failed.status, attempts
+                        endpoint.label,
+                        failed.fault,
+                        failed.reason,
+                        failed.status,
+                        attempts,
+                        local=failed.local,
                     )
                 logger.info(
                     "model endpoint %s attempt %d failed (%s): %s; retrying in %.1f s",
@@ -940,6 +946,7 @@ class ResilientChatModel(BaseChatModel):
                 EndpointFault.TIMEOUT,
                 f"waited {time.monotonic() - waiting:.1f} s in line for {endpoint.label}, "
                 "which was answering other questions",
+                local=True,
             )
         try:
             yield from self._request(endpoint, payload, share_end, deadline, progress)

@@ -235,7 +235,7 @@ class Router:
         self.policy = policy or RoutePolicy()
         self._health_check = health_check
         self._background = background  # False: health checks run inline (tests)
-        self._turn = 0
+        self._turns: dict[tuple[str, ...], int] = {}  # per group of replicas
         self._lock = threading.Lock()
 
     def plan(self, endpoints: Sequence[Endpoint], tier: str = ANSWER) -> list[Endpoint]:
@@ -250,7 +250,12 @@ class Router:
             groups.append(answer)  # a condense step may fall back to the answer model
         groups.append([e for e in endpoints if e.tier == FALLBACK])
         self._probe_due(endpoints)
-        ordered = [self._rank(g) if i < len(groups) - 1 else g for i, g in enumerate(groups)]
+        # The tier's own group takes its turn; the answer tier behind a small one is ranked
+        # without taking one (its turn belongs to the requests made for it).
+        ordered = [
+            self._rank(g, advance=i == 0) if i < len(groups) - 1 else g
+            for i, g in enumerate(groups)
+        ]
         flat = [e for group in ordered for e in group]
         usable = [e for e in flat if e.state.admits()]
         if usable:
@@ -258,12 +263,14 @@ class Router:
         # Every circuit is open: try them all, the soonest due for a probe first.
         return sorted(flat, key=lambda e: e.state.open_until)
 
-    def _rank(self, group: list[Endpoint]) -> list[Endpoint]:
+    def _rank(self, group: list[Endpoint], *, advance: bool = True) -> list[Endpoint]:
         if len(group) < 2:
             return group
+        key = tuple(e.label for e in group)
         with self._lock:
-            turn = self._turn
-            self._turn += 1
+            turn = self._turns.get(key, 0)
+            if advance:
+                self._turns[key] = turn + 1
         rotated = group[turn % len(group) :] + group[: turn % len(group)]
         if self.policy.balance == "round_robin":
             return rotated

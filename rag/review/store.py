@@ -443,6 +443,20 @@ class ReviewStore:
             ).fetchone()
         return None if row is None else _item(row)
 
+    def disputed(self, question: str, collections: frozenset[str] | None) -> bool:
+        """Whether an answer to this question over these collections is disputed.
+
+        Disputed: rated down and awaiting review, or found wrong and not corrected (the
+        response cache must not hand it out again).
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM items WHERE question_key = ? AND scope = ? AND served = 0 "
+                "AND (status = 'wrong' OR (status = 'open' AND reasons LIKE ?)) LIMIT 1",
+                (question_key(question), scope_key(collections), f'%"{RATED_DOWN}"%'),
+            ).fetchone()
+        return row is not None
+
     def served_items(self, *, within: frozenset[str] | None) -> list[ReviewItem]:
         """Every served item a reader of ``within`` may see, oldest first (for export)."""
         condition, args = _visible(within)

@@ -25,6 +25,7 @@ from rag.errors import (
 )
 from rag.memory import FAILED
 from rag.observe.metrics import Metrics
+from rag.review.capture import answer_reasons
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.service.usage import rate_usage, record_usage, usage_report
 from rag.settings import Settings
@@ -310,9 +311,11 @@ class RagService:
     ) -> Lookup | None:
         """The cache's look-up of a first question, after every check on it.
 
-        None when the cache is off, the index is empty, or the cache failed (logged: a
-        question never fails for the cache). ``search`` False prepares to keep the answer
-        without looking (an answer asked for again, to replace the kept one).
+        None when the cache is off, the index is empty, the question holds personal data
+        (masked for the model, so its answer is about one person), or the cache failed
+        (logged: a question never fails for the cache). ``search`` False prepares to keep
+        the answer without looking: an answer asked for again, to replace the kept one, or
+        one whose kept answer was rated down or found wrong and awaits its correction.
         """
         from rag.cache.answers import answer_settings, index_version, model_identity
         from rag.cache.base import CacheScope
@@ -321,6 +324,9 @@ class RagService:
             cache = self.cache
             if cache is None:
                 return None
+            if engine.pii is not None and engine.pii.detector.get().count(question):
+                return None
+            search = search and not self.review.disputed(question, scope)
             index = index_version(self._store)
             if index is None:
                 return None
@@ -386,6 +392,9 @@ class RagService:
             yield from pieces
             cache = self.cache
             if stream.result is None or cache is None:
+                return
+            # An answer the review queue takes (weakly cited) is not handed out again.
+            if answer_reasons(stream.result, self._settings.review_min_support):
                 return
             try:
                 cache.keep(lookup, stream.result)

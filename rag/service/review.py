@@ -15,14 +15,15 @@ A cited document that changed or went puts the item back in the queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import InvalidInputError, PermissionDeniedError, RagError
+from rag.errors import InvalidInputError, PermissionDeniedError, RagError, ReviewError
 from rag.memory import MessageNotFoundError
 from rag.review import capture
 from rag.review.export import eval_line
@@ -149,11 +150,24 @@ class ReviewDesk:
                 logger.info("review %s: a cited document changed; back in the queue", item.id)
                 self.store.reopen(item.id, SOURCES_CHANGED)
                 return None
-        except (RagError, sqlite3.Error) as exc:  # the model answers instead
+        except (RagError, sqlite3.Error, OSError) as exc:  # the model answers instead
             logger.warning("could not look up reviewed answers: %s", exc, exc_info=True)
             return None
         elapsed_ms = (time.perf_counter() - started) * 1000
         return reviewed_answer(item, question, passages, elapsed_ms)
+
+    def disputed(self, question: str, scope: Scope) -> bool:
+        """Whether the answer to this question is disputed (``ReviewStore.disputed``).
+
+        The response cache must not serve it again; False when the queue cannot be read.
+        """
+        if not self.enabled:
+            return False
+        try:
+            return self.store.disputed(question, scope.collections)
+        except (sqlite3.Error, OSError) as exc:
+            logger.warning("could not read the review queue: %s", exc, exc_info=True)
+            return False
 
     # The reviewers' use cases -----------------------------------------------------------
 
@@ -180,15 +194,21 @@ class ReviewDesk:
 
     def queue(self, caller: Principal, status: str | None = OPEN) -> list[ReviewItem]:
         """The items ``caller`` may review (``status`` None: any), open ones oldest first."""
-        return self.store.items(within=self._readable(caller), status=status)
+        within = self._readable(caller)
+        with _stored():
+            return self.store.items(within=within, status=status)
 
     def counts(self, caller: Principal) -> dict[str, int]:
         """How many items ``caller`` may see, per status."""
-        return self.store.counts(within=self._readable(caller))
+        within = self._readable(caller)
+        with _stored():
+            return self.store.counts(within=within)
 
     def item(self, item_id: int, caller: Principal) -> ReviewItem:
         """One item ``caller`` may review (``NotFoundError`` otherwise)."""
-        return self.store.get(item_id, within=self._readable(caller))
+        within = self._readable(caller)
+        with _stored():
+            return self.store.get(item_id, within=within)
 
     def review(
         self,
@@ -213,8 +233,16 @@ class ReviewDesk:
             NotFoundError: no such item that the caller may see.
         """
         within = self._readable(caller)
-        self._service.access.check_writes(caller, "review an answer")
-        item = self.store.get(item_id, within=within)
+        access = self._service.access
+        access.check_writes(caller, "review an answer")
+        item = self.item(item_id, caller)
+        if not caller.is_admin:  # reviewing changes what readers of those collections get
+            editable = {c.id for c in access.editable(caller)}
+            if item.collections is None or not item.collections <= editable:
+                raise PermissionDeniedError(
+                    "review this answer",
+                    "it searched a collection you may read but not change",
+                )
         text = (correction or "").strip()
         if verdict == RIGHT:
             if text:
@@ -240,10 +268,11 @@ class ReviewDesk:
             found = self._sources(item, sources, within)
         else:
             raise InvalidInputError("verdict", "must be right or wrong")
-        reviewed = self.store.review(
-            item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
-            correction=text or None, sources=found,
-        )  # fmt: skip
+        with _stored():
+            reviewed = self.store.review(
+                item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
+                correction=text or None, sources=found,
+            )  # fmt: skip
         self._service.access.record(
             caller, "answer reviewed", str(item.id),
             {"verdict": verdict, "sources": [s.chunk_id for s in found]},
@@ -290,5 +319,16 @@ class ReviewDesk:
 
     def export(self, caller: Principal) -> list[dict[str, Any]]:
         """The reviewed answers ``caller`` may see, as ``ragchat eval`` dataset lines."""
-        lines = [eval_line(item) for item in self.store.served_items(within=self._readable(caller))]
+        within = self._readable(caller)
+        with _stored():
+            lines = [eval_line(item) for item in self.store.served_items(within=within)]
         return [line for line in lines if line is not None]
+
+
+@contextlib.contextmanager
+def _stored() -> Iterator[None]:
+    """The queue's database failures, as a ``ReviewError`` the adapters report."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise ReviewError(str(exc)) from exc

@@ -34,6 +34,7 @@ from rag.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from rag.guard.model import LazyDetector, PiiGuard
 from rag.guard.moderation import BlocklistModerator
 from rag.memory import ANSWERED, REFUSED, ConversationStore
 from rag.prompts import BUILTIN_DIR, load_prompts
@@ -42,7 +43,7 @@ from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
 from tests.cache_contract import AnswerCacheContract, Clock
-from tests.fakes import SteeredEmbeddings, WordTokenizer
+from tests.fakes import FakeDetector, SteeredEmbeddings, WordTokenizer
 from tests.ui_fakes import add
 
 QUESTION = "When do backups run?"
@@ -75,6 +76,9 @@ class World:
 
     def __init__(self, root: Path, **overrides: Any) -> None:
         self.root = root
+        # The scripted answers cite passages that do not support them: weakly cited answers
+        # are not cached (``review_min_support``), which its own test checks.
+        overrides.setdefault("review_min_support", 0.0)
         self.overrides = overrides
         self.embeddings = SteeredEmbeddings(size=32)
         self.clock = Clock()
@@ -94,17 +98,24 @@ class World:
         prompts_dir: Path | None = None,
         moderator: Any = None,
         cache: bool = True,
+        pii: bool = False,
     ) -> RagService:
         settings = self.settings.model_copy(update={"prompts_dir": prompts_dir})
         prompts = load_prompts(prompts_dir)
         store, model = self.store, self.model
 
         def engine(mode: str | None, k: int | None, _: list[Any], memory: Any) -> ChatEngine:
+            guard = PiiGuard(model, LazyDetector(FakeDetector), "mask") if pii else None
             chain = build_chain(
-                model, build_retriever(settings, store, mode, k), prompts, ChainConfig()
+                guard or model, build_retriever(settings, store, mode, k), prompts, ChainConfig()
             )
             return ChatEngine(
-                chain, prompts, model_name=model_name, memory=memory, moderator=moderator
+                chain,
+                prompts,
+                model_name=model_name,
+                memory=memory,
+                moderator=moderator,
+                pii=guard,
             )
 
         def pipeline(progress: Progress) -> IngestPipeline:
@@ -552,3 +563,38 @@ def build_retriever_stub() -> Any:
     from tests.fakes import RecordingRetriever
 
     return RecordingRetriever(by_keyword={})
+
+
+def test_weakly_cited_answers_are_not_cached(tmp_path: Path) -> None:
+    world = World(tmp_path, review_min_support=0.3)
+    world.model.responses = ["Penguins prefer cold water [1]."] * 5  # the passage does not say
+    service = world.service()
+    ask(service)
+    again, _ = ask(service)
+    assert world.model.calls == 2 and again.served_from is None
+
+
+def test_a_rated_down_answer_is_not_served_again_until_reviewed(world: World) -> None:
+    service = world.service()
+    conversation = service.create_conversation(caller=LOCAL)
+    stream = service.ask(QUESTION, caller=LOCAL, conversation_id=conversation.id)
+    "".join(stream)
+    assert stream.result is not None and stream.result.message_id is not None
+    hit, _ = ask(service)
+    assert hit.served_from == "cache" and world.model.calls == 1
+    service.set_feedback(stream.result.message_id, 0, caller=LOCAL)  # thumbs down
+    fresh, _ = ask(service)
+    assert fresh.served_from is None and world.model.calls == 2
+    ask(service)  # still disputed: the model again, never the rated-down answer
+    assert world.model.calls == 3
+
+
+def test_questions_holding_personal_data_are_not_cached(world: World) -> None:
+    service = world.service(pii=True)
+    question = "When do backups run for ann@example.com?"
+    ask(service, question)
+    again, _ = ask(service, question)
+    assert again.served_from is None and world.model.calls == 2
+    ask(service)
+    hit, _ = ask(service)  # without personal data the cache works as ever
+    assert hit.served_from == "cache"

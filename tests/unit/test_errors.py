@@ -30,6 +30,7 @@ from rag.errors import (
     with_id,
 )
 from rag.jobs.answering import answer_row
+from rag.memory import ConversationNotFoundError
 from tests.api_fakes import FakeJobs, fake_service
 
 UNREACHABLE = ProviderError.from_failures(
@@ -59,6 +60,8 @@ def test_error_ids_are_short_and_stable() -> None:
         (PermissionDeniedError("read", "not yours"), 0),  # security
         (ContentRefusedError("question", "the blocklist", ["violence"]), 0),  # security
         (RateLimitedError("10/minute", 30), 0),  # business rule: the error says when
+        (ConversationNotFoundError("c1"), 0),  # input
+        (RagError("the answer ended early"), 0),  # only errors that may pass are retried
     ],
 )
 def test_each_category_has_its_policy(error: RagError, retries: int) -> None:

@@ -19,7 +19,13 @@ from ingest.chunking import TokenChunker
 from ingest.pipeline import IngestPipeline, Progress
 from rag.access.principal import Principal
 from rag.chain import ChainConfig, ChatEngine, build_chain
-from rag.errors import ContentRefusedError, InvalidInputError, NotFoundError, PermissionDeniedError
+from rag.errors import (
+    ContentRefusedError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    ReviewError,
+)
 from rag.evaluation import load_dataset
 from rag.guard.moderation import Verdict
 from rag.memory import ConversationStore
@@ -299,6 +305,10 @@ def test_an_editor_of_a_never_sees_items_of_b_and_others_are_refused(rig: Rig) -
         "bob asks about max_connections",
         "ann asks again about max_connections",
     ]
+    # Reading is not changing: she sees bob's item but may not review it for its readers.
+    bob_item = next(i for i in rig.service.review.queue(ann) if i.question.startswith("bob"))
+    with pytest.raises(PermissionDeniedError, match="read but not change"):
+        rig.service.review.review(bob_item.id, RIGHT, ann)
     rig.service.access.unshare(bob, shelf_b.id, "user", ann.user_id)
     assert seen(ann) == ["ann asks about max_connections"]
     ann_item = rig.service.review.queue(ann)[0]
@@ -558,3 +568,15 @@ def test_the_cli_lists_marks_and_exports(rig: Rig, monkeypatch: pytest.MonkeyPat
     assert json.loads(capsys.readouterr().out)["reference_answer"] == line.reference_answer
     assert main(["review", "mark", str(second.id), "wrong", "--answer", "x"]) == 2  # no source
     assert "needs at least one source" in capsys.readouterr().err
+
+
+def test_an_unreadable_queue_is_one_clear_error(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.settings.reviews_path.write_bytes(b"this is not a database" * 100)
+    try:
+        with pytest.raises(ReviewError, match="review queue cannot be read"):
+            rig.service.review.queue(rig.admin)
+        rig.model.reply = WEAK
+        assert rig.ask().text  # answers go on; the failure to queue is logged
+    finally:
+        rig.service.close()

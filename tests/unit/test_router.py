@@ -17,7 +17,7 @@ import pytest
 
 from rag.chain import Answer
 from rag.context import Turn
-from rag.errors import ConfigError, ProviderError
+from rag.errors import ConfigError, EndpointFailure, EndpointFault, ProviderError
 from rag.llm.client import Endpoint, endpoints
 from rag.llm.router import ANSWER, FALLBACK, SMALL, EndpointState, RoutePolicy, Router, Tiering
 from rag.observe.metrics import Metrics
@@ -89,6 +89,17 @@ def test_round_robin_ignores_latency() -> None:
 
 
 # -- tiers ----------------------------------------------------------------------------
+
+
+def test_each_group_of_replicas_takes_its_own_turns() -> None:
+    small = [endpoint("s1", SMALL), endpoint("s2", SMALL)]
+    big = [endpoint("b1"), endpoint("b2")]
+    router = Router(RoutePolicy(balance="round_robin"))
+    firsts = []
+    for _ in range(4):  # a follow-up: condensed by the small tier, answered by the big one
+        firsts.append(router.plan(small + big, SMALL)[0].label)
+        firsts.append(router.plan(small + big, ANSWER)[0].label)
+    assert firsts == ["s1", "b1", "s2", "b2", "s1", "b1", "s2", "b2"]
 
 
 def test_plans_by_tier() -> None:
@@ -203,6 +214,39 @@ def test_a_failed_trial_opens_the_circuit_again() -> None:
     assert flaky.state.circuit == "open" and flaky.state.cooldown_s == 10
 
 
+@pytest.mark.parametrize(
+    ("failure", "counted"),
+    [
+        (EndpointFailure("e", EndpointFault.UNREACHABLE, "refused"), True),
+        (EndpointFailure("e", EndpointFault.SERVER_ERROR, "500", 500), True),
+        (EndpointFailure("e", EndpointFault.CLIENT_ERROR, "bad key", 401), True),
+        (EndpointFailure("e", EndpointFault.MALFORMED, "not SSE"), True),
+        # A request it rightly refused, an empty completion, a wait in our own line: no.
+        (EndpointFailure("e", EndpointFault.CLIENT_ERROR, "context too long", 400), False),
+        (EndpointFailure("e", EndpointFault.EMPTY, "no text"), False),
+        (EndpointFailure("e", EndpointFault.TIMEOUT, "waited in line", local=True), False),
+    ],
+)
+def test_the_breaker_counts_only_the_endpoints_own_faults(
+    failure: EndpointFailure, counted: bool
+) -> None:
+    assert failure.endpoint_at_fault is counted
+
+
+def test_requests_it_refuses_do_not_take_an_endpoint_out(servers: list[FaultServer]) -> None:
+    server, _, _ = servers
+    server.default = status(400, message="this request is too long for the model")
+    settings = Settings(
+        llm_base_url=server.base_url, llm_breaker_failures=2, llm_max_retries=0, llm_timeout_s=5
+    )
+    found = endpoints(settings)
+    engine = build_engine_over(settings, retriever(), found)
+    for _ in range(3):
+        with pytest.raises(ProviderError):
+            ask(engine)
+    assert found[0].state.circuit == "closed" and server.requests == 3
+
+
 def test_when_every_circuit_is_open_they_are_all_tried() -> None:
     clock = Clock()
     a, b = endpoint("a", clock=clock), endpoint("b", clock=clock)
@@ -261,6 +305,8 @@ def test_tiering_sends_condense_and_simple_questions_to_the_small_model(
     # The follow-up was condensed by the small model and answered by the big one.
     assert models(small) == ["small-model"] * 2 and models(big) == ["big-model"] * 2
     assert followup.model == "big-model"
+    short = ask(engine, "And restore?", history)  # a short follow-up is not a simple question
+    assert short.model == "big-model"
     # Each model's tokens are its own (the stub reports 50 in, 7 out per request).
     assert followup.tokens["by_model"] == {
         "small-model": {"prompt": 50, "completion": 7},
