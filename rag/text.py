@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # A sentence ends after end punctuation (and closing quotes or brackets) that is followed by
@@ -17,6 +18,23 @@ STOPWORDS = frozenset(
     there these they this those to too under us very was we were what when where which who
     whom why will with would you your""".split()
 )
+
+
+# What may stand around a question without changing it: spaces, end marks, quotes, brackets.
+_QUESTION_EDGES = (
+    " \t\r\n?!.,;:\"'`()[]{}"
+    "\u00bf\u00a1\u2026\u00ab\u00bb\u201c\u201d\u2018\u2019\u3002\uff1f\uff01"
+)
+
+
+def same_question(text: str) -> str:
+    """A question as ragchat compares questions: the cache, the review queue, the usage log.
+
+    NFKC, case-folded, curly apostrophes straight, one space between words, and no spaces,
+    end marks, quotes or brackets at either end.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    return " ".join(folded.split()).strip(_QUESTION_EDGES)
 
 
 def content_words(text: str) -> set[str]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
+from rag.text import same_question
+
 _SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
-_EDGE = " \t\n?!.;:,"
 _WORD = re.compile(r"[\w']+")  # max_connections is one word, not "max"
 _NEGATIONS = frozenset(
     "not no never without cannot none nor neither dont doesnt didnt isnt arent wasnt "
@@ -84,9 +84,8 @@ class AnswerCache(Protocol):
 
 
 def normalise_question(question: str) -> str:
-    """The question as an exact look-up compares it: case, spacing, edge punctuation aside."""
-    text = unicodedata.normalize("NFKC", question).casefold().replace("\u2019", "'")
-    return _SPACE.sub(" ", text).strip(_EDGE)
+    """The question as an exact look-up compares it (``rag.text.same_question``)."""
+    return same_question(question)
 
 
 def question_key(question: str) -> str:

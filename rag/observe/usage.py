@@ -23,7 +23,6 @@ import json
 import math
 import sqlite3
 import threading
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from rag.errors import UsageLogError
 from rag.guard.pii import LogDetector, redact
 from rag.observe.prices import Price, cost_of
 from rag.sqlite import open_db
+from rag.text import same_question
 
 if TYPE_CHECKING:
     from rag.chain import Answer
@@ -69,7 +69,6 @@ PRAGMA user_version = 1;
 PRUNE_EVERY = timedelta(hours=1)
 QUESTION_MAX_CHARS = 500
 # Stripped from both ends of a question before it is counted: "What is X?" is "what is x".
-_EDGES = " \t\r\n?!.,;:¿¡…\"'`()[]{}«»“”\u2018\u2019"
 
 
 def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
@@ -99,8 +98,7 @@ def _ranked(ordered: np.ndarray, q: float) -> float | None:
 
 def question_key(text: str) -> str:
     """A question normalised for counting: NFKC, case-folded, one space, no end marks."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(folded.split()).strip(_EDGES)
+    return same_question(text)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ each query, not of the pages.
 from __future__ import annotations
 
 import json
-import re
 import threading
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +18,7 @@ from typing import Any
 
 from rag.errors import NotFoundError
 from rag.sqlite import open_db
+from rag.text import same_question
 
 # Why an answer is in the queue.
 RATED_DOWN = "rated_down"  # its reader gave it a thumbs down
@@ -74,8 +73,6 @@ _COLUMNS = (
     "asked_by, asked_by_name, asked_at, conversation_id, message_id, status, correction, "
     "sources, served, reviewer, reviewer_name, reviewed_at, created_at, updated_at"
 )
-_TRAILING = re.compile("[\\s?!.\u00bf\u00a1\u3002\uff1f\uff01]+$")
-_LEADING = re.compile("^[\\s\u00bf\u00a1]+")
 
 
 def _now() -> str:
@@ -87,9 +84,7 @@ def question_key(question: str) -> str:
 
     "What is  max_connections?" and "what is max_connections" are the same question.
     """
-    text = unicodedata.normalize("NFKC", question).casefold()
-    text = re.sub(r"\s+", " ", text)
-    return _TRAILING.sub("", _LEADING.sub("", text))
+    return same_question(question)
 
 
 def scope_key(collections: frozenset[str] | None) -> str:

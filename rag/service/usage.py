@@ -50,7 +50,8 @@ def usage_report(
 
     Per day (and per day and model with ``by_model``) and in total: questions, p50/p95
     answer latency and time to first token, tokens, cost, cache hits and feedback; the
-    ``top`` most frequent questions the documents did not answer.
+    ``top`` most frequent questions the documents did not answer (none through an API
+    key limited to some collections: the questions are of every collection).
 
     Raises:
         PermissionDeniedError: the caller is not an admin.
@@ -66,4 +67,8 @@ def usage_report(
     usage = service.usage
     if usage is None:
         return empty_report(days, questions_kept=False)
+    if service.scope(caller).collections is not None:
+        # An admin's API key limited to some collections: the log's questions are of every
+        # collection, so none of them is shown through it (the counts are).
+        top = 0
     return usage.report(days, by_model=by_model, top=top)

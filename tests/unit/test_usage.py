@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sqlite3
@@ -293,6 +294,10 @@ def test_a_scripted_session_is_recorded_and_reported_to_admins(tmp_path: Path) -
         service.set_feedback(rated.message_id, 1, caller=LOCAL)  # changed their mind
 
         report = service.usage_report(LOCAL, days=1, by_model=True)
+        # An admin's key limited to one collection: the counts, none of the questions.
+        limited = service.usage_report(
+            dataclasses.replace(LOCAL, key_id="k1", key_collections=frozenset({"default"}))
+        )
         with pytest.raises(PermissionDeniedError, match="only admins"):
             service.usage_report(MEMBER)
         with pytest.raises(InvalidInputError, match="days"):
@@ -316,6 +321,7 @@ def test_a_scripted_session_is_recorded_and_reported_to_admins(tmp_path: Path) -
     assert total.answer_p50_ms is not None and total.first_token_p95_ms is not None
     assert [(q.key, q.count) for q in report.abstained_questions] == [("unknown words only", 2)]
     assert [(d.model, d.stats.questions) for d in report.days_by_model] == [("fake-model", 4)]
+    assert limited.total.questions == 4 and limited.abstained_questions == []
 
 
 def test_the_usage_report_over_the_api_is_for_admins(tmp_path: Path) -> None:
