@@ -17,7 +17,6 @@ from typing import Protocol
 
 from rag.text import same_question
 
-_SPACE = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 _WORD = re.compile(r"[\w']+")  # max_connections is one word, not "max"
 _NEGATIONS = frozenset(
