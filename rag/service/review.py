@@ -185,7 +185,9 @@ class ReviewDesk:
         return access.scope(caller).collections
 
     def can_review(self, caller: Principal) -> bool:
-        """Whether ``caller`` may see the review queue."""
+        """Whether ``caller`` may see the review queue (no one while the loop is off)."""
+        if not self.enabled:
+            return False
         try:
             self._readable(caller)
         except PermissionDeniedError:

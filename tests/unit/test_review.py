@@ -503,6 +503,7 @@ def test_reviewing_is_off_with_the_setting(tmp_path: Path) -> None:
     item = corrected(rig)
     rig.service._settings = Settings(data_dir=tmp_path, review_queue=False)
     assert rig.ask().served_from is None
+    assert not rig.service.review.can_review(rig.admin)  # no Review page either
     rig.model.reply = WEAK
     rig.ask("Another max_connections question?")
     rig.service._settings = Settings(data_dir=tmp_path)
