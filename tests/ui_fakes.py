@@ -62,7 +62,11 @@ class FakeModels:
 @cache
 def _fakes(folder: str, mode: str) -> tuple[Resources, RagService]:
     root = Path(folder)
+    # The scripted answer's second citation is weakly supported (0.25), and weakly cited
+    # answers are not cached: the cached mode turns that rule off to test the cache itself.
     settings = Settings(data_dir=root)
+    if mode == "cached":
+        settings = settings.model_copy(update={"review_min_support": 0.0})
     embeddings = CountingEmbeddings(size=32)
     scanner = ChunkScanner(LazyDetector(FakeDetector))
     store = FaissStore(
