@@ -2,21 +2,53 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Every package of a working install, pinned with its hashes (make lock writes both).
+LOCK := requirements.lock
+RUNTIME_LOCK := requirements-runtime.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: install run test test-unit test-integration lint format bench clean browser redis fuzz
+.PHONY: install lock audit licences run test test-unit test-integration lint format bench clean browser redis fuzz
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, every file checked against its hash. torch is the CPU build
+# (2.13.0+cpu): pip takes it from a wheel folder (PIP_FIND_LINKS) or an index that has it
+# (PIP_EXTRA_INDEX_URL, e.g. PyTorch's CPU index). llama-cpp-python compiles from source the
+# first time (minutes); pip's wheel cache makes every later install of it take seconds.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# CPU build of torch first, so nothing pulls a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Installing $(LOCK) into $(VENV) (the first time: minutes, llama-cpp-python compiles)"
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	# ragchat itself, editable, built with the locked setuptools; no dependency is resolved.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# Re-resolves the locks from pyproject.toml, keeping every pin that still fits; the runtime
+# lock (the Docker image) is the same resolution without the dev extra. To move on:
+# make lock UPGRADE=all, or UPGRADE="numpy faiss-cpu" for some packages only.
+TORCH_INDEX ?=
+UPGRADE ?=
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	-c constraints.txt --custom-compile-command 'make lock' \
+	$(foreach d,$(PIP_FIND_LINKS),--find-links $(d)) \
+	$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match)
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) \
+		$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p))) \
+		-o $(LOCK)
+	cp $(LOCK) $(RUNTIME_LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o $(RUNTIME_LOCK)
+
+# Licences of every locked package and of the model weights, then known vulnerabilities
+# (pip-audit, when PyPI's advisory data can be reached). Exits 1 on a finding.
+audit: install
+	$(PY) -m scripts.audit
+
+# The licence part alone (make lint runs it, so CI does).
+licences: install
+	$(PY) -m scripts.audit --licences --brief
 
 # The sample knowledge base (docs/) is indexed first; re-running skips unchanged files.
 run: install
@@ -55,6 +87,7 @@ lint: install
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
+	$(PY) -m scripts.audit --licences --brief
 
 format: install
 	$(VENV)/bin/ruff format .
