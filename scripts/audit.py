@@ -244,12 +244,18 @@ def parse_pip_audit(report: dict[str, object]) -> tuple[list[list[str]], list[st
     return rows, skipped
 
 
-def vulnerabilities(locked: dict[str, Locked], timeout_s: float = 600) -> Vulnerabilities:
+PIP_AUDIT = (sys.executable, "-m", "pip_audit")
+
+
+def vulnerabilities(
+    locked: dict[str, Locked], timeout_s: float = 600, pip_audit: Sequence[str] = PIP_AUDIT
+) -> Vulnerabilities:
     """Known vulnerabilities of the locked versions, from pip-audit (PyPI's advisory data).
 
     Args:
         locked: The pins.
         timeout_s: How long pip-audit may take.
+        pip_audit: The command that runs pip-audit.
 
     Returns:
         The findings, or why there are none to show.
@@ -257,7 +263,7 @@ def vulnerabilities(locked: dict[str, Locked], timeout_s: float = 600) -> Vulner
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(audit_input(locked), encoding="utf-8")
-        command = [sys.executable, "-m", "pip_audit", "--progress-spinner", "off"]
+        command = [*pip_audit, "--progress-spinner", "off"]
         command += ["--format", "json", "--no-deps", "--disable-pip", "-r", str(requirements)]
         try:
             done = subprocess.run(
@@ -272,7 +278,7 @@ def vulnerabilities(locked: dict[str, Locked], timeout_s: float = 600) -> Vulner
     except json.JSONDecodeError:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         why = lines[-1] if lines else f"exit status {done.returncode}"
-        return Vulnerabilities([], [], f"the vulnerability service was not reachable ({why})")
+        return Vulnerabilities([], [], f"pip-audit gave no report: {why}")
     rows, skipped = parse_pip_audit(report)
     return Vulnerabilities(rows, skipped, None)
 
