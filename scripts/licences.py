@@ -144,18 +144,11 @@ def _id_category(spdx: str) -> str:
         return PERMISSIVE
     if key in _NOT_OSI_IDS or key.startswith(_NOT_OSI_PREFIXES):
         return NOT_OSI
-    # AGPL and GPL before LGPL's prefix test would not matter: the prefixes do not overlap.
     if key.startswith(_WEAK_PREFIXES):
         return WEAK
     if key.startswith(_STRONG_PREFIXES):
         return STRONG
     return UNKNOWN
-
-
-def _term_category(term: str) -> str:
-    term = term.strip().strip("()").strip()
-    term = re.split(r"\s+WITH\s+", term, flags=re.IGNORECASE)[0].strip()
-    return _id_category(spdx_id(term))
 
 
 def _worst(categories: Iterable[str]) -> str:
@@ -166,13 +159,81 @@ def _best(categories: Iterable[str]) -> str:
     return min(categories, key=_RANK.__getitem__, default=UNKNOWN)
 
 
+_OPERATORS = {"AND", "OR", "WITH", "(", ")", ","}
+
+
+def _tokens(text: str) -> list[str]:
+    """Operators, parentheses and terms; a term may be several words (``dependency licenses``)."""
+    tokens: list[str] = []
+    for word in re.findall(r"[(),]|[^\s(),]+", text):
+        if word.upper() in {"AND", "OR", "WITH"}:
+            tokens.append(word.upper())
+        elif word in _OPERATORS or not tokens or tokens[-1] in _OPERATORS:
+            tokens.append(word)
+        else:
+            tokens[-1] += " " + word
+    return tokens
+
+
+class _Parser:
+    """SPDX expressions: OR of ANDs of terms (``X WITH exception``) or parenthesised groups.
+
+    A comma counts as AND: packages write ``BSD-3-Clause, Apache-2.0`` for code under both.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokens(text)
+        self.at = 0
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _take(self) -> str:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def parse(self) -> str:
+        category = self._any()
+        return category if self._peek() is None else UNKNOWN
+
+    def _any(self) -> str:
+        options = [self._all()]
+        while self._peek() == "OR":
+            self._take()
+            options.append(self._all())
+        return _best(options)
+
+    def _all(self) -> str:
+        parts = [self._one()]
+        while self._peek() in {"AND", ","}:
+            self._take()
+            parts.append(self._one())
+        return _worst(parts)
+
+    def _one(self) -> str:
+        token = self._peek()
+        if token is None or token in {"AND", "OR", "WITH", ")", ","}:
+            return UNKNOWN
+        self._take()
+        if token == "(":
+            category = self._any()
+            if self._peek() == ")":
+                self._take()
+            return category
+        if self._peek() == "WITH":  # an exception only ever grants more: the licence decides
+            self._take()
+            if self._peek() not in {None, *_OPERATORS}:
+                self._take()
+        return _id_category(spdx_id(token))
+
+
 def classify(expression: str) -> str:
     """The category of a licence expression.
 
-    An SPDX expression (``MIT OR Apache-2.0``, ``MPL-2.0 AND MIT``) takes the best of its
-    OR alternatives and the worst of its AND parts; a comma-separated list counts as AND.
-    Parentheses are flattened (AND binds tighter than OR), which is exact for the
-    expressions packages write.
+    An SPDX expression (``MIT OR Apache-2.0``, ``(MIT OR Apache-2.0) AND MPL-2.0``) takes the
+    best of its OR alternatives and the worst of its AND parts; a licence's name as packages
+    write it (``Apache Software License``) is mapped to its SPDX identifier first.
 
     Args:
         expression: An SPDX expression or a licence's name.
@@ -185,12 +246,7 @@ def classify(expression: str) -> str:
         return UNKNOWN
     if text.lower() in _NAMES:
         return _id_category(spdx_id(text))
-    flat = text.replace("(", " ").replace(")", " ")
-    alternatives = re.split(r"\s+OR\s+", flat)
-    return _best(
-        _worst(_term_category(part) for part in re.split(r"\s+AND\s+|\s*,\s*", alt) if part)
-        for alt in alternatives
-    )
+    return _Parser(text).parse()
 
 
 # Telltale sentences of licence texts, the more specific first.

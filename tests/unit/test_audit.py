@@ -78,6 +78,9 @@ class FakeDist:
         ("Apache Software License", PERMISSIVE),
         ("MIT OR GPL-3.0-or-later", PERMISSIVE),
         ("(MIT OR Apache-2.0) AND BSD-2-Clause", PERMISSIVE),
+        ("(MIT OR Apache-2.0) AND GPL-3.0-only", STRONG),
+        ("LGPL-2.1-or-later OR (MIT AND MPL-2.0)", WEAK),
+        ("GPL-2.0-only WITH Classpath-exception-2.0", STRONG),
         ("MPL-2.0 AND MIT", WEAK),
         ("LGPL-3.0-only", WEAK),
         ("GPL-3.0", STRONG),
@@ -88,6 +91,7 @@ class FakeDist:
         ("LicenseRef-Proprietary", NOT_OSI),
         ("BSD-3-Clause, Apache-2.0, dependency licenses", UNKNOWN),
         ("Some Licence 1.0", UNKNOWN),
+        ("MIT AND", UNKNOWN),
         ("", UNKNOWN),
     ],
 )
