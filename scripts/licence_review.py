@@ -22,6 +22,11 @@ REVIEWED: dict[str, Review] = {
         "MPL-2.0 AND MIT",
         "progress bars, imported unmodified; MPL-2.0 is file-level copyleft.",
     ),
+    "orjson": Review(
+        "MPL-2.0 AND (Apache-2.0 OR MIT)",
+        "fast JSON for langsmith (langchain-core's tracing client), used unmodified; its "
+        "MPL-2.0 part is file-level copyleft.",
+    ),
     "pathspec": Review(
         "MPL-2.0",
         "gitignore-style patterns for mypy and check-jsonschema (development only), unmodified.",
