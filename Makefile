@@ -35,11 +35,11 @@ LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-m
 	$(foreach d,$(PIP_FIND_LINKS),--find-links $(d)) \
 	$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match)
 lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) \
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra dev $(LOCK_FLAGS) \
 		$(if $(filter all,$(UPGRADE)),--upgrade,$(foreach p,$(UPGRADE),--upgrade-package $(p))) \
 		-o $(LOCK)
 	cp $(LOCK) $(RUNTIME_LOCK)
-	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o $(RUNTIME_LOCK)
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml $(LOCK_FLAGS) -o $(RUNTIME_LOCK)
 
 # Licences of every locked package and of the model weights, then known vulnerabilities
 # (pip-audit, when PyPI's advisory data can be reached). Exits 1 on a finding.

@@ -205,12 +205,15 @@ class Vulnerabilities:
     Attributes:
         rows: package, version, advisory id, aliases, versions that fix it.
         skipped: Packages pip-audit could not look up, with its reason.
-        unavailable: Why there is no answer (no pip-audit, no network), or None.
+        unavailable: Why there is no answer (no pip-audit, no network, a registry that
+            serves packages but not their advisories), or None.
+        looked_up: How many packages were looked up.
     """
 
     rows: list[list[str]]
     skipped: list[str]
     unavailable: str | None
+    looked_up: int = 0
 
 
 def audit_input(locked: dict[str, Locked]) -> str:
@@ -248,12 +251,16 @@ PIP_AUDIT = (sys.executable, "-m", "pip_audit")
 
 
 def vulnerabilities(
-    locked: dict[str, Locked], timeout_s: float = 600, pip_audit: Sequence[str] = PIP_AUDIT
+    locked: dict[str, Locked],
+    service: str = "pypi",
+    timeout_s: float = 600,
+    pip_audit: Sequence[str] = PIP_AUDIT,
 ) -> Vulnerabilities:
-    """Known vulnerabilities of the locked versions, from pip-audit (PyPI's advisory data).
+    """Known vulnerabilities of the locked versions, from pip-audit.
 
     Args:
         locked: The pins.
+        service: pip-audit's vulnerability service: ``pypi`` (PyPI's JSON API) or ``osv``.
         timeout_s: How long pip-audit may take.
         pip_audit: The command that runs pip-audit.
 
@@ -263,7 +270,7 @@ def vulnerabilities(
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(audit_input(locked), encoding="utf-8")
-        command = [*pip_audit, "--progress-spinner", "off"]
+        command = [*pip_audit, "--progress-spinner", "off", "--vulnerability-service", service]
         command += ["--format", "json", "--no-deps", "--disable-pip", "-r", str(requirements)]
         try:
             done = subprocess.run(
@@ -280,7 +287,12 @@ def vulnerabilities(
         why = lines[-1] if lines else f"exit status {done.returncode}"
         return Vulnerabilities([], [], f"pip-audit gave no report: {why}")
     rows, skipped = parse_pip_audit(report)
-    return Vulnerabilities(rows, skipped, None)
+    looked_up = len(report.get("dependencies", [])) - len(skipped)
+    if looked_up == 0 and skipped:
+        # A registry mirror may serve the packages but not PyPI's JSON API with advisories.
+        why = f"the {service} service answered for none of the {len(skipped)} packages"
+        return Vulnerabilities([], skipped, f"{why} ({skipped[0]})")
+    return Vulnerabilities(rows, skipped, None, looked_up)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -295,6 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.audit", description=__doc__)
     parser.add_argument("--licences", action="store_true", help="licences only (what CI runs)")
     parser.add_argument("--brief", action="store_true", help="list only the non-permissive")
+    parser.add_argument(
+        "--service", choices=["pypi", "osv"], default="pypi", help="pip-audit's advisory source"
+    )
     parser.add_argument("--lock", type=Path, default=LOCK)
     parser.add_argument("--runtime-lock", type=Path, default=RUNTIME_LOCK)
     args = parser.parse_args(argv)
@@ -322,17 +337,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = counts["FAIL"] > 0 or bool(problems)
 
     if not args.licences:
-        print("\nKnown vulnerabilities (pip-audit, PyPI advisories):\n")
-        found = vulnerabilities(locked)
+        print(f"\nKnown vulnerabilities (pip-audit, {args.service} service):\n")
+        found = vulnerabilities(locked, args.service)
         if found.unavailable:
             print(f"NOT CHECKED: {found.unavailable}")
-        elif found.rows:
-            print(render(["package", "version", "advisory", "aliases", "fixed in"], found.rows))
-            failed = True
         else:
-            print(f"none known for the {len(locked)} locked versions")
-        for line in found.skipped:
-            print(f"not looked up: {line}")
+            if found.rows:
+                print(render(["package", "version", "advisory", "aliases", "fixed in"], found.rows))
+                failed = True
+            else:
+                print(f"none known for the {found.looked_up} versions looked up")
+            for line in found.skipped:
+                print(f"NOT CHECKED: {line}")
 
     problems += [f"{r.name} {r.licence.text!r}: {r.note}" for r in rows if r.failed]
     if problems:

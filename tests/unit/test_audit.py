@@ -268,7 +268,20 @@ def test_no_report_without_pip_audit_says_why() -> None:
     report = json.dumps({"dependencies": [{"name": "a", "version": "1", "vulns": []}]})
     answering = [sys.executable, "-c", f"print({report!r})"]
     found = vulnerabilities({"a": Locked("a", "1", ())}, pip_audit=answering)
-    assert found == type(found)([], [], None)
+    assert (found.rows, found.unavailable, found.looked_up) == ([], None, 1)
+
+
+def test_a_service_that_knows_no_package_is_not_a_clean_bill() -> None:
+    # A registry mirror serves packages but answers "not found" for their advisory data:
+    # pip-audit skips every package, which must not read as "no vulnerabilities".
+    skip = {"skip_reason": "Dependency not found on PyPI and could not be audited"}
+    report = json.dumps(
+        {"dependencies": [{"name": "a", "version": "1", **skip}, {"name": "b", **skip}]}
+    )
+    answering = [sys.executable, "-c", f"print({report!r})"]
+    found = vulnerabilities({"a": Locked("a", "1", ())}, pip_audit=answering)
+    assert found.unavailable is not None
+    assert found.unavailable.startswith("the pypi service answered for none of the 2 packages")
 
 
 def test_read_lock_takes_pins_and_hashes(tmp_path: Path) -> None:
