@@ -159,7 +159,7 @@ def test_api_errors_carry_their_id_and_when_to_retry(
     retry_after: str | None,
 ) -> None:
     failing(service, monkeypatch, error)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="rag"):  # an earlier test may raise its level
         r = client.get("/api/v1/documents")
     assert r.status_code == status
     assert r.headers.get("retry-after") == retry_after
@@ -170,7 +170,7 @@ def test_api_errors_carry_their_id_and_when_to_retry(
 
 
 def test_every_error_shape_has_an_id(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="rag"):  # an earlier test may raise its level
         bad_body = client.post("/api/v1/ask", json={"question": 3})
         no_route = client.get("/api/v1/nowhere")
     for response in (bad_body, no_route):
