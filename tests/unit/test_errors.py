@@ -29,6 +29,7 @@ from rag.errors import (
     retry_policy,
     with_id,
 )
+from rag.guard.pii import LogDetector, redact
 from rag.jobs.answering import answer_row
 from rag.memory import ConversationNotFoundError
 from tests.api_fakes import FakeJobs, fake_service
@@ -44,6 +45,10 @@ BAD_KEY = ProviderError.from_failures(
 def test_error_ids_are_short_and_stable() -> None:
     error = InvalidInputError("question", "the question is empty")
     assert re.fullmatch(r"[0-9a-f]{8}", error_id(error))
+    # Never all digits: the log redaction would mask the id as a number.
+    ids = [error_id(InvalidInputError("q", str(n))) for n in range(300)]
+    assert all(i[0] in "abcdef" for i in ids)
+    assert all(redact(f"error {i} shown", LogDetector()) == f"error {i} shown" for i in ids)
     assert error_id(error) == error_id(error)
     assert error_id(InvalidInputError("q", "x")) != error_id(error)
     assert with_id(error).endswith(f"(error id {error_id(error)})")
