@@ -526,12 +526,15 @@ def error_id(error: BaseException) -> str:
     """The short id a user sees with an error; the log line about it carries the same id.
 
     Made at the first call and kept on the exception, so every adapter that shows the
-    error and the log name it alike (8 hex digits: unique enough to find in a day's log).
+    error and the log name it alike (8 hex digits, the first a letter: unique enough to
+    find in a day's log).
     """
     found = getattr(error, "_ragchat_error_id", None)
     if isinstance(found, str):
         return found
-    made = secrets.token_hex(4)
+    # It starts with a letter: an id of eight decimal digits would read as a number to the
+    # log redaction (rag.guard.pii.LogDetector) and be masked, losing the link to the log.
+    made = secrets.choice("abcdef") + secrets.token_hex(4)[1:]
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
         error._ragchat_error_id = made  # type: ignore[attr-defined]
     return made

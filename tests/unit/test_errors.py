@@ -29,6 +29,7 @@ from rag.errors import (
     retry_policy,
     with_id,
 )
+from rag.guard.pii import LogDetector, redact
 from rag.jobs.answering import answer_row
 from rag.memory import ConversationNotFoundError
 from tests.api_fakes import FakeJobs, fake_service
@@ -44,6 +45,10 @@ BAD_KEY = ProviderError.from_failures(
 def test_error_ids_are_short_and_stable() -> None:
     error = InvalidInputError("question", "the question is empty")
     assert re.fullmatch(r"[0-9a-f]{8}", error_id(error))
+    # Never all digits: the log redaction would mask the id as a number.
+    ids = [error_id(InvalidInputError("q", str(n))) for n in range(300)]
+    assert all(i[0] in "abcdef" for i in ids)
+    assert all(redact(f"error {i} shown", LogDetector()) == f"error {i} shown" for i in ids)
     assert error_id(error) == error_id(error)
     assert error_id(InvalidInputError("q", "x")) != error_id(error)
     assert with_id(error).endswith(f"(error id {error_id(error)})")
@@ -159,7 +164,7 @@ def test_api_errors_carry_their_id_and_when_to_retry(
     retry_after: str | None,
 ) -> None:
     failing(service, monkeypatch, error)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="rag"):  # an earlier test may raise its level
         r = client.get("/api/v1/documents")
     assert r.status_code == status
     assert r.headers.get("retry-after") == retry_after
@@ -170,7 +175,7 @@ def test_api_errors_carry_their_id_and_when_to_retry(
 
 
 def test_every_error_shape_has_an_id(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="rag"):  # an earlier test may raise its level
         bad_body = client.post("/api/v1/ask", json={"question": 3})
         no_route = client.get("/api/v1/nowhere")
     for response in (bad_body, no_route):
