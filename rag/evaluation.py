@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.errors import RagError
+from rag.observe.usage import percentile
 
 if TYPE_CHECKING:
     from rag.evaluation_baseline import BaselineComparison
@@ -274,16 +275,6 @@ def aggregate(scores: Sequence[ItemScore], cutoffs: Iterable[int]) -> dict[str, 
     return out
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) by linear interpolation."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 @dataclass
 class Failure:
     """A question that could not be evaluated."""
@@ -486,10 +477,10 @@ def answer_metrics(items: Sequence[EvalItem], answers: Sequence[AnsweredItem]) -
         "abstention_rate": sum(1 for a in answers if a.abstained) / len(answers)
         if answers
         else 0.0,
-        "latency_p50_ms": percentile(totals, 50),
-        "latency_p95_ms": percentile(totals, 95),
-        "ttft_p50_ms": percentile(firsts, 50),
-        "ttft_p95_ms": percentile(firsts, 95),
+        "latency_p50_ms": percentile(totals, 50) or 0.0,
+        "latency_p95_ms": percentile(totals, 95) or 0.0,
+        "ttft_p50_ms": percentile(firsts, 50) or 0.0,
+        "ttft_p95_ms": percentile(firsts, 95) or 0.0,
     }
 
 

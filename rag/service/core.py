@@ -267,16 +267,13 @@ class RagService:
             raise
         if conversation_id is None:
             engine = self.engine(mode, k)
-            if not history:
-                reviewed = self._reviewed(engine, question, caller, scope, started, "")
-                if reviewed is not None:
-                    return reviewed
-            lookup = None if history else self._from_cache(engine, question, scope, mode, k)
-            return self._answered(
-                engine, lookup, started, caller, scope, "",
+            return self._answer(
+                engine,
                 lambda: engine.ask(
                     question.strip(), history, within=scope.collections, buffered=buffered
                 ),
+                alone=None if history else question,
+                caller=caller, scope=scope, started=started, where="", mode=mode, k=k,
             )  # fmt: skip
         if history:
             raise InvalidInputError(
@@ -284,17 +281,13 @@ class RagService:
             )
         self.memory.get(conversation_id, owner=caller.user_id)
         engine = self.engine(mode, k, conversations=True)
-        first = not self.memory.history(conversation_id)
-        if first:
-            reviewed = self._reviewed(engine, question, caller, scope, started, conversation_id)
-            if reviewed is not None:
-                return reviewed
-        lookup = self._from_cache(engine, question, scope, mode, k) if first else None
-        return self._answered(
-            engine, lookup, started, caller, scope, conversation_id,
+        return self._answer(
+            engine,
             lambda: engine.ask_in(
                 conversation_id, question, within=scope.collections, buffered=buffered
             ),
+            alone=None if self.memory.history(conversation_id) else question,
+            caller=caller, scope=scope, started=started, where=conversation_id, mode=mode, k=k,
         )  # fmt: skip
 
     # The response cache ------------------------------------------------------------------
@@ -342,22 +335,38 @@ class RagService:
             logger.warning("response cache not used: %s", exc, exc_info=True)
             return None
 
-    def _answered(
+    def _answer(
         self,
         engine: ChatEngine,
-        lookup: Lookup | None,
-        started: float,
+        fresh: Callable[[], AnswerStream],
+        *,
+        alone: str | None,
         caller: Principal,
         scope: Scope,
+        started: float,
         where: str,
-        fresh: Callable[[], AnswerStream],
+        mode: str | None = None,
+        k: int | None = None,
         question_id: int | None = None,
+        look: bool = True,
     ) -> AnswerStream:
-        """The cache's answer served through ``engine``; else ``fresh()``, its answer kept.
+        """A stored answer (reviewed, cached) served through ``engine``; else ``fresh()``.
 
-        ``where``: the conversation (""): a served answer is stored in it, after the question
+        ``alone``: the text of a question asked on its own (the first of a conversation, or
+        one without earlier turns); None for a follow-up, which the model always answers.
+        Its reviewed answer comes first, then the cache's; the answer of ``fresh()`` is kept
+        in the cache. ``look`` False: neither is looked up (an answer asked for again), but
+        the new answer replaces the kept one. ``where``:
+        the conversation (""), where a served answer is stored after the question
         (``question_id``: stored already).
         """
+        lookup = None
+        if alone is not None:
+            if look:
+                reviewed = self._reviewed(engine, alone, caller, scope, started, where, question_id)
+                if reviewed is not None:
+                    return reviewed
+            lookup = self._from_cache(engine, alone, scope, mode, k, search=look)
         if lookup is None or lookup.hit is None:
             return self._accounted(self._kept(fresh(), lookup), caller, scope, where)
         lookup.hit.answer.within = scope.collections  # whose it is now (a later rating)
@@ -530,22 +539,15 @@ class RagService:
         self.access.check_tokens(caller)
         engine = self.engine(conversations=True)
         first = self._first_question(conversation_id, question_id)
-        lookup = None
-        if first is not None:  # regenerate (it has an answer): not looked up, but kept
-            text, answered = first
-            if not answered:
-                reviewed = self._reviewed(
-                    engine, text, caller, scope, started, conversation_id, question_id
-                )
-                if reviewed is not None:
-                    return reviewed
-            lookup = self._from_cache(engine, text, scope, None, None, search=not answered)
-        return self._answered(
-            engine, lookup, started, caller, scope, conversation_id,
+        return self._answer(
+            engine,
             lambda: engine.retry_in(
                 conversation_id, question_id, within=scope.collections, buffered=buffered
             ),
-            question_id,
+            alone=None if first is None else first[0],
+            look=first is None or not first[1],  # regenerate: not looked up, but kept
+            caller=caller, scope=scope, started=started, where=conversation_id,
+            question_id=question_id,
         )  # fmt: skip
 
     def search(
