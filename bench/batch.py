@@ -22,7 +22,7 @@ from typing import Any
 from bench.stub_llm import StubServer
 from bench.stub_llm import _Handler as InstantHandler
 from rag.access.principal import LOCAL
-from rag.observe.usage import percentile
+from rag.evaluation import percentile
 
 LATENCY_S = 0.3
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from rag.observe.usage import percentile
+from rag.evaluation import percentile
 from rag.retrieval import HybridRetriever, Mode
 from rag.store import collections
 from rag.store.faiss import FaissStore, NewChunk, content_id

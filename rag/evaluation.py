@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag.errors import RagError
-from rag.observe.usage import percentile
+from rag.observe import usage
 
 if TYPE_CHECKING:
     from rag.evaluation_baseline import BaselineComparison
@@ -275,6 +275,11 @@ def aggregate(scores: Sequence[ItemScore], cutoffs: Iterable[int]) -> dict[str, 
     return out
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), as ``rag.observe.usage.percentile``; 0.0 for none."""
+    return usage.percentile(values, q) or 0.0
+
+
 @dataclass
 class Failure:
     """A question that could not be evaluated."""
@@ -477,10 +482,10 @@ def answer_metrics(items: Sequence[EvalItem], answers: Sequence[AnsweredItem]) -
         "abstention_rate": sum(1 for a in answers if a.abstained) / len(answers)
         if answers
         else 0.0,
-        "latency_p50_ms": percentile(totals, 50) or 0.0,
-        "latency_p95_ms": percentile(totals, 95) or 0.0,
-        "ttft_p50_ms": percentile(firsts, 50) or 0.0,
-        "ttft_p95_ms": percentile(firsts, 95) or 0.0,
+        "latency_p50_ms": percentile(totals, 50),
+        "latency_p95_ms": percentile(totals, 95),
+        "ttft_p50_ms": percentile(firsts, 50),
+        "ttft_p95_ms": percentile(firsts, 95),
     }
 
 

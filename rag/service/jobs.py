@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from rag.access.principal import LOCAL_USER, principal_json
 from rag.errors import InvalidInputError, JobNotFoundError, RagError
+from rag.evaluation import percentile
 from rag.jobs.answering import parse_models
 from rag.jobs.inputs import ParsedRows, check_rows, parse_file
 from rag.jobs.queue import JobQueue, build_huey, build_job_store, queue_url
 from rag.jobs.store import JobRecord, now_iso
-from rag.observe.usage import percentile
 from rag.text import safe_label
 
 if TYPE_CHECKING:
@@ -385,8 +385,8 @@ class JobService:
             if "total_ms" in (r.get("timings") or {})
         ]
         if totals:
-            timings["per_question_ms_p50"] = round(percentile(totals, 50) or 0.0, 1)
-            timings["per_question_ms_p95"] = round(percentile(totals, 95) or 0.0, 1)
+            timings["per_question_ms_p50"] = round(percentile(totals, 50), 1)
+            timings["per_question_ms_p95"] = round(percentile(totals, 95), 1)
         return timings
 
     def close(self) -> None:

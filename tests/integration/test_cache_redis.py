@@ -7,14 +7,11 @@ The server runs on a free loopback port for this module; the test is skipped onl
 from __future__ import annotations
 
 import itertools
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from rag.cache.base import AnswerCache
 from rag.cache.redis_cache import RedisAnswerCache
@@ -23,37 +20,7 @@ from rag.llm.local import free_port
 from tests.cache_contract import SCOPE, AnswerCacheContract, Clock, answer
 from tests.fakes import SteeredEmbeddings
 
-REDIS = Path("/usr/bin/redis-server")
 _PREFIXES = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not REDIS.exists():
-        pytest.skip(f"{REDIS} is missing: apt-get install redis-server (make redis does)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [str(REDIS), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    client = Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except RedisConnectionError as exc:  # until the server listens
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise AssertionError("redis-server did not start") from exc
-            time.sleep(0.05)
-    client.close()
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 class TestRedisAnswerCache(AnswerCacheContract):

@@ -21,16 +21,13 @@ from typing import Any
 
 import pytest
 from huey import RedisHuey
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from rag.access.principal import LOCAL
 from rag.jobs.queue import QUEUE_NAME, JobQueue
 from rag.jobs.redis_store import RedisJobStore
-from rag.llm.local import free_port
 from rag.service.jobs import JobService, JobState
 from tests.faultserver import Fault, FaultServer
 
-REDIS = Path("/usr/bin/redis-server")
 ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = [sys.executable, "-m", "rag.cli", "worker"]
@@ -40,45 +37,6 @@ def _question(body: dict[str, Any]) -> str:
     text = str(body["messages"][-1]["content"])
     found = re.search(r"Question:\s*(.+)", text)
     return (found.group(1) if found else text).strip().splitlines()[0]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not REDIS.exists():
-        pytest.skip(f"{REDIS} is missing: apt-get install redis-server (CI's Makefile does)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            str(REDIS),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    store = RedisJobStore(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            store.records()
-            break
-        except RedisConnectionError as exc:  # until the server listens
-            if time.monotonic() > deadline:
-                raise AssertionError("redis-server did not start") from exc
-            time.sleep(0.05)
-    store.close()
-    yield url
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ from rag.service.components import build_access, build_retriever
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
+from tests.api_fakes import Controls, FakeModels
 from tests.cache_contract import AnswerCacheContract, Clock
 from tests.fakes import FakeDetector, SteeredEmbeddings, WordTokenizer
 from tests.ui_fakes import add
@@ -130,7 +131,7 @@ class World:
             settings,
             store,
             lambda: ConversationStore(settings.resolved_conversations_path),
-            _NoModels(),
+            FakeModels(Controls()),
             engine,
             pipeline,
             lambda **kw: build_retriever(settings, store, **kw),
@@ -143,17 +144,6 @@ class World:
     def close(self) -> None:
         for service in self.services:
             service.close()
-
-
-class _NoModels:
-    def endpoints(self) -> list[Any]:
-        return []
-
-    def check(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture
