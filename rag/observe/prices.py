@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,18 @@ def cost_of(
     if price is None:
         return None
     return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1e6
+
+
+def tokens_by_model(tokens: Mapping[str, Any], model: str) -> dict[str, tuple[int, int]]:
+    """Prompt and completion tokens of each model that worked on an answer.
+
+    ``tokens`` is ``Answer.tokens``: its ``by_model`` split (a small model condensing,
+    another answering) when there is one, else all of them are ``model``'s.
+    """
+    split = tokens.get("by_model") or {}
+    if split:
+        return {
+            str(name): (int(used.get("prompt", 0) or 0), int(used.get("completion", 0) or 0))
+            for name, used in split.items()
+        }
+    return {model: (int(tokens.get("prompt", 0) or 0), int(tokens.get("completion", 0) or 0))}

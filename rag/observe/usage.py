@@ -34,7 +34,7 @@ import numpy as np
 
 from rag.errors import UsageLogError
 from rag.guard.pii import LogDetector, redact
-from rag.observe.prices import Price, cost_of
+from rag.observe.prices import Price, cost_of, tokens_by_model
 from rag.sqlite import open_db
 from rag.text import same_question
 
@@ -124,29 +124,24 @@ class UsageEntry:
     def of(cls, answer: Answer, user_id: str, collections: frozenset[str] | None) -> UsageEntry:
         """The entry of an answer ``user_id`` was given from ``collections``.
 
-        A stored answer (``served_from``) cost no tokens. The question is the standalone
+        A stored answer (``served_from``) has no tokens. The question is the standalone
         one the documents were searched with (a follow-up rewritten to stand alone).
         """
-        served = answer.served_from
-        tokens = answer.tokens
+        model = answer.model or "unknown"
+        by_model = tokens_by_model(answer.tokens, model)
         return cls(
             user_id=user_id,
-            model=answer.model or "unknown",
+            model=model,
             collections=collections,
-            prompt_tokens=0 if served else int(tokens.get("prompt", 0) or 0),
-            completion_tokens=0 if served else int(tokens.get("completion", 0) or 0),
+            prompt_tokens=sum(p for p, _ in by_model.values()),
+            completion_tokens=sum(c for _, c in by_model.values()),
             total_ms=float(answer.timings.get("total_ms", 0.0)),
             first_token_ms=float(answer.timings.get("first_token_ms", 0.0)),
             abstained=answer.abstained,
-            served_from=served,
+            served_from=answer.served_from,
             message_id=answer.message_id,
             question=answer.standalone or answer.question,
-            by_model=()
-            if served
-            else tuple(
-                (str(name), int(used.get("prompt", 0)), int(used.get("completion", 0)))
-                for name, used in (tokens.get("by_model") or {}).items()
-            ),
+            by_model=tuple((name, p, c) for name, (p, c) in by_model.items()),
         )
 
 

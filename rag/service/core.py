@@ -25,6 +25,7 @@ from rag.errors import (
 )
 from rag.memory import FAILED
 from rag.observe.metrics import Metrics
+from rag.observe.prices import tokens_by_model
 from rag.review.capture import answer_reasons
 from rag.service.documents import PreparedUploads, UploadResult, index_uploads, prepare_uploads
 from rag.service.usage import rate_usage, record_usage, usage_report
@@ -933,9 +934,6 @@ def _record_answer(metrics: Metrics, answer: Answer, cached: str | None = None) 
         prompt_tokens=int(tokens.get("prompt", 0) or 0),
         completion_tokens=int(tokens.get("completion", 0) or 0),
         abstained=answer.abstained,
-        by_model={
-            name: (int(used.get("prompt", 0)), int(used.get("completion", 0)))
-            for name, used in (tokens.get("by_model") or {}).items()
-        },
+        by_model=tokens_by_model(tokens, answer.model or "unknown"),
         cached=cached,
     )
