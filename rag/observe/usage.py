@@ -124,11 +124,12 @@ class UsageEntry:
     def of(cls, answer: Answer, user_id: str, collections: frozenset[str] | None) -> UsageEntry:
         """The entry of an answer ``user_id`` was given from ``collections``.
 
-        A stored answer (``served_from``) has no tokens. The question is the standalone
+        A stored answer (``served_from``) cost no tokens. The question is the standalone
         one the documents were searched with (a follow-up rewritten to stand alone).
         """
         model = answer.model or "unknown"
-        by_model = tokens_by_model(answer.tokens, model)
+        served = answer.served_from
+        by_model = {} if served else tokens_by_model(answer.tokens, model)
         return cls(
             user_id=user_id,
             model=model,
@@ -138,7 +139,7 @@ class UsageEntry:
             total_ms=float(answer.timings.get("total_ms", 0.0)),
             first_token_ms=float(answer.timings.get("first_token_ms", 0.0)),
             abstained=answer.abstained,
-            served_from=answer.served_from,
+            served_from=served,
             message_id=answer.message_id,
             question=answer.standalone or answer.question,
             by_model=tuple((name, p, c) for name, (p, c) in by_model.items()),
