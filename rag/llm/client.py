@@ -119,7 +119,6 @@ ENDPOINT_ERRORS: tuple[type[BaseException], ...] = (
     httpx.HTTPError,
 )
 
-RETRYABLE = PASSING_FAULTS
 CONNECT_TIMEOUT_S = 5.0
 # How long a stream that reported its finish_reason may take to send [DONE] or close.
 FINISH_GRACE_S = 2.0
@@ -443,7 +442,7 @@ class _Failed(Exception):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
-        self.retryable = fault in RETRYABLE if retryable is None else retryable
+        self.retryable = fault in PASSING_FAULTS if retryable is None else retryable
 
 
 @dataclass

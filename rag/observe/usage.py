@@ -68,7 +68,6 @@ PRAGMA user_version = 1;
 
 PRUNE_EVERY = timedelta(hours=1)
 QUESTION_MAX_CHARS = 500
-# Stripped from both ends of a question before it is counted: "What is X?" is "what is x".
 
 
 def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
@@ -94,11 +93,6 @@ def _ranked(ordered: np.ndarray, q: float) -> float | None:
     low = math.floor(h)
     high = min(low + 1, len(ordered) - 1)
     return float(ordered[low] + (h - low) * (ordered[high] - ordered[low]))
-
-
-def question_key(text: str) -> str:
-    """A question normalised for counting: NFKC, case-folded, one space, no end marks."""
-    return same_question(text)
 
 
 @dataclass(frozen=True)
@@ -431,7 +425,7 @@ class UsageLog:
         question = key = None
         if entry.abstained and self.keep_questions:
             question = redact(entry.question, self._detector).strip()[:QUESTION_MAX_CHARS]
-            key = question_key(question) or None
+            key = same_question(question) or None
             if key is None:
                 question = None
         collections = None if entry.collections is None else json.dumps(sorted(entry.collections))
@@ -503,45 +497,56 @@ class UsageLog:
         now = self._clock()
         first, _ = _period(days, now)
         since = first.isoformat()  # "YYYY-MM-DD" sorts before any time of that day
-        with self._lock, self._errors(), self._snapshot():
-            counted = self._db.execute(
-                "SELECT substr(at, 1, 10) AS day, model, count(*), sum(prompt_tokens), "
-                "sum(completion_tokens), sum(cost), count(served_from = 'cache' OR NULL), "
-                "count(served_from = 'review' OR NULL), sum(abstained), "
-                "count(feedback = 1 OR NULL), count(feedback = 0 OR NULL) "
-                "FROM answers WHERE at >= ? GROUP BY day, model",
-                (since,),
-            ).fetchall()
-            timed = self._db.execute(
-                "SELECT substr(at, 1, 10), model, total_ms, first_token_ms FROM answers "
+        groups: defaultdict[tuple[str, str], _Group] = defaultdict(_Group)
+        with self._lock, self._errors():
+            rows = self._db.execute(
+                "SELECT substr(at, 1, 10), model, prompt_tokens, completion_tokens, cost, "
+                "served_from, abstained, feedback, total_ms, first_token_ms FROM answers "
                 "WHERE at >= ?",
                 (since,),
             ).fetchall()
             # The latest wording of each of the most frequent normalised questions.
-            found = self._db.execute(
-                "SELECT g.question_key, a.question, g.n, a.at FROM ("
-                "  SELECT question_key, count(*) AS n, max(id) AS last FROM answers"
-                "  WHERE abstained = 1 AND question_key IS NOT NULL AND at >= ?"
-                "  GROUP BY question_key ORDER BY n DESC, last DESC LIMIT ?"
-                ") AS g JOIN answers AS a ON a.id = g.last ORDER BY g.n DESC, g.last DESC",
-                (since, top),
-            ).fetchall()
+            found = (
+                self._db.execute(
+                    "SELECT g.question_key, a.question, g.n, a.at FROM ("
+                    "  SELECT question_key, count(*) AS n, max(id) AS last FROM answers"
+                    "  WHERE abstained = 1 AND question_key IS NOT NULL AND at >= ?"
+                    "  GROUP BY question_key ORDER BY n DESC, last DESC LIMIT ?"
+                    ") AS g JOIN answers AS a ON a.id = g.last ORDER BY g.n DESC, g.last DESC",
+                    (since, top),
+                ).fetchall()
+                if top > 0
+                else []
+            )
+        for (
+            day,
+            model,
+            prompt,
+            completion,
+            cost,
+            served,
+            abstained_,
+            feedback,
+            total,
+            first,
+        ) in rows:
+            group = groups[(day, model)]
+            group.questions += 1
+            group.prompt_tokens += prompt
+            group.completion_tokens += completion
+            if cost is not None:  # None: no price for any of the group's answers
+                group.cost = (group.cost or 0.0) + cost
+            group.cache_hits += served == "cache"
+            group.reviewed += served == "review"
+            group.abstained += abstained_
+            group.up += feedback == 1
+            group.down += feedback == 0
+            group.totals.append(total)
+            group.firsts.append(first)
         abstained = [
             AbstainedQuestion(str(k), str(text), int(n), datetime.fromisoformat(at))
             for k, text, n, at in found
         ]
-        groups = {
-            (day, model): _Group(
-                int(n), int(prompt), int(completion), cost, int(cache), int(review),
-                int(abstained_n), int(up), int(down),
-            )
-            for day, model, n, prompt, completion, cost, cache, review, abstained_n, up, down
-            in counted
-        }  # fmt: skip
-        for day, model, total_ms, first_token_ms in timed:
-            group = groups[(day, model)]  # one snapshot: every row's group was counted
-            group.totals.append(total_ms)
-            group.firsts.append(first_token_ms)
         return _build_report(
             {(date.fromisoformat(day), model): group for (day, model), group in groups.items()},
             days,
@@ -550,15 +555,6 @@ class UsageLog:
             abstained=abstained,
             questions_kept=self.keep_questions,
         )
-
-    @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """One read transaction: the queries inside see the same rows (WAL snapshot)."""
-        self._db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

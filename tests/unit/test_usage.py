@@ -19,9 +19,10 @@ from rag.access.principal import LOCAL, Principal, Role
 from rag.chain import Answer
 from rag.errors import ConfigError, InvalidInputError, PermissionDeniedError
 from rag.observe.prices import Price
-from rag.observe.usage import UsageEntry, UsageLog, percentile, question_key
+from rag.observe.usage import UsageEntry, UsageLog, percentile
 from rag.service import usage as service_usage
 from rag.settings import load_settings
+from rag.text import same_question as question_key
 from tests.api_fakes import FakeJobs, fake_service
 
 ROOT = Path(__file__).resolve().parents[2]
