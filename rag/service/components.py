@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,20 +54,29 @@ class LazyEmbeddings(Embeddings):
 
     Queries and documents may run on two loadings of the same model (see
     ``rag.embeddings.load_embeddings``): a search never waits for the bulk model.
+
+    The last ``RECENT_QUERIES`` query embeddings are kept: a first question is embedded
+    by the response cache and then by retrieval, the same text twice in a row.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    RECENT_QUERIES = 64
+
+    def __init__(
+        self, settings: Settings, load: Callable[..., Embeddings] = load_embeddings
+    ) -> None:
         self._settings = settings
+        self._load = load  # rag.embeddings.load_embeddings (tests pass a fake)
         self._model: Embeddings | None = None
         self._query_model: Embeddings | None = None
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
 
     @property
     def model(self) -> Embeddings:
         """The loaded embedding model for documents."""
         with self._lock:
             if self._model is None:
-                self._model = load_embeddings(self._settings)
+                self._model = self._load(self._settings)
             return self._model
 
     @property
@@ -74,7 +84,7 @@ class LazyEmbeddings(Embeddings):
         """The loaded embedding model for queries."""
         with self._lock:
             if self._query_model is None:
-                self._query_model = load_embeddings(self._settings, for_queries=True)
+                self._query_model = self._load(self._settings, for_queries=True)
             return self._query_model
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -82,8 +92,17 @@ class LazyEmbeddings(Embeddings):
         return self.model.embed_documents(texts)
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query."""
-        return self.query_model.embed_query(text)
+        """Embed one query (a text embedded moments ago comes from the recent ones)."""
+        with self._lock:
+            if text in self._recent:
+                self._recent.move_to_end(text)
+                return list(self._recent[text])
+        vector = self.query_model.embed_query(text)
+        with self._lock:
+            self._recent[text] = list(vector)
+            if len(self._recent) > self.RECENT_QUERIES:
+                self._recent.popitem(last=False)
+        return vector
 
 
 def build_store(settings: Settings, embeddings: Embeddings | None = None) -> Store:

@@ -15,7 +15,7 @@ from rag.chain import ChainConfig, ChatEngine, build_chain
 from rag.errors import DocumentNotFoundError, RagError
 from rag.memory import ConversationNotFoundError, ConversationStore
 from rag.prompts import load_prompts
-from rag.service.components import build_access, build_retriever
+from rag.service.components import LazyEmbeddings, build_access, build_retriever
 from rag.service.core import RagService
 from rag.settings import Settings
 from rag.store.faiss import FaissStore
@@ -187,3 +187,29 @@ def test_two_uploads_with_one_name_each_keep_their_outcome(tmp_path):
         ("report.md", "added"), ("report (2).md", "added"),
     ]  # fmt: skip
     assert {"report.md", "report (2).md"} <= {d.name for d in service.documents(caller=LOCAL)}
+
+
+def test_lazy_embeddings_embed_a_query_asked_again_only_once(tmp_path: Path) -> None:
+    # The response cache and then retrieval embed a first question: one model call.
+    asked: list[str] = []
+
+    class Queries(CountingEmbeddings):
+        def embed_query(self, text: str) -> list[float]:
+            asked.append(text)
+            return super().embed_query(text)
+
+    loads: list[bool] = []
+
+    def load(settings: Settings, *, for_queries: bool = False) -> Queries:
+        loads.append(for_queries)
+        return Queries(size=8)
+
+    embeddings = LazyEmbeddings(Settings(data_dir=tmp_path), load=load)
+    first = embeddings.embed_query("When do backups run?")
+    first.append(99.0)  # a caller's change to its copy does not reach the next caller
+    assert embeddings.embed_query("When do backups run?") == first[:-1]
+    assert asked == ["When do backups run?"] and loads == [True]
+    for i in range(LazyEmbeddings.RECENT_QUERIES):  # the oldest is forgotten
+        embeddings.embed_query(f"question {i}")
+    embeddings.embed_query("When do backups run?")
+    assert asked.count("When do backups run?") == 2
