@@ -318,7 +318,8 @@ class RagService:
             cache = self.cache
             if cache is None:
                 return None
-            if engine.pii is not None and engine.pii.detector.get().count(question):
+            pii = engine.pii  # RAG_PII=block refuses such a question anyway (screen_question)
+            if pii is not None and pii.mode == "mask" and pii.detector.get().count(question):
                 return None
             search = search and not self.review.disputed(question, scope)
             index = index_version(self._store)
