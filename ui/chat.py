@@ -36,7 +36,7 @@ from rag.memory import (
 )
 from ui.render import (
     answer_details,
-    citation_card,
+    citation_cards,
     escape_markdown,
     guard_stream,
     sanitize_answer,
@@ -330,16 +330,12 @@ def _footer(
             "from the same documents. Regenerate asks the model again."
         )
     citations = meta.get("citations") or []
-    if citations:
-        columns = st.columns(min(len(citations), 3))
-        for i, citation in enumerate(citations):
-            with columns[i % len(columns)]:
-                citation_card(
-                    citation,
-                    text,
-                    key=f"citation-{message_id}-{citation['n']}",
-                    on_source=lambda c: show_source(CallerChunks(res.service, res.caller), c, text),
-                )
+    citation_cards(
+        citations,
+        text,
+        key=f"citation-{message_id}",
+        on_source=lambda c: show_source(CallerChunks(res.service, res.caller), c, text),
+    )
     st.caption(answer_details(meta))
     actions = st.container(horizontal=True, key=f"actions-{message_id}")
     with actions:

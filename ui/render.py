@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,26 @@ def highlight_passage(passage: str, claims: list[str]) -> str:
     return passage_markdown(passage, claims)
 
 
+def citation_name(citation: Mapping[str, Any]) -> str:
+    """How a citation's document is named: its title, else its file name."""
+    return str(citation.get("title") or Path(str(citation.get("source", ""))).name)
+
+
+def citation_cards(
+    citations: Sequence[dict[str, Any]],
+    answer: str,
+    key: str,
+    on_source: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """The citations of an answer as cards, three to a row (``key``: the cards' prefix)."""
+    if not citations:
+        return
+    columns = st.columns(min(len(citations), 3))
+    for i, citation in enumerate(citations):
+        with columns[i % len(columns)]:
+            citation_card(citation, answer, key=f"{key}-{citation['n']}", on_source=on_source)
+
+
 def citation_card(
     citation: dict[str, Any],
     answer: str,
@@ -133,7 +153,7 @@ def citation_card(
     ``key`` names the card's container (CSS class ``st-key-<key>``); ``on_source`` opens the
     source view of the citation (its "Source" button is shown only when one is given).
     """
-    name = citation.get("title") or Path(str(citation.get("source", ""))).name
+    name = citation_name(citation)
     page = citation.get("page")
     where = f" · page {page}" if page is not None else ""
     text = str(citation.get("text", ""))

@@ -11,7 +11,6 @@ The service decides what the caller may see and review; the page shows what it r
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -28,7 +27,13 @@ from rag.review.store import (
     ReviewItem,
 )
 from rag.text import safe_label
-from ui.render import citation_card, escape_markdown, sanitize_answer, show_error
+from ui.render import (
+    citation_cards,
+    citation_name,
+    escape_markdown,
+    sanitize_answer,
+    show_error,
+)
 from ui.resources import Resources
 from ui.state import SessionState, session, widget_value
 
@@ -118,19 +123,9 @@ def _show(res: Resources, item: ReviewItem) -> None:
             st.markdown(sanitize_answer(item.answer))
         else:
             st.caption("No text.")
-        _cards(item.citations, item.answer, f"review-{item.id}-cite")
+        citation_cards(list(item.citations), item.answer, f"review-{item.id}-cite")
         if item.status != OPEN or item.reviewed_at:
             _verdict(item)
-
-
-def _cards(citations: Any, text: str, key: str) -> None:
-    citations = list(citations)
-    if not citations:
-        return
-    columns = st.columns(min(len(citations), 3))
-    for i, citation in enumerate(citations):
-        with columns[i % len(columns)]:
-            citation_card(citation, text, key=f"{key}-{citation['n']}")
 
 
 def _verdict(item: ReviewItem) -> None:
@@ -144,7 +139,7 @@ def _verdict(item: ReviewItem) -> None:
     if item.correction:
         st.markdown(sanitize_answer(item.correction))
     if item.sources and item.status != RIGHT:
-        _cards(
+        citation_cards(
             [{**s.to_json(), "n": n} for n, s in enumerate(item.sources, 1)],
             item.correction or "",
             f"review-{item.id}-source",
@@ -175,7 +170,7 @@ def _form(res: Resources, state: SessionState, item: ReviewItem) -> None:
         key=f"review-query-{item.id}",
         placeholder="keywords",
     )
-    candidates = _candidates(res, item, query)
+    candidates = _candidates(res, state, item, query)
     st.caption("Sources of the correct answer")
     for chunk_id, candidate in candidates.items():
         with st.container(border=True, key=f"review-candidate-{item.id}-{chunk_id}"):
@@ -207,22 +202,28 @@ def _form(res: Resources, state: SessionState, item: ReviewItem) -> None:
     )
 
 
-def _candidates(res: Resources, item: ReviewItem, query: str) -> dict[str, dict[str, Any]]:
+def _candidates(
+    res: Resources, state: SessionState, item: ReviewItem, query: str
+) -> dict[str, dict[str, Any]]:
     """Passages to cite: the answer's citations, the earlier correction's, search hits."""
     found: dict[str, dict[str, Any]] = {}
     for c in item.citations:
-        name = c.get("title") or Path(str(c.get("source", ""))).name
-        found.setdefault(str(c["chunk_id"]), {**c, "name": name})
+        found.setdefault(str(c["chunk_id"]), {**c, "name": citation_name(c)})
     for s in item.sources:
         found.setdefault(s.chunk_id, {**s.to_json(), "name": s.name})
-    if query.strip():
-        try:
-            hits = res.service.review.search(item.id, query, res.caller)
-        except RagError as exc:
-            show_error(exc, res.service.record_error)
-            hits = []
-        for hit in hits:
-            found.setdefault(hit.chunk_id, {**hit.to_json(), "name": hit.title})
+    query = query.strip()
+    if query:
+        last = state.review_hits.get(item.id)
+        if last is None or last[0] != query:
+            try:
+                hits = res.service.review.search(item.id, query, res.caller)
+            except RagError as exc:
+                show_error(exc, res.service.record_error)
+                return found
+            last = (query, [{**hit.to_json(), "name": hit.title} for hit in hits])
+            state.review_hits[item.id] = last
+        for hit in last[1]:
+            found.setdefault(str(hit["chunk_id"]), hit)
     return found
 
 

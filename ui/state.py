@@ -33,6 +33,9 @@ class SessionState:
     # order chosen: [1], [2], ...), and what the last review did (kind, message).
     review_sources: dict[int, list[str]] = field(default_factory=dict)
     review_notice: tuple[str, str] | None = None
+    # The last passage search of each item's form (query, hits as JSON): a rerun (a box
+    # ticked, a word typed in the answer) shows them again without searching again.
+    review_hits: dict[int, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
 
 def session() -> SessionState:

@@ -106,3 +106,24 @@ def test_a_viewer_is_refused(tmp_path, monkeypatch):
     assert not at.exception
     assert any("only editors of a collection and admins" in e.value for e in at.error)
     assert "A question only reviewers may see" not in shown(at)
+
+
+def test_a_passage_search_runs_once_for_the_reruns_that_follow(tmp_path, monkeypatch):
+    item = queued(tmp_path, "How many clients may connect?")
+    desk = fake_resources(str(tmp_path)).service.review
+    searched: list[str] = []
+    real = desk.search
+
+    def search(item_id: int, query: str, caller: Any) -> Any:
+        searched.append(query)
+        return real(item_id, query, caller)
+
+    monkeypatch.setattr(desk, "search", search)
+    at = app(tmp_path, monkeypatch)
+    at.text_input(key=f"review-query-{item.id}").input("max_connections").run()
+    assert not at.exception and searched == ["max_connections"]
+    at.checkbox(key=f"review-source-{item.id}-{CHUNK}").check().run()
+    at.text_area(key=f"review-text-{item.id}").input("It sets the client limit [1].").run()
+    assert searched == ["max_connections"]  # the same query: its hits are shown again
+    at.text_input(key=f"review-query-{item.id}").input("clients").run()
+    assert searched == ["max_connections", "clients"]
