@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{counts['ok']} permissive, {counts['reviewed']} reviewed (see "
         f"scripts/licence_review.py), {counts['FAIL']} failed"
     )
-    weights, weight_problems = model_rows(MODELS, _installed)
+    weights, weight_problems = model_rows(MODELS)
     problems += weight_problems
     print("\nModel weights (licence stated in the file itself):\n")
     print(render(["package", "model", "file says", "shipped as", "verdict"], weights))
