@@ -81,13 +81,14 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: install
 	RAG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/unit/test_fuzz_loaders.py
 
+# Code checks first; then the licence check, which is the licences target itself.
 lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
-	$(PY) -m scripts.audit --licences --brief
+	$(MAKE) --no-print-directory licences
 
 format: install
 	$(VENV)/bin/ruff format .

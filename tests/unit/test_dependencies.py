@@ -34,14 +34,11 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("rag", "ingest", "ui", "app.py")
 FIRST_PARTY = {"rag", "ingest", "ui", "app"}
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _read(path: str) -> str:
@@ -159,17 +156,17 @@ def owners_of(module: str) -> set[str]:
     parts = module.split(".")
     dists = sorted(set(_top_level_owners().get(parts[0], [])))
     if len(dists) <= 1:
-        return {canonical(d) for d in dists}
+        return {canonicalize_name(d) for d in dists}
     for depth in range(len(parts), 1, -1):
         rel = "/".join(parts[:depth])
         holders = {
-            canonical(d)
+            canonicalize_name(d)
             for d in dists
             if any(f.startswith(rel + "/") or f == rel + ".py" for f in _files_of(d))
         }
         if holders:
             return holders
-    return {canonical(d) for d in dists}
+    return {canonicalize_name(d) for d in dists}
 
 
 def _third_party(module: str) -> bool:
@@ -193,7 +190,7 @@ def imported_distributions() -> dict[str, set[str]]:
 
 def declared() -> set[str]:
     project = tomllib.loads(_read("pyproject.toml"))["project"]
-    return {canonical(Requirement(spec).name) for spec in project["dependencies"]}
+    return {canonicalize_name(Requirement(spec).name) for spec in project["dependencies"]}
 
 
 def test_the_scanner_sees_every_kind_of_import() -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from scripts.audit import Locked, canonical, read_lock
+from scripts.audit import Locked, read_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
@@ -74,7 +75,7 @@ def test_every_requirement_of_pyproject_is_locked_at_a_version_it_allows(
         req = Requirement(spec)
         if not _applies(req):
             continue
-        pin = lock.get(canonical(req.name))
+        pin = lock.get(canonicalize_name(req.name))
         if pin is None or not req.specifier.contains(pin.version, prereleases=True):
             wrong.append(f"{spec} (locked: {pin.version if pin else 'no'})")
     assert not wrong, f"pyproject.toml and the lock disagree, run `make lock`: {wrong}"
@@ -103,7 +104,7 @@ def _closure(specs: list[str]) -> set[str]:
         req, extra = todo.pop()
         if not _applies(req, extra):
             continue
-        name = canonical(req.name)
+        name = canonicalize_name(req.name)
         key = f"{name}[{','.join(sorted(req.extras))}]"
         if key in seen:
             continue
