@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import BaselineError
-from rag.evaluation import DEPTH, EvalItem, ModeReport, resample_indices
+from rag.evaluation import DEPTH, EvalItem, ModeReport, bootstrap_interval, resample_indices
 from rag.text import safe_label
 
 RESAMPLES = 2000
@@ -166,7 +166,8 @@ def change(
 
     ``pairs`` holds each question's ``(value, weight)`` in the baseline and in this run.
     The questions are resampled together (``draws(n)``: by default ``resample_indices``,
-    seeded); the interval is the 2.5th to 97.5th percentile of the resampled differences.
+    seeded); the interval is the 2.5th to 97.5th percentile of the resampled differences
+    (``rag.evaluation.bootstrap_interval``).
     """
     base = np.asarray([b for b, _ in pairs], dtype="float64")
     cur = np.asarray([c for _, c in pairs], dtype="float64")
@@ -181,15 +182,13 @@ def change(
 
     everything = np.arange(len(pairs))[None, :]
     before, after = float(statistic(base, everything)[0]), float(statistic(cur, everything)[0])
-    # In blocks of resamples: memory stays small on a dataset of thousands of questions.
-    deltas = np.concatenate(
-        [statistic(cur, block) - statistic(base, block) for block in np.array_split(rows, 20)]
+    low, high = bootstrap_interval(
+        lambda block: statistic(cur, block) - statistic(base, block), rows
     )
-    low, high = np.percentile(deltas, [2.5, 97.5])
     sign = -1.0 if measure.lower_is_better else 1.0
-    good_low, good_high = sorted((sign * float(low), sign * float(high)))
+    good_low, good_high = sorted((sign * low, sign * high))
     verdict = "worse" if good_high < -_EPSILON else "better" if good_low > _EPSILON else "same"
-    return MetricChange(measure.name, before, after, after - before, float(low), float(high),
+    return MetricChange(measure.name, before, after, after - before, low, high,
                         len(pairs), verdict, measure.gates)  # fmt: skip
 
 
