@@ -306,12 +306,14 @@ class ModeReport:
         """Record the answers: their metrics, and each one on its question's score."""
         if not answered:
             return
-        self.metrics.update(answer_metrics([i for i, _ in answered], [a for _, a in answered]))
+        # Scored once: each citation is checked once, for the metrics and the question alike.
+        answers = [(item, score_answer(item, result)) for item, result in answered]
+        self.metrics.update(scored_answer_metrics([a for _, a in answers]))
         by_line = {s.line: s for s in self.scores}
-        for item, result in answered:
+        for item, answer in answers:
             score = by_line.get(item.line)
             if score is not None:
-                score.answer = score_answer(item, result)
+                score.answer = answer
 
     def to_json(self) -> dict[str, Any]:
         """Metrics with the mode, its settings, counts, differences, failures and questions.
@@ -487,16 +489,19 @@ def score_answer(item: EvalItem, answer: AnsweredItem) -> AnswerScore:
 
 def answer_metrics(items: Sequence[EvalItem], answers: Sequence[AnsweredItem]) -> dict[str, float]:
     """Citation validity, abstention rate and latency over answered questions."""
-    cited = [(i, c) for i, a in zip(items, answers, strict=True) for c in a.citations]
-    valid = sum(1 for i, c in cited if citation_valid(i, c))
-    with_citations = [(i, a) for i, a in zip(items, answers, strict=True) if a.citations]
+    return scored_answer_metrics([score_answer(i, a) for i, a in zip(items, answers, strict=True)])
+
+
+def scored_answer_metrics(answers: Sequence[AnswerScore]) -> dict[str, float]:
+    """``answer_metrics`` over answers already scored (``score_answer``)."""
+    cited = sum(a.citations for a in answers)
+    with_citations = [a for a in answers if a.citations]
     totals = [a.total_ms for a in answers]
     firsts = [a.first_token_ms for a in answers]
     return {
-        "citation_validity": valid / len(cited) if cited else 0.0,
+        "citation_validity": sum(a.valid_citations for a in answers) / cited if cited else 0.0,
         "answers_all_citations_valid": (
-            sum(1 for i, a in with_citations if all(citation_valid(i, c) for c in a.citations))
-            / len(with_citations)
+            sum(1 for a in with_citations if a.valid_citations == a.citations) / len(with_citations)
             if with_citations
             else 0.0
         ),
