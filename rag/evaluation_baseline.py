@@ -15,6 +15,7 @@ as the model, and a gate must not fail because CI ran on a busy runner.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -360,13 +361,8 @@ def compare(current: dict[str, Any], base: dict[str, Any], path: str) -> Baselin
     for key in dict.fromkeys([*before, *after]):
         if before.get(key) != after.get(key):
             result.settings_changed[key] = [before.get(key), after.get(key)]
-    drawn: dict[int, np.ndarray] = {}  # one draw per number of questions, for all metrics
-
-    def draws(n: int) -> np.ndarray:
-        if n not in drawn:
-            drawn[n] = _draw(n)
-        return drawn[n]
-
+    # One draw per number of questions, for all metrics; local, so it goes with this call.
+    draws = functools.cache(_draw)
     for measure in measures([*mine.values(), *theirs.values()]):
         readings = [(measure.read(theirs[k]), measure.read(mine[k])) for k in common]
         pairs = [(b, c) for b, c in readings if b is not None and c is not None]
