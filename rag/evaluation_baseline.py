@@ -134,6 +134,11 @@ def measures(rows: Sequence[Row]) -> list[Measure]:
     return out
 
 
+def _places(metric: str, places: int = 3) -> int:
+    """Decimal places to show a metric with: 0.1 ms for a latency, else ``places``."""
+    return 1 if metric.endswith("_ms") else places
+
+
 @dataclass(frozen=True)
 class MetricChange:
     """One metric of the baseline and of this run, and what their difference shows."""
@@ -150,7 +155,7 @@ class MetricChange:
 
     def to_json(self) -> dict[str, Any]:
         """Values, difference and interval rounded; the verdict; whether it can fail a gate."""
-        places = 1 if self.metric.endswith("_ms") else 4
+        places = _places(self.metric, 4)
         return {"baseline": round(self.baseline, places), "current": round(self.current, places),
                 "delta": round(self.delta, places),
                 "ci95": [round(self.low, places), round(self.high, places)],
@@ -423,7 +428,7 @@ def format_comparison(comparison: BaselineComparison) -> str:
             f"{'95% interval':<20}verdict"
         )
     for m in c.metrics:
-        places = 1 if m.metric.endswith("_ms") else 3
+        places = _places(m.metric)
         interval = f"[{m.low:+.{places}f}, {m.high:+.{places}f}]"
         note = "" if m.gates else " (not gated)"
         lines.append(
@@ -457,14 +462,14 @@ def markdown_comparison(b: BaselineComparison) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for m in b.metrics:
-        f = ".1f" if m.metric.endswith("_ms") else ".3f"
+        f = f".{_places(m.metric)}f"
         lines.append(
             f"| {m.metric} | {m.baseline:{f}} | {m.current:{f}} | {m.delta:+{f}} | "
             f"[{m.low:+{f}}, {m.high:+{f}}] | {m.verdict} |"
         )
     if b.settings_changed:
         lines += ["", "Settings changed: " + "; ".join(
-            f"{k} {'(unset)' if old is None else old} → {'(unset)' if new is None else new}"
+            f"{k} {_setting(old)} → {_setting(new)}"
             for k, (old, new) in b.settings_changed.items())]  # fmt: skip
     left_out = len(b.only_in_baseline) + len(b.only_in_current)
     if left_out:
