@@ -15,6 +15,7 @@ as the model, and a gate must not fail because CI ran on a busy runner.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import BaselineError
-from rag.evaluation import DEPTH, EvalItem, ModeReport, resample_indices
+from rag.evaluation import DEPTH, EvalItem, ModeReport, bootstrap_interval, resample_indices
 from rag.text import safe_label
 
 RESAMPLES = 2000
@@ -133,6 +134,11 @@ def measures(rows: Sequence[Row]) -> list[Measure]:
     return out
 
 
+def _places(metric: str, places: int = 3) -> int:
+    """Decimal places to show a metric with: 0.1 ms for a latency, else ``places``."""
+    return 1 if metric.endswith("_ms") else places
+
+
 @dataclass(frozen=True)
 class MetricChange:
     """One metric of the baseline and of this run, and what their difference shows."""
@@ -149,7 +155,7 @@ class MetricChange:
 
     def to_json(self) -> dict[str, Any]:
         """Values, difference and interval rounded; the verdict; whether it can fail a gate."""
-        places = 1 if self.metric.endswith("_ms") else 4
+        places = _places(self.metric, 4)
         return {"baseline": round(self.baseline, places), "current": round(self.current, places),
                 "delta": round(self.delta, places),
                 "ci95": [round(self.low, places), round(self.high, places)],
@@ -166,7 +172,8 @@ def change(
 
     ``pairs`` holds each question's ``(value, weight)`` in the baseline and in this run.
     The questions are resampled together (``draws(n)``: by default ``resample_indices``,
-    seeded); the interval is the 2.5th to 97.5th percentile of the resampled differences.
+    seeded); the interval is the 2.5th to 97.5th percentile of the resampled differences
+    (``rag.evaluation.bootstrap_interval``).
     """
     base = np.asarray([b for b, _ in pairs], dtype="float64")
     cur = np.asarray([c for _, c in pairs], dtype="float64")
@@ -181,15 +188,13 @@ def change(
 
     everything = np.arange(len(pairs))[None, :]
     before, after = float(statistic(base, everything)[0]), float(statistic(cur, everything)[0])
-    # In blocks of resamples: memory stays small on a dataset of thousands of questions.
-    deltas = np.concatenate(
-        [statistic(cur, block) - statistic(base, block) for block in np.array_split(rows, 20)]
+    low, high = bootstrap_interval(
+        lambda block: statistic(cur, block) - statistic(base, block), rows
     )
-    low, high = np.percentile(deltas, [2.5, 97.5])
     sign = -1.0 if measure.lower_is_better else 1.0
-    good_low, good_high = sorted((sign * float(low), sign * float(high)))
+    good_low, good_high = sorted((sign * low, sign * high))
     verdict = "worse" if good_high < -_EPSILON else "better" if good_low > _EPSILON else "same"
-    return MetricChange(measure.name, before, after, after - before, float(low), float(high),
+    return MetricChange(measure.name, before, after, after - before, low, high,
                         len(pairs), verdict, measure.gates)  # fmt: skip
 
 
@@ -361,13 +366,8 @@ def compare(current: dict[str, Any], base: dict[str, Any], path: str) -> Baselin
     for key in dict.fromkeys([*before, *after]):
         if before.get(key) != after.get(key):
             result.settings_changed[key] = [before.get(key), after.get(key)]
-    drawn: dict[int, np.ndarray] = {}  # one draw per number of questions, for all metrics
-
-    def draws(n: int) -> np.ndarray:
-        if n not in drawn:
-            drawn[n] = _draw(n)
-        return drawn[n]
-
+    # One draw per number of questions, for all metrics; local, so it goes with this call.
+    draws = functools.cache(_draw)
     for measure in measures([*mine.values(), *theirs.values()]):
         readings = [(measure.read(theirs[k]), measure.read(mine[k])) for k in common]
         pairs = [(b, c) for b, c in readings if b is not None and c is not None]
@@ -428,7 +428,7 @@ def format_comparison(comparison: BaselineComparison) -> str:
             f"{'95% interval':<20}verdict"
         )
     for m in c.metrics:
-        places = 1 if m.metric.endswith("_ms") else 3
+        places = _places(m.metric)
         interval = f"[{m.low:+.{places}f}, {m.high:+.{places}f}]"
         note = "" if m.gates else " (not gated)"
         lines.append(
@@ -462,14 +462,14 @@ def markdown_comparison(b: BaselineComparison) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for m in b.metrics:
-        f = ".1f" if m.metric.endswith("_ms") else ".3f"
+        f = f".{_places(m.metric)}f"
         lines.append(
             f"| {m.metric} | {m.baseline:{f}} | {m.current:{f}} | {m.delta:+{f}} | "
             f"[{m.low:+{f}}, {m.high:+{f}}] | {m.verdict} |"
         )
     if b.settings_changed:
         lines += ["", "Settings changed: " + "; ".join(
-            f"{k} {'(unset)' if old is None else old} → {'(unset)' if new is None else new}"
+            f"{k} {_setting(old)} → {_setting(new)}"
             for k, (old, new) in b.settings_changed.items())]  # fmt: skip
     left_out = len(b.only_in_baseline) + len(b.only_in_current)
     if left_out:

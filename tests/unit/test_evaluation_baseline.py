@@ -267,6 +267,16 @@ def test_the_report_shows_the_comparison(tmp_path: Path):
     assert "| recall@5 | 1.000 | 0.400 | -0.600 |" in text and "| worse |" in text
 
 
+def test_the_report_shows_changed_settings_as_the_table_does(tmp_path: Path):
+    qs = items(3)
+    base, now = run(qs, set()), run(qs, set())
+    # A baseline file can hold any text, a control character too: shown escaped.
+    base.config, now.config = {"model": "a\x1b[2Jb", "k": 10}, {"model": "m"}
+    now.baseline = against(now, base)
+    text = write_report([now], Path("d.jsonl"), tmp_path).read_text()
+    assert "Settings changed: model a\\x1b[2Jb → m; k 10 → (unset)" in text
+
+
 def test_dataset_ids_are_strings_or_numbers(tmp_path: Path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"question": "a", "sources": ["x"], "id": "r-1"}\n'
