@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rag.errors import NotFoundError
 from rag.sqlite import open_db
@@ -60,7 +60,10 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS items_message ON items(message_id)
     WHERE message_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS items_served ON items(question_key, scope) WHERE served = 1;
+-- Every first question looks up its reviewed answer and whether its answer is disputed by
+-- this index (a partial one on served = 1 left the second reading every open item).
+DROP INDEX IF EXISTS items_served;
+CREATE INDEX IF NOT EXISTS items_question ON items(question_key, scope, served);
 CREATE INDEX IF NOT EXISTS items_status ON items(status, id);
 CREATE TABLE IF NOT EXISTS item_collections (
     item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
@@ -277,6 +280,13 @@ def _visible(within: frozenset[str] | None) -> tuple[str, list[str]]:
     )
 
 
+class Standing(NamedTuple):
+    """What the queue says of a question: its reviewed answer, and whether it is disputed."""
+
+    served: ReviewItem | None
+    disputed: bool
+
+
 class ReviewStore:
     """The review queue in one SQLite file, safe to share between threads and processes."""
 
@@ -428,29 +438,26 @@ class ReviewStore:
                 (json.dumps(reasons), _now(), item_id),
             )
 
-    def served_for(self, question: str, collections: frozenset[str] | None) -> ReviewItem | None:
-        """The newest reviewed answer to this question asked over these same collections."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE served = 1 AND question_key = ? "
-                "AND scope = ? ORDER BY reviewed_at DESC, id DESC LIMIT 1",
-                (question_key(question), scope_key(collections)),
-            ).fetchone()
-        return None if row is None else _item(row)
+    def standing(self, question: str, collections: frozenset[str] | None) -> Standing:
+        """What the queue says of this question asked over these same collections.
 
-    def disputed(self, question: str, collections: frozenset[str] | None) -> bool:
-        """Whether an answer to this question over these collections is disputed.
-
-        Disputed: rated down and awaiting review, or found wrong and not corrected (the
-        response cache must not hand it out again).
+        ``served``: the newest reviewed answer to it. ``disputed``: an answer to it was
+        rated down and awaits review, or was found wrong and not corrected (the response
+        cache must not hand it out again).
         """
+        key = (question_key(question), scope_key(collections))
         with self._lock:
             row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE question_key = ? AND scope = ? "
+                "AND served = 1 ORDER BY reviewed_at DESC, id DESC LIMIT 1",
+                key,
+            ).fetchone()
+            disputed = self._db.execute(
                 "SELECT 1 FROM items WHERE question_key = ? AND scope = ? AND served = 0 "
                 "AND (status = 'wrong' OR (status = 'open' AND reasons LIKE ?)) LIMIT 1",
-                (question_key(question), scope_key(collections), f'%"{RATED_DOWN}"%'),
+                (*key, f'%"{RATED_DOWN}"%'),
             ).fetchone()
-        return row is not None
+        return Standing(None if row is None else _item(row), disputed is not None)
 
     def served_items(self, *, within: frozenset[str] | None) -> list[ReviewItem]:
         """Every served item a reader of ``within`` may see, oldest first (for export)."""

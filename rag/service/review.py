@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rag.errors import InvalidInputError, PermissionDeniedError, RagError, ReviewError
 from rag.memory import MessageNotFoundError
@@ -30,6 +30,7 @@ from rag.review.export import eval_line
 from rag.review.serve import current_passages, reviewed_answer
 from rag.review.store import (
     OPEN,
+    RATED_DOWN,
     RIGHT,
     SOURCES_CHANGED,
     WRONG,
@@ -56,6 +57,13 @@ def _narrow(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str
     if b is None:
         return a
     return a & b
+
+
+class Reviewed(NamedTuple):
+    """A question's reviewed answer (None: none to serve), and whether its answer is disputed."""
+
+    answer: Answer | None
+    disputed: bool
 
 
 class ReviewDesk:
@@ -129,19 +137,21 @@ class ReviewDesk:
         except (sqlite3.Error, OSError) as exc:
             logger.warning("could not queue a rated-down answer: %s", exc, exc_info=True)
 
-    def serve(self, question: str, scope: Scope) -> Answer | None:
+    def serve(self, question: str, scope: Scope) -> Reviewed:
         """The reviewed answer to a question asked on its own over ``scope``, if there is one.
 
-        A reviewed answer whose cited documents changed is not served, and its item goes
-        back to the queue. Failures to read are logged and leave the question to the model.
+        With it, whether the question's answer is disputed (``ReviewStore.standing``): the
+        response cache must not serve it again. A reviewed answer whose cited documents
+        changed is not served, and its item goes back to the queue. Failures to read are
+        logged and leave the question to the model (and the cache).
         """
         if not self.enabled:
-            return None
+            return Reviewed(None, disputed=False)
         started = time.perf_counter()
         try:
-            item = self.store.served_for(question, scope.collections)
+            item, disputed = self.store.standing(question, scope.collections)
             if item is None:
-                return None
+                return Reviewed(None, disputed)
             ids = [s.chunk_id for s in item.sources]
             passages = current_passages(
                 item, self._service.store.get_by_ids(ids, scope.collections)
@@ -149,25 +159,13 @@ class ReviewDesk:
             if passages is None:
                 logger.info("review %s: a cited document changed; back in the queue", item.id)
                 self.store.reopen(item.id, SOURCES_CHANGED)
-                return None
+                # Open again, it is disputed if it was rated down.
+                return Reviewed(None, disputed or RATED_DOWN in item.reasons)
         except (RagError, sqlite3.Error, OSError) as exc:  # the model answers instead
             logger.warning("could not look up reviewed answers: %s", exc, exc_info=True)
-            return None
+            return Reviewed(None, disputed=False)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return reviewed_answer(item, question, passages, elapsed_ms)
-
-    def disputed(self, question: str, scope: Scope) -> bool:
-        """Whether the answer to this question is disputed (``ReviewStore.disputed``).
-
-        The response cache must not serve it again; False when the queue cannot be read.
-        """
-        if not self.enabled:
-            return False
-        try:
-            return self.store.disputed(question, scope.collections)
-        except (sqlite3.Error, OSError) as exc:
-            logger.warning("could not read the review queue: %s", exc, exc_info=True)
-            return False
+        return Reviewed(reviewed_answer(item, question, passages, elapsed_ms), disputed)
 
     # The reviewers' use cases -----------------------------------------------------------
 
