@@ -8,15 +8,17 @@ each query, not of the pages.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rag.errors import NotFoundError
+from rag.errors import NotFoundError, ReviewError
 from rag.sqlite import open_db
 from rag.text import same_question
 
@@ -288,12 +290,26 @@ class Standing(NamedTuple):
 
 
 class ReviewStore:
-    """The review queue in one SQLite file, safe to share between threads and processes."""
+    """The review queue in one SQLite file, safe to share between threads and processes.
+
+    Its database's failures are raised as ``ReviewError``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
+        try:
+            self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
+        except (OSError, sqlite3.Error) as exc:
+            raise ReviewError(str(exc)) from exc
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as ``ReviewError``."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ReviewError(str(exc)) from exc
 
     def close(self) -> None:
         """Close the database."""
@@ -309,7 +325,7 @@ class ReviewStore:
         if not draft.reasons or any(r not in REASONS for r in draft.reasons):
             raise ValueError(f"reasons must be some of {REASONS}")
         now = _now()
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             if draft.message_id is not None:
                 row = self._db.execute(
                     "SELECT id, reasons FROM items WHERE message_id = ?", (draft.message_id,)
@@ -352,7 +368,7 @@ class ReviewStore:
             NotFoundError: no such item, or one the reader may not see (they answer alike).
         """
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE id = ? AND {condition}", [item_id, *args]
             ).fetchone()
@@ -374,7 +390,7 @@ class ReviewStore:
             condition += " AND i.status = ?"
             args.append(status)
         order = "i.id" if status == OPEN else "i.reviewed_at IS NULL, i.reviewed_at DESC, i.id"
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE {condition} ORDER BY {order} LIMIT ?",
                 [*args, limit],
@@ -383,7 +399,7 @@ class ReviewStore:
 
     def by_message(self, message_id: int) -> ReviewItem | None:
         """The item of a stored answer, if it is queued."""
-        with self._lock:
+        with self._errors(), self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items WHERE message_id = ?", (message_id,)
             ).fetchone()
@@ -411,7 +427,7 @@ class ReviewStore:
             raise ValueError("a review marks an answer right or wrong")
         served = bool(sources) and (status == RIGHT or bool(correction))
         now = _now()
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             self._db.execute(
                 "UPDATE items SET status = ?, correction = ?, sources = ?, served = ?, "
                 "reviewer = ?, reviewer_name = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
@@ -427,7 +443,7 @@ class ReviewStore:
 
         The earlier review (its correction and sources) stays for the next reviewer to see.
         """
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             row = self._db.execute("SELECT reasons FROM items WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 return
@@ -446,7 +462,7 @@ class ReviewStore:
         cache must not hand it out again).
         """
         key = (question_key(question), scope_key(collections))
-        with self._lock:
+        with self._errors(), self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items WHERE question_key = ? AND scope = ? "
                 "AND served = 1 ORDER BY reviewed_at DESC, id DESC LIMIT 1",
@@ -462,7 +478,7 @@ class ReviewStore:
     def served_items(self, *, within: frozenset[str] | None) -> list[ReviewItem]:
         """Every served item a reader of ``within`` may see, oldest first (for export)."""
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE i.served = 1 AND {condition} ORDER BY i.id",
                 args,
@@ -472,7 +488,7 @@ class ReviewStore:
     def counts(self, *, within: frozenset[str] | None) -> dict[str, int]:
         """Items per status that a reader of ``within`` may see."""
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT status, count(*) FROM items i WHERE {condition} GROUP BY status", args
             ).fetchall()

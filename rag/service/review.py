@@ -15,12 +15,10 @@ A cited document that changed or went puts the item back in the queue.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rag.errors import InvalidInputError, PermissionDeniedError, RagError, ReviewError
@@ -113,7 +111,7 @@ class ReviewDesk:
         draft = capture.draft_of_answer(answer, reasons, caller, scope.collections, conversation_id)
         try:
             self.store.add(draft)
-        except (sqlite3.Error, OSError) as exc:  # the answer stands; the log says why
+        except ReviewError as exc:  # the answer stands; the log says why
             logger.warning("could not queue an answer for review: %s", exc, exc_info=True)
 
     def rated_down(self, message_id: int, caller: Principal) -> None:
@@ -134,7 +132,7 @@ class ReviewDesk:
         )
         try:
             self.store.add(draft)
-        except (sqlite3.Error, OSError) as exc:
+        except ReviewError as exc:
             logger.warning("could not queue a rated-down answer: %s", exc, exc_info=True)
 
     def serve(self, question: str, scope: Scope) -> Reviewed:
@@ -161,7 +159,7 @@ class ReviewDesk:
                 self.store.reopen(item.id, SOURCES_CHANGED)
                 # Open again, it is disputed if it was rated down.
                 return Reviewed(None, disputed or RATED_DOWN in item.reasons)
-        except (RagError, sqlite3.Error, OSError) as exc:  # the model answers instead
+        except RagError as exc:  # the model answers instead (a ReviewError among them)
             logger.warning("could not look up reviewed answers: %s", exc, exc_info=True)
             return Reviewed(None, disputed=False)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -195,20 +193,17 @@ class ReviewDesk:
     def queue(self, caller: Principal, status: str | None = OPEN) -> list[ReviewItem]:
         """The items ``caller`` may review (``status`` None: any), open ones oldest first."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.items(within=within, status=status)
+        return self.store.items(within=within, status=status)
 
     def counts(self, caller: Principal) -> dict[str, int]:
         """How many items ``caller`` may see, per status."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.counts(within=within)
+        return self.store.counts(within=within)
 
     def item(self, item_id: int, caller: Principal) -> ReviewItem:
         """One item ``caller`` may review (``NotFoundError`` otherwise)."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.get(item_id, within=within)
+        return self.store.get(item_id, within=within)
 
     def review(
         self,
@@ -268,11 +263,10 @@ class ReviewDesk:
             found = self._sources(item, sources, within)
         else:
             raise InvalidInputError("verdict", "must be right or wrong")
-        with _stored():
-            reviewed = self.store.review(
-                item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
-                correction=text or None, sources=found,
-            )  # fmt: skip
+        reviewed = self.store.review(
+            item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
+            correction=text or None, sources=found,
+        )  # fmt: skip
         self._service.access.record(
             caller, "answer reviewed", str(item.id),
             {"verdict": verdict, "sources": [s.chunk_id for s in found]},
@@ -320,15 +314,5 @@ class ReviewDesk:
     def export(self, caller: Principal) -> list[dict[str, Any]]:
         """The reviewed answers ``caller`` may see, as ``ragchat eval`` dataset lines."""
         within = self._readable(caller)
-        with _stored():
-            lines = [eval_line(item) for item in self.store.served_items(within=within)]
+        lines = [eval_line(item) for item in self.store.served_items(within=within)]
         return [line for line in lines if line is not None]
-
-
-@contextlib.contextmanager
-def _stored() -> Iterator[None]:
-    """The queue's database failures, as a ``ReviewError`` the adapters report."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise ReviewError(str(exc)) from exc
