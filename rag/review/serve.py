@@ -44,9 +44,11 @@ def reviewed_answer(
     item: ReviewItem,
     question: str,
     passages: Sequence[Document],
-    elapsed_ms: float,
 ) -> Answer:
-    """The item's reviewed answer to ``question``, citing ``passages`` (its sources, now)."""
+    """The item's reviewed answer to ``question``, citing ``passages`` (its sources, now).
+
+    Its ``timings`` are left to ``ChatEngine.serve``, which hands it out.
+    """
     text = item.reference or ""
     sources = [Source.from_document(n, doc) for n, doc in enumerate(passages, 1)]
     citations = [Citation(s.n, s, _support(text, s.n, s.text)) for s in sources]
@@ -58,7 +60,7 @@ def reviewed_answer(
         sources=sources,
         prompt_version=f"review-{item.id}",
         model=MODEL,
-        timings={"first_token_ms": elapsed_ms, "total_ms": elapsed_ms},
+        timings={},
         tokens={"prompt": 0, "completion": 0, "estimated": False},
         abstained=False,
         served_from="review",

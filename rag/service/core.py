@@ -490,7 +490,6 @@ class RagService:
         answer, disputed = self.review.serve(question.strip(), scope)
         if answer is None:
             return None, disputed
-        answer.question = question.strip()
         stream = engine.serve(
             answer, started=started, conversation_id=where or None, question_id=question_id
         )

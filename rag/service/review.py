@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -145,7 +144,6 @@ class ReviewDesk:
         """
         if not self.enabled:
             return Reviewed(None, disputed=False)
-        started = time.perf_counter()
         try:
             item, disputed = self.store.standing(question, scope.collections)
             if item is None:
@@ -162,8 +160,7 @@ class ReviewDesk:
         except RagError as exc:  # the model answers instead (a ReviewError among them)
             logger.warning("could not look up reviewed answers: %s", exc, exc_info=True)
             return Reviewed(None, disputed=False)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return Reviewed(reviewed_answer(item, question, passages, elapsed_ms), disputed)
+        return Reviewed(reviewed_answer(item, question, passages), disputed)
 
     # The reviewers' use cases -----------------------------------------------------------
 
