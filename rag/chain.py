@@ -322,22 +322,6 @@ class AnswerStream:
             close()
 
 
-def replay(answer: Answer) -> AnswerStream:
-    """A stored answer as a stream: its whole text in one piece, ``result`` set at the end.
-
-    The cache and the review queue serve answers this way, ahead of the model.
-    """
-    stream = AnswerStream(iter(()))
-
-    def pieces() -> Iterator[str]:
-        if answer.text:
-            yield answer.text
-        stream.result = answer
-
-    stream._pieces = pieces()
-    return stream
-
-
 class _AnsweredBy(BaseCallbackHandler):
     """Records the model that wrote the last completion, as its response names it."""
 
@@ -490,8 +474,7 @@ class ChatEngine:
                 question_id = self.memory.ask(conversation_id, answer.question).id
             asked = (conversation_id, question_id)
         begun = time.perf_counter() if started is None else started
-        stream = replay(answer)
-        stored = stream._pieces
+        stream = AnswerStream(iter(()))
 
         def screened() -> Iterator[str]:
             first: float | None = None
@@ -502,7 +485,9 @@ class ChatEngine:
                 first = time.perf_counter()
                 ms = (first - begun) * 1000
                 answer.timings = {"first_token_ms": ms, "total_ms": ms}
-                yield from stored
+                if answer.text:  # the whole text in one piece
+                    yield answer.text
+                stream.result = answer
             except BaseException as exc:
                 if not isinstance(exc, GeneratorExit):
                     error = exc
