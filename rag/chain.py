@@ -33,7 +33,7 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from rag.citations import Citation, CitationStream, Source, verify
+from rag.citations import Citation, CitationStream, Source, strip_markers, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
 from rag.errors import (
     AnswerCutError,
@@ -125,7 +125,7 @@ def clean_standalone(output: str, question: str, history: Sequence[Turn]) -> str
     """
     text = _CONDENSE_PREFIX.sub("", output.strip())
     text = text.strip().splitlines()[0].strip().strip("\"'").strip() if text.strip() else ""
-    text = re.sub(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]", "", text).strip()
+    text = strip_markers(text).strip()
     last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
     wanted = content_words(question)
     kept = len(wanted & content_words(text))

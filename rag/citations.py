@@ -20,6 +20,7 @@ from rag.text import answer_sentences, content_words, ends_in_code, is_clause_en
 _MARKER = re.compile(r"\[(\s*\d{1,3}(?:\s*[,;]\s*\d{1,3})*\s*)\]")
 _MAX_MARKER = 24  # longest text a marker may span before it is judged not to be one
 _MARKER_CHARS = set("0123456789,; ")
+_MARKER_AND_SPACE = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")  # what strip_markers removes
 # Characters that join the halves of a number, version, path or URL ("1.2", "main.rs").
 _GLUE = ".,:/\\-_"
 _CLAUSE_PUNCTUATION = ".!?,;:"
@@ -256,6 +257,14 @@ def _numbers(marker: str) -> list[int]:
 
 
 MIN_SUPPORT = 0.5  # share of a sentence's words a passage must contain to be attributed
+
+
+def strip_markers(text: str) -> str:
+    """``text`` without its citation markers ("[1]", "[2, 3]") and the blanks before them.
+
+    For text that is used without its sources: a reference answer, a condensed question.
+    """
+    return _MARKER_AND_SPACE.sub("", text)
 
 
 def support(claim: str, passage: str) -> float:
