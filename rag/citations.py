@@ -9,6 +9,7 @@ that same order.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,18 @@ def support(claim: str, passage: str) -> float:
     return len(claim_words & content_words(passage)) / len(claim_words)
 
 
+def cited_support(
+    pieces: Sequence[tuple[str, bool]], n: int, passage: str, *, otherwise: str = ""
+) -> float:
+    """Support of source ``n`` by the sentences of an answer that cite it ("[n]").
+
+    ``pieces``: the answer as ``answer_sentences`` cuts it (code blocks never count).
+    ``otherwise``: the claim measured when no sentence cites it (none: support 0).
+    """
+    citing = " ".join(s for s, code in pieces if not code and f"[{n}]" in s)
+    return support(citing or otherwise, passage)
+
+
 def verify(
     answer: str, sources: list[Source], citations: list[Citation]
 ) -> tuple[str, list[Citation]]:
@@ -289,10 +302,10 @@ def verify(
     """
     pieces = answer_sentences(answer)
     if citations:
-        measured = []
-        for c in citations:
-            claims = " ".join(s for s, code in pieces if not code and f"[{c.n}]" in s)
-            measured.append(Citation(c.n, c.source, support(claims, c.source.text), c.inferred))
+        measured = [
+            Citation(c.n, c.source, cited_support(pieces, c.n, c.source.text), c.inferred)
+            for c in citations
+        ]
         return answer, measured
     found: list[Citation] = []
     numbers: dict[int, int] = {}

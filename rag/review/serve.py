@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from langchain_core.documents import Document
 
 from rag.chain import Answer
-from rag.citations import Citation, Source, support
+from rag.citations import Citation, Source, cited_support
 from rag.review.store import ReviewItem
 from rag.text import answer_sentences
 
@@ -34,12 +34,6 @@ def current_passages(item: ReviewItem, found: Sequence[Document]) -> list[Docume
     return passages
 
 
-def _support(text: str, n: int, passage: str) -> float:
-    """Support of source ``n``: by the sentences that cite it, else by the whole answer."""
-    citing = [s for s, code in answer_sentences(text) if not code and f"[{n}]" in s]
-    return support(" ".join(citing) if citing else text, passage)
-
-
 def reviewed_answer(
     item: ReviewItem,
     question: str,
@@ -51,7 +45,11 @@ def reviewed_answer(
     """
     text = item.reference or ""
     sources = [Source.from_document(n, doc) for n, doc in enumerate(passages, 1)]
-    citations = [Citation(s.n, s, _support(text, s.n, s.text)) for s in sources]
+    pieces = answer_sentences(text)
+    # A source no sentence cites is measured against the whole answer.
+    citations = [
+        Citation(s.n, s, cited_support(pieces, s.n, s.text, otherwise=text)) for s in sources
+    ]
     return Answer(
         question=question,
         standalone=item.standalone or question,
