@@ -7,7 +7,7 @@ the review cited, and the reviewed answer is no longer served.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from langchain_core.documents import Document
 
@@ -19,12 +19,17 @@ from rag.text import answer_sentences
 MODEL = "review"  # the "model" of a served reviewed answer, in metrics and the audit trail
 
 
+def by_chunk_id(docs: Iterable[Document]) -> dict[str, Document]:
+    """The store's chunks by their chunk id (as a review's sources name them)."""
+    return {str(d.metadata.get("chunk_id", d.id)): d for d in docs}
+
+
 def current_passages(item: ReviewItem, found: Sequence[Document]) -> list[Document] | None:
     """The item's cited passages as stored now, in its order; None if any changed or went.
 
     ``found``: the store's chunks for the item's chunk ids (those the asker may read).
     """
-    by_id = {str(d.metadata.get("chunk_id", d.id)): d for d in found}
+    by_id = by_chunk_id(found)
     passages = []
     for source in item.sources:
         doc = by_id.get(source.chunk_id)

@@ -24,7 +24,7 @@ from rag.errors import InvalidInputError, PermissionDeniedError, RagError, Revie
 from rag.memory import MessageNotFoundError
 from rag.review import capture
 from rag.review.export import eval_line
-from rag.review.serve import current_passages, reviewed_answer
+from rag.review.serve import by_chunk_id, current_passages, reviewed_answer
 from rag.review.store import (
     OPEN,
     RATED_DOWN,
@@ -170,12 +170,21 @@ class ReviewDesk:
         Raises:
             PermissionDeniedError: the caller is neither an admin nor an editor.
         """
+        return self._reviewer(caller)[0]
+
+    def _reviewer(self, caller: Principal) -> tuple[frozenset[str] | None, set[str] | None]:
+        """``_readable``, and the collections ``caller`` may change (None: an admin, all).
+
+        Raises:
+            PermissionDeniedError: the caller is neither an admin nor an editor.
+        """
         access = self._service.access
-        if not caller.is_admin and not access.editable(caller):
+        editable = None if caller.is_admin else {c.id for c in access.editable(caller)}
+        if editable is not None and not editable:
             raise PermissionDeniedError(
                 "review answers", "only editors of a collection and admins may"
             )
-        return access.scope(caller).collections
+        return access.scope(caller).collections, editable
 
     def can_review(self, caller: Principal) -> bool:
         """Whether ``caller`` may see the review queue (no one while the loop is off)."""
@@ -224,17 +233,14 @@ class ReviewDesk:
             PermissionDeniedError: the caller may not review, or may not change anything.
             NotFoundError: no such item that the caller may see.
         """
-        within = self._readable(caller)
-        access = self._service.access
-        access.check_writes(caller, "review an answer")
-        item = self.item(item_id, caller)
-        if not caller.is_admin:  # reviewing changes what readers of those collections get
-            editable = {c.id for c in access.editable(caller)}
-            if item.collections is None or not item.collections <= editable:
-                raise PermissionDeniedError(
-                    "review this answer",
-                    "it searched a collection you may read but not change",
-                )
+        within, editable = self._reviewer(caller)
+        self._service.access.check_writes(caller, "review an answer")
+        item = self.store.get(item_id, within=within)
+        # Not an admin: reviewing changes what readers of those collections get.
+        if editable is not None and (item.collections is None or not item.collections <= editable):
+            raise PermissionDeniedError(
+                "review this answer", "it searched a collection you may read but not change"
+            )
         text = (correction or "").strip()
         if verdict == RIGHT:
             if text:
@@ -278,7 +284,7 @@ class ReviewDesk:
         if len(wanted) > MAX_SOURCES:
             raise InvalidInputError("sources", f"at most {MAX_SOURCES} sources")
         docs = self._service.store.get_by_ids(wanted, _narrow(item.collections, within))
-        by_id = {str(d.metadata.get("chunk_id", d.id)): d for d in docs}
+        by_id = by_chunk_id(docs)
         missing = [c for c in wanted if c not in by_id]
         if missing:
             raise InvalidInputError(
