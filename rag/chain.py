@@ -33,7 +33,7 @@ from langchain_core.runnables import (
     RunnablePassthrough,
 )
 
-from rag.citations import Citation, CitationStream, Source, verify
+from rag.citations import Citation, CitationStream, Source, strip_markers, verify
 from rag.context import Fitted, TokenCounter, Turn, approx_tokens, fit_context
 from rag.errors import (
     AnswerCutError,
@@ -125,7 +125,7 @@ def clean_standalone(output: str, question: str, history: Sequence[Turn]) -> str
     """
     text = _CONDENSE_PREFIX.sub("", output.strip())
     text = text.strip().splitlines()[0].strip().strip("\"'").strip() if text.strip() else ""
-    text = re.sub(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]", "", text).strip()
+    text = strip_markers(text).strip()
     last_answer = next((t.content for t in reversed(history) if t.role == "assistant"), "")
     wanted = content_words(question)
     kept = len(wanted & content_words(text))
@@ -322,22 +322,6 @@ class AnswerStream:
             close()
 
 
-def replay(answer: Answer) -> AnswerStream:
-    """A stored answer as a stream: its whole text in one piece, ``result`` set at the end.
-
-    The cache and the review queue serve answers this way, ahead of the model.
-    """
-    stream = AnswerStream(iter(()))
-
-    def pieces() -> Iterator[str]:
-        if answer.text:
-            yield answer.text
-        stream.result = answer
-
-    stream._pieces = pieces()
-    return stream
-
-
 class _AnsweredBy(BaseCallbackHandler):
     """Records the model that wrote the last completion, as its response names it."""
 
@@ -490,8 +474,7 @@ class ChatEngine:
                 question_id = self.memory.ask(conversation_id, answer.question).id
             asked = (conversation_id, question_id)
         begun = time.perf_counter() if started is None else started
-        stream = replay(answer)
-        stored = stream._pieces
+        stream = AnswerStream(iter(()))
 
         def screened() -> Iterator[str]:
             first: float | None = None
@@ -502,7 +485,9 @@ class ChatEngine:
                 first = time.perf_counter()
                 ms = (first - begun) * 1000
                 answer.timings = {"first_token_ms": ms, "total_ms": ms}
-                yield from stored
+                if answer.text:  # the whole text in one piece
+                    yield answer.text
+                stream.result = answer
             except BaseException as exc:
                 if not isinstance(exc, GeneratorExit):
                     error = exc

@@ -9,6 +9,7 @@ that same order.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rag.text import answer_sentences, content_words, ends_in_code, is_clause_en
 _MARKER = re.compile(r"\[(\s*\d{1,3}(?:\s*[,;]\s*\d{1,3})*\s*)\]")
 _MAX_MARKER = 24  # longest text a marker may span before it is judged not to be one
 _MARKER_CHARS = set("0123456789,; ")
+_MARKER_AND_SPACE = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")  # what strip_markers removes
 # Characters that join the halves of a number, version, path or URL ("1.2", "main.rs").
 _GLUE = ".,:/\\-_"
 _CLAUSE_PUNCTUATION = ".!?,;:"
@@ -258,12 +260,32 @@ def _numbers(marker: str) -> list[int]:
 MIN_SUPPORT = 0.5  # share of a sentence's words a passage must contain to be attributed
 
 
+def strip_markers(text: str) -> str:
+    """``text`` without its citation markers ("[1]", "[2, 3]") and the blanks before them.
+
+    For text that is used without its sources: a reference answer, a condensed question.
+    """
+    return _MARKER_AND_SPACE.sub("", text)
+
+
 def support(claim: str, passage: str) -> float:
     """Share of the claim's content words that the passage contains (0..1)."""
     claim_words = content_words(_MARKER.sub(" ", claim))
     if not claim_words:
         return 0.0
     return len(claim_words & content_words(passage)) / len(claim_words)
+
+
+def cited_support(
+    pieces: Sequence[tuple[str, bool]], n: int, passage: str, *, otherwise: str = ""
+) -> float:
+    """Support of source ``n`` by the sentences of an answer that cite it ("[n]").
+
+    ``pieces``: the answer as ``answer_sentences`` cuts it (code blocks never count).
+    ``otherwise``: the claim measured when no sentence cites it (none: support 0).
+    """
+    citing = " ".join(s for s, code in pieces if not code and f"[{n}]" in s)
+    return support(citing or otherwise, passage)
 
 
 def verify(
@@ -280,10 +302,10 @@ def verify(
     """
     pieces = answer_sentences(answer)
     if citations:
-        measured = []
-        for c in citations:
-            claims = " ".join(s for s, code in pieces if not code and f"[{c.n}]" in s)
-            measured.append(Citation(c.n, c.source, support(claims, c.source.text), c.inferred))
+        measured = [
+            Citation(c.n, c.source, cited_support(pieces, c.n, c.source.text), c.inferred)
+            for c in citations
+        ]
         return answer, measured
     found: list[Citation] = []
     numbers: dict[int, int] = {}

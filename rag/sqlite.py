@@ -8,6 +8,8 @@ lock), in WAL mode so several processes read while one writes.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -48,3 +50,19 @@ def open_db(
         db.close()
         raise
     return db
+
+
+@contextmanager
+def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on an autocommit connection: committed, or rolled back on error.
+
+    ``BEGIN IMMEDIATE`` takes the write lock at once, so a concurrent writer waits on the
+    busy timeout here rather than failing midway when its read turns into a write.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

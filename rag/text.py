@@ -1,9 +1,13 @@
-"""Small text helpers shared by the chain, citations and the UI: words and sentences."""
+"""Small text helpers shared by the chain, citations and the UI: words and sentences.
+
+Also a server URL as messages and logs may show it (``redacted``).
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import urllib.parse
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # A sentence ends after end punctuation (and closing quotes or brackets) that is followed by
@@ -203,3 +207,15 @@ def is_clause_end(text: str, at: int) -> bool:
     ``text`` must reach past the punctuation (to the white space or the end that decides).
     """
     return _CLAUSE_END.match(text, at) is not None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

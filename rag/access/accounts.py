@@ -29,7 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from rag.access.principal import DEFAULT_COLLECTION, LOCAL_USER, Principal, Right, Role
 from rag.errors import InvalidInputError, NotFoundError
-from rag.sqlite import open_db
+from rag.sqlite import immediate, open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -226,14 +226,8 @@ class Accounts:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     # Users ----------------------------------------------------------------------------
 

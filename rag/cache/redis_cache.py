@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from rag.cache.base import Candidate, Entry
 from rag.errors import CacheError
+from rag.text import redacted
 
 PREFIX = "ragchat:cache"
 
@@ -37,7 +38,7 @@ class RedisAnswerCache:
             )
         except ValueError as exc:
             raise CacheError("RAG_QUEUE_URL", f"{url!r} is no Redis URL: {exc}") from exc
-        self._where = url.split("@")[-1]  # no password in messages
+        self._where = redacted(url)  # no password in messages
         self._prefix = prefix
         self._keep = keep
 

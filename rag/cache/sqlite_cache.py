@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rag.cache.base import Candidate, Entry
 from rag.errors import CacheError
-from rag.sqlite import open_db
+from rag.sqlite import immediate, open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -45,29 +47,32 @@ class SqliteAnswerCache:
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(str(self.path), f"cannot open it: {exc}") from exc
 
-    def get(self, scope: str, key: str, now: float) -> str | None:
-        """The answer stored for this scope and question key, unless expired."""
+    @contextmanager
+    def _using(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """The database, under the lock; its errors as ``CacheError`` (cannot ``doing`` it)."""
         with self._lock:
             try:
-                row = self._db.execute(
-                    "SELECT answer FROM answers WHERE scope = ? AND key = ? AND expires_at > ?",
-                    (scope, key, now),
-                ).fetchone()
+                yield self._db
             except sqlite3.Error as exc:
-                raise CacheError(str(self.path), f"cannot read it: {exc}") from exc
+                raise CacheError(str(self.path), f"cannot {doing} it: {exc}") from exc
+
+    def get(self, scope: str, key: str, now: float) -> str | None:
+        """The answer stored for this scope and question key, unless expired."""
+        with self._using("read") as db:
+            row = db.execute(
+                "SELECT answer FROM answers WHERE scope = ? AND key = ? AND expires_at > ?",
+                (scope, key, now),
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def recent(self, scope: str, limit: int, now: float) -> list[Candidate]:
         """The newest ``limit`` unexpired entries of a scope, newest first."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT key, vector, marks FROM answers WHERE scope = ? AND expires_at > ? "
-                    "ORDER BY created_at DESC LIMIT ?",
-                    (scope, now, limit),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise CacheError(str(self.path), f"cannot read it: {exc}") from exc
+        with self._using("read") as db:
+            rows = db.execute(
+                "SELECT key, vector, marks FROM answers WHERE scope = ? AND expires_at > ? "
+                "ORDER BY created_at DESC LIMIT ?",
+                (scope, now, limit),
+            ).fetchall()
         return [Candidate(str(k), bytes(v), str(n)) for k, v, n in rows]
 
     def put(
@@ -78,39 +83,19 @@ class SqliteAnswerCache:
         now: float,
     ) -> None:
         """Store (or replace) the answer for this scope and question key."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._db.execute("DELETE FROM answers WHERE expires_at <= ?", (now,))
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO answers "
-                        "(scope, key, vector, marks, answer, created_at, expires_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            scope,
-                            key,
-                            entry.vector,
-                            entry.marks,
-                            entry.answer,
-                            now,
-                            entry.expires_at,
-                        ),
-                    )
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise CacheError(str(self.path), f"cannot write it: {exc}") from exc
+        with self._using("write") as db, immediate(db):
+            db.execute("DELETE FROM answers WHERE expires_at <= ?", (now,))
+            db.execute(
+                "INSERT OR REPLACE INTO answers "
+                "(scope, key, vector, marks, answer, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (scope, key, entry.vector, entry.marks, entry.answer, now, entry.expires_at),
+            )
 
     def clear(self) -> int:
         """Remove every entry; how many there were."""
-        with self._lock:
-            try:
-                return self._db.execute("DELETE FROM answers").rowcount
-            except sqlite3.Error as exc:
-                raise CacheError(str(self.path), f"cannot write it: {exc}") from exc
+        with self._using("write") as db:
+            return db.execute("DELETE FROM answers").rowcount
 
     def count(self) -> int:
         """Entries stored, expired ones not yet deleted included."""

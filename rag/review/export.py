@@ -8,14 +8,13 @@ passage, which the right chunk must contain) and the reviewed answer as the refe
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from rag.citations import strip_markers
 from rag.review.store import ReviewItem
 from rag.text import split_sentences
 
 PASSAGE_CHARS = 160
-_MARKERS = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
 
 
 def _excerpt(text: str) -> str:
@@ -43,6 +42,6 @@ def eval_line(item: ReviewItem) -> dict[str, Any] | None:
         passage = _excerpt(sources[0].text)
         if passage:
             line["passage"] = passage
-    line["reference_answer"] = _MARKERS.sub("", item.reference or "").strip()
+    line["reference_answer"] = strip_markers(item.reference or "").strip()
     line["review_id"] = item.id
     return line

@@ -7,16 +7,21 @@ the review cited, and the reviewed answer is no longer served.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from langchain_core.documents import Document
 
 from rag.chain import Answer
-from rag.citations import Citation, Source, support
+from rag.citations import Citation, Source, cited_support
 from rag.review.store import ReviewItem
 from rag.text import answer_sentences
 
 MODEL = "review"  # the "model" of a served reviewed answer, in metrics and the audit trail
+
+
+def by_chunk_id(docs: Iterable[Document]) -> dict[str, Document]:
+    """The store's chunks by their chunk id (as a review's sources name them)."""
+    return {str(d.metadata.get("chunk_id", d.id)): d for d in docs}
 
 
 def current_passages(item: ReviewItem, found: Sequence[Document]) -> list[Document] | None:
@@ -24,7 +29,7 @@ def current_passages(item: ReviewItem, found: Sequence[Document]) -> list[Docume
 
     ``found``: the store's chunks for the item's chunk ids (those the asker may read).
     """
-    by_id = {str(d.metadata.get("chunk_id", d.id)): d for d in found}
+    by_id = by_chunk_id(found)
     passages = []
     for source in item.sources:
         doc = by_id.get(source.chunk_id)
@@ -34,22 +39,22 @@ def current_passages(item: ReviewItem, found: Sequence[Document]) -> list[Docume
     return passages
 
 
-def _support(text: str, n: int, passage: str) -> float:
-    """Support of source ``n``: by the sentences that cite it, else by the whole answer."""
-    citing = [s for s, code in answer_sentences(text) if not code and f"[{n}]" in s]
-    return support(" ".join(citing) if citing else text, passage)
-
-
 def reviewed_answer(
     item: ReviewItem,
     question: str,
     passages: Sequence[Document],
-    elapsed_ms: float,
 ) -> Answer:
-    """The item's reviewed answer to ``question``, citing ``passages`` (its sources, now)."""
+    """The item's reviewed answer to ``question``, citing ``passages`` (its sources, now).
+
+    Its ``timings`` are left to ``ChatEngine.serve``, which hands it out.
+    """
     text = item.reference or ""
     sources = [Source.from_document(n, doc) for n, doc in enumerate(passages, 1)]
-    citations = [Citation(s.n, s, _support(text, s.n, s.text)) for s in sources]
+    pieces = answer_sentences(text)
+    # A source no sentence cites is measured against the whole answer.
+    citations = [
+        Citation(s.n, s, cited_support(pieces, s.n, s.text, otherwise=text)) for s in sources
+    ]
     return Answer(
         question=question,
         standalone=item.standalone or question,
@@ -58,7 +63,7 @@ def reviewed_answer(
         sources=sources,
         prompt_version=f"review-{item.id}",
         model=MODEL,
-        timings={"first_token_ms": elapsed_ms, "total_ms": elapsed_ms},
+        timings={},
         tokens={"prompt": 0, "completion": 0, "estimated": False},
         abstained=False,
         served_from="review",

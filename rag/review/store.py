@@ -8,15 +8,17 @@ each query, not of the pages.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from rag.errors import NotFoundError
+from rag.errors import NotFoundError, ReviewError
 from rag.sqlite import open_db
 from rag.text import same_question
 
@@ -60,7 +62,10 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS items_message ON items(message_id)
     WHERE message_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS items_served ON items(question_key, scope) WHERE served = 1;
+-- Every first question looks up its reviewed answer and whether its answer is disputed by
+-- this index (a partial one on served = 1 left the second reading every open item).
+DROP INDEX IF EXISTS items_served;
+CREATE INDEX IF NOT EXISTS items_question ON items(question_key, scope, served);
 CREATE INDEX IF NOT EXISTS items_status ON items(status, id);
 CREATE TABLE IF NOT EXISTS item_collections (
     item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
@@ -277,13 +282,34 @@ def _visible(within: frozenset[str] | None) -> tuple[str, list[str]]:
     )
 
 
+class Standing(NamedTuple):
+    """What the queue says of a question: its reviewed answer, and whether it is disputed."""
+
+    served: ReviewItem | None
+    disputed: bool
+
+
 class ReviewStore:
-    """The review queue in one SQLite file, safe to share between threads and processes."""
+    """The review queue in one SQLite file, safe to share between threads and processes.
+
+    Its database's failures are raised as ``ReviewError``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
+        try:
+            self._db = open_db(self.path, _SCHEMA, foreign_keys=True)
+        except (OSError, sqlite3.Error) as exc:
+            raise ReviewError(str(exc)) from exc
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as ``ReviewError``."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ReviewError(str(exc)) from exc
 
     def close(self) -> None:
         """Close the database."""
@@ -299,7 +325,7 @@ class ReviewStore:
         if not draft.reasons or any(r not in REASONS for r in draft.reasons):
             raise ValueError(f"reasons must be some of {REASONS}")
         now = _now()
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             if draft.message_id is not None:
                 row = self._db.execute(
                     "SELECT id, reasons FROM items WHERE message_id = ?", (draft.message_id,)
@@ -342,7 +368,7 @@ class ReviewStore:
             NotFoundError: no such item, or one the reader may not see (they answer alike).
         """
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE id = ? AND {condition}", [item_id, *args]
             ).fetchone()
@@ -364,7 +390,7 @@ class ReviewStore:
             condition += " AND i.status = ?"
             args.append(status)
         order = "i.id" if status == OPEN else "i.reviewed_at IS NULL, i.reviewed_at DESC, i.id"
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE {condition} ORDER BY {order} LIMIT ?",
                 [*args, limit],
@@ -373,7 +399,7 @@ class ReviewStore:
 
     def by_message(self, message_id: int) -> ReviewItem | None:
         """The item of a stored answer, if it is queued."""
-        with self._lock:
+        with self._errors(), self._lock:
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items WHERE message_id = ?", (message_id,)
             ).fetchone()
@@ -401,7 +427,7 @@ class ReviewStore:
             raise ValueError("a review marks an answer right or wrong")
         served = bool(sources) and (status == RIGHT or bool(correction))
         now = _now()
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             self._db.execute(
                 "UPDATE items SET status = ?, correction = ?, sources = ?, served = ?, "
                 "reviewer = ?, reviewer_name = ?, reviewed_at = ?, updated_at = ? WHERE id = ?",
@@ -417,7 +443,7 @@ class ReviewStore:
 
         The earlier review (its correction and sources) stays for the next reviewer to see.
         """
-        with self._lock, self._db:
+        with self._errors(), self._lock, self._db:
             row = self._db.execute("SELECT reasons FROM items WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 return
@@ -428,34 +454,31 @@ class ReviewStore:
                 (json.dumps(reasons), _now(), item_id),
             )
 
-    def served_for(self, question: str, collections: frozenset[str] | None) -> ReviewItem | None:
-        """The newest reviewed answer to this question asked over these same collections."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE served = 1 AND question_key = ? "
-                "AND scope = ? ORDER BY reviewed_at DESC, id DESC LIMIT 1",
-                (question_key(question), scope_key(collections)),
-            ).fetchone()
-        return None if row is None else _item(row)
+    def standing(self, question: str, collections: frozenset[str] | None) -> Standing:
+        """What the queue says of this question asked over these same collections.
 
-    def disputed(self, question: str, collections: frozenset[str] | None) -> bool:
-        """Whether an answer to this question over these collections is disputed.
-
-        Disputed: rated down and awaiting review, or found wrong and not corrected (the
-        response cache must not hand it out again).
+        ``served``: the newest reviewed answer to it. ``disputed``: an answer to it was
+        rated down and awaits review, or was found wrong and not corrected (the response
+        cache must not hand it out again).
         """
-        with self._lock:
+        key = (question_key(question), scope_key(collections))
+        with self._errors(), self._lock:
             row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE question_key = ? AND scope = ? "
+                "AND served = 1 ORDER BY reviewed_at DESC, id DESC LIMIT 1",
+                key,
+            ).fetchone()
+            disputed = self._db.execute(
                 "SELECT 1 FROM items WHERE question_key = ? AND scope = ? AND served = 0 "
                 "AND (status = 'wrong' OR (status = 'open' AND reasons LIKE ?)) LIMIT 1",
-                (question_key(question), scope_key(collections), f'%"{RATED_DOWN}"%'),
+                (*key, f'%"{RATED_DOWN}"%'),
             ).fetchone()
-        return row is not None
+        return Standing(None if row is None else _item(row), disputed is not None)
 
     def served_items(self, *, within: frozenset[str] | None) -> list[ReviewItem]:
         """Every served item a reader of ``within`` may see, oldest first (for export)."""
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM items i WHERE i.served = 1 AND {condition} ORDER BY i.id",
                 args,
@@ -465,7 +488,7 @@ class ReviewStore:
     def counts(self, *, within: frozenset[str] | None) -> dict[str, int]:
         """Items per status that a reader of ``within`` may see."""
         condition, args = _visible(within)
-        with self._lock:
+        with self._errors(), self._lock:
             rows = self._db.execute(
                 f"SELECT status, count(*) FROM items i WHERE {condition} GROUP BY status", args
             ).fetchall()

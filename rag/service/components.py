@@ -34,7 +34,6 @@ from rag.observe.prices import parse_prices
 from rag.observe.usage import UsageLog
 from rag.prompts import load_prompts
 from rag.retrieval import CrossEncoderReranker, Fusion, HybridRetriever, Mode
-from rag.review.store import ReviewStore
 from rag.service.core import Models, RagService
 from rag.settings import Settings
 from rag.store.base import Store
@@ -465,7 +464,6 @@ def build_service(
         access or (lambda: build_access(settings)),
         metrics,
         lambda: build_usage(settings),
-        reviews=lambda: ReviewStore(settings.reviews_path),
         cache=lambda: build_cache(settings, store.embeddings),
     )
 

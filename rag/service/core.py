@@ -321,7 +321,6 @@ class RagService:
             pii = engine.pii  # RAG_PII=block refuses such a question anyway (screen_question)
             if pii is not None and pii.mode == "mask" and pii.detector.get().count(question):
                 return None
-            search = search and not self.review.disputed(question, scope)
             index = index_version(self._store)
             if index is None:
                 return None
@@ -364,11 +363,14 @@ class RagService:
         """
         lookup = None
         if alone is not None:
+            disputed = False
             if look:
-                reviewed = self._reviewed(engine, alone, caller, scope, started, where, question_id)
+                reviewed, disputed = self._reviewed(
+                    engine, alone, caller, scope, started, where, question_id
+                )
                 if reviewed is not None:
                     return reviewed
-            lookup = self._from_cache(engine, alone, scope, mode, k, search=look)
+            lookup = self._from_cache(engine, alone, scope, mode, k, search=look and not disputed)
         if lookup is None or lookup.hit is None:
             return self._accounted(self._kept(fresh(), lookup), caller, scope, where)
         lookup.hit.answer.within = scope.collections  # whose it is now (a later rating)
@@ -478,21 +480,21 @@ class RagService:
         started: float,
         where: str,
         question_id: int | None = None,
-    ) -> AnswerStream | None:
+    ) -> tuple[AnswerStream | None, bool]:
         """The reviewed answer to a question asked on its own (None: there is none).
 
         Served through ``engine`` like the cache's answers: the guardrails run on the
         question and the answer, and in a conversation (``where``) both are stored (the
-        question unless ``question_id`` names it, stored already).
+        question unless ``question_id`` names it, stored already). With it, whether the
+        question's answer is disputed (the cache must not serve it).
         """
-        answer = self.review.serve(question.strip(), scope)
+        answer, disputed = self.review.serve(question.strip(), scope)
         if answer is None:
-            return None
-        answer.question = question.strip()
+            return None, disputed
         stream = engine.serve(
             answer, started=started, conversation_id=where or None, question_id=question_id
         )
-        return self._accounted(stream, caller, scope, where)
+        return self._accounted(stream, caller, scope, where), disputed
 
     def compare(
         self,

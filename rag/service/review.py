@@ -15,21 +15,19 @@ A cited document that changed or went puts the item back in the queue.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rag.errors import InvalidInputError, PermissionDeniedError, RagError, ReviewError
 from rag.memory import MessageNotFoundError
 from rag.review import capture
 from rag.review.export import eval_line
-from rag.review.serve import current_passages, reviewed_answer
+from rag.review.serve import by_chunk_id, current_passages, reviewed_answer
 from rag.review.store import (
     OPEN,
+    RATED_DOWN,
     RIGHT,
     SOURCES_CHANGED,
     WRONG,
@@ -56,6 +54,13 @@ def _narrow(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str
     if b is None:
         return a
     return a & b
+
+
+class Reviewed(NamedTuple):
+    """A question's reviewed answer (None: none to serve), and whether its answer is disputed."""
+
+    answer: Answer | None
+    disputed: bool
 
 
 class ReviewDesk:
@@ -105,7 +110,7 @@ class ReviewDesk:
         draft = capture.draft_of_answer(answer, reasons, caller, scope.collections, conversation_id)
         try:
             self.store.add(draft)
-        except (sqlite3.Error, OSError) as exc:  # the answer stands; the log says why
+        except ReviewError as exc:  # the answer stands; the log says why
             logger.warning("could not queue an answer for review: %s", exc, exc_info=True)
 
     def rated_down(self, message_id: int, caller: Principal) -> None:
@@ -126,22 +131,23 @@ class ReviewDesk:
         )
         try:
             self.store.add(draft)
-        except (sqlite3.Error, OSError) as exc:
+        except ReviewError as exc:
             logger.warning("could not queue a rated-down answer: %s", exc, exc_info=True)
 
-    def serve(self, question: str, scope: Scope) -> Answer | None:
+    def serve(self, question: str, scope: Scope) -> Reviewed:
         """The reviewed answer to a question asked on its own over ``scope``, if there is one.
 
-        A reviewed answer whose cited documents changed is not served, and its item goes
-        back to the queue. Failures to read are logged and leave the question to the model.
+        With it, whether the question's answer is disputed (``ReviewStore.standing``): the
+        response cache must not serve it again. A reviewed answer whose cited documents
+        changed is not served, and its item goes back to the queue. Failures to read are
+        logged and leave the question to the model (and the cache).
         """
         if not self.enabled:
-            return None
-        started = time.perf_counter()
+            return Reviewed(None, disputed=False)
         try:
-            item = self.store.served_for(question, scope.collections)
+            item, disputed = self.store.standing(question, scope.collections)
             if item is None:
-                return None
+                return Reviewed(None, disputed)
             ids = [s.chunk_id for s in item.sources]
             passages = current_passages(
                 item, self._service.store.get_by_ids(ids, scope.collections)
@@ -149,25 +155,12 @@ class ReviewDesk:
             if passages is None:
                 logger.info("review %s: a cited document changed; back in the queue", item.id)
                 self.store.reopen(item.id, SOURCES_CHANGED)
-                return None
-        except (RagError, sqlite3.Error, OSError) as exc:  # the model answers instead
+                # Open again, it is disputed if it was rated down.
+                return Reviewed(None, disputed or RATED_DOWN in item.reasons)
+        except RagError as exc:  # the model answers instead (a ReviewError among them)
             logger.warning("could not look up reviewed answers: %s", exc, exc_info=True)
-            return None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return reviewed_answer(item, question, passages, elapsed_ms)
-
-    def disputed(self, question: str, scope: Scope) -> bool:
-        """Whether the answer to this question is disputed (``ReviewStore.disputed``).
-
-        The response cache must not serve it again; False when the queue cannot be read.
-        """
-        if not self.enabled:
-            return False
-        try:
-            return self.store.disputed(question, scope.collections)
-        except (sqlite3.Error, OSError) as exc:
-            logger.warning("could not read the review queue: %s", exc, exc_info=True)
-            return False
+            return Reviewed(None, disputed=False)
+        return Reviewed(reviewed_answer(item, question, passages), disputed)
 
     # The reviewers' use cases -----------------------------------------------------------
 
@@ -177,12 +170,21 @@ class ReviewDesk:
         Raises:
             PermissionDeniedError: the caller is neither an admin nor an editor.
         """
+        return self._reviewer(caller)[0]
+
+    def _reviewer(self, caller: Principal) -> tuple[frozenset[str] | None, set[str] | None]:
+        """``_readable``, and the collections ``caller`` may change (None: an admin, all).
+
+        Raises:
+            PermissionDeniedError: the caller is neither an admin nor an editor.
+        """
         access = self._service.access
-        if not caller.is_admin and not access.editable(caller):
+        editable = None if caller.is_admin else {c.id for c in access.editable(caller)}
+        if editable is not None and not editable:
             raise PermissionDeniedError(
                 "review answers", "only editors of a collection and admins may"
             )
-        return access.scope(caller).collections
+        return access.scope(caller).collections, editable
 
     def can_review(self, caller: Principal) -> bool:
         """Whether ``caller`` may see the review queue (no one while the loop is off)."""
@@ -197,20 +199,17 @@ class ReviewDesk:
     def queue(self, caller: Principal, status: str | None = OPEN) -> list[ReviewItem]:
         """The items ``caller`` may review (``status`` None: any), open ones oldest first."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.items(within=within, status=status)
+        return self.store.items(within=within, status=status)
 
     def counts(self, caller: Principal) -> dict[str, int]:
         """How many items ``caller`` may see, per status."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.counts(within=within)
+        return self.store.counts(within=within)
 
     def item(self, item_id: int, caller: Principal) -> ReviewItem:
         """One item ``caller`` may review (``NotFoundError`` otherwise)."""
         within = self._readable(caller)
-        with _stored():
-            return self.store.get(item_id, within=within)
+        return self.store.get(item_id, within=within)
 
     def review(
         self,
@@ -234,17 +233,14 @@ class ReviewDesk:
             PermissionDeniedError: the caller may not review, or may not change anything.
             NotFoundError: no such item that the caller may see.
         """
-        within = self._readable(caller)
-        access = self._service.access
-        access.check_writes(caller, "review an answer")
-        item = self.item(item_id, caller)
-        if not caller.is_admin:  # reviewing changes what readers of those collections get
-            editable = {c.id for c in access.editable(caller)}
-            if item.collections is None or not item.collections <= editable:
-                raise PermissionDeniedError(
-                    "review this answer",
-                    "it searched a collection you may read but not change",
-                )
+        within, editable = self._reviewer(caller)
+        self._service.access.check_writes(caller, "review an answer")
+        item = self.store.get(item_id, within=within)
+        # Not an admin: reviewing changes what readers of those collections get.
+        if editable is not None and (item.collections is None or not item.collections <= editable):
+            raise PermissionDeniedError(
+                "review this answer", "it searched a collection you may read but not change"
+            )
         text = (correction or "").strip()
         if verdict == RIGHT:
             if text:
@@ -270,11 +266,10 @@ class ReviewDesk:
             found = self._sources(item, sources, within)
         else:
             raise InvalidInputError("verdict", "must be right or wrong")
-        with _stored():
-            reviewed = self.store.review(
-                item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
-                correction=text or None, sources=found,
-            )  # fmt: skip
+        reviewed = self.store.review(
+            item.id, verdict, reviewer=caller.user_id, reviewer_name=caller.name,
+            correction=text or None, sources=found,
+        )  # fmt: skip
         self._service.access.record(
             caller, "answer reviewed", str(item.id),
             {"verdict": verdict, "sources": [s.chunk_id for s in found]},
@@ -289,7 +284,7 @@ class ReviewDesk:
         if len(wanted) > MAX_SOURCES:
             raise InvalidInputError("sources", f"at most {MAX_SOURCES} sources")
         docs = self._service.store.get_by_ids(wanted, _narrow(item.collections, within))
-        by_id = {str(d.metadata.get("chunk_id", d.id)): d for d in docs}
+        by_id = by_chunk_id(docs)
         missing = [c for c in wanted if c not in by_id]
         if missing:
             raise InvalidInputError(
@@ -322,15 +317,5 @@ class ReviewDesk:
     def export(self, caller: Principal) -> list[dict[str, Any]]:
         """The reviewed answers ``caller`` may see, as ``ragchat eval`` dataset lines."""
         within = self._readable(caller)
-        with _stored():
-            lines = [eval_line(item) for item in self.store.served_items(within=within)]
+        lines = [eval_line(item) for item in self.store.served_items(within=within)]
         return [line for line in lines if line is not None]
-
-
-@contextlib.contextmanager
-def _stored() -> Iterator[None]:
-    """The queue's database failures, as a ``ReviewError`` the adapters report."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise ReviewError(str(exc)) from exc

@@ -34,7 +34,6 @@ import logging
 import re
 import threading
 import time
-import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from rag.store.faiss import (
     keyword_terms,
 )
 from rag.store.scan import ChunkScan
+from rag.text import redacted
 
 logger = logging.getLogger(__name__)
 
@@ -162,18 +162,6 @@ _COPY_TYPES = [
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def redacted(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reason(exc: BaseException) -> str:

@@ -66,3 +66,10 @@ def test_an_unreachable_server_is_a_cache_error() -> None:
         backend.get(SCOPE.id, "k", 0.0)
     with pytest.raises(CacheError):
         RedisAnswerCache("http://nowhere")
+
+
+def test_a_cache_error_names_the_server_without_its_password() -> None:
+    backend = RedisAnswerCache(f"redis://ann:s3cret@127.0.0.1:{free_port()}/0", timeout_s=0.5)
+    with pytest.raises(CacheError) as caught:
+        backend.get(SCOPE.id, "k", 0.0)
+    assert "s3cret" not in str(caught.value) and "ann@127.0.0.1" in str(caught.value)
