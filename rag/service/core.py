@@ -356,9 +356,9 @@ class RagService:
         ``alone``: the text of a question asked on its own (the first of a conversation, or
         one without earlier turns); None for a follow-up, which the model always answers.
         Its reviewed answer comes first, then the cache's; the answer of ``fresh()`` is kept
-        in the cache. ``look`` False: neither is looked up (an answer asked for again), but
-        the new answer replaces the kept one. ``where``:
-        the conversation (""), where a served answer is stored after the question
+        in the cache, unless a reviewer is to answer it (disputed). ``look`` False: neither
+        is looked up (an answer asked for again), but the new answer replaces the kept one.
+        ``where``: the conversation (""), where a served answer is stored after the question
         (``question_id``: stored already).
         """
         lookup = None
