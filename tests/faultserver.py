@@ -81,11 +81,22 @@ class _Handler(BaseHTTPRequestHandler):
         with owner._lock:
             owner.in_flight += 1
             owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        self._answering = True
         try:
             self._answer(fault, request)
         finally:
-            with owner._lock:
-                owner.in_flight -= 1
+            self._answered()
+
+    def _answered(self) -> None:
+        """This request no longer counts as in flight (once).
+
+        Called before the finishing event is written: a client frees its slot when it
+        reads that event, so its next request must not meet this one still counted.
+        """
+        if getattr(self, "_answering", False):
+            self._answering = False
+            with self.server.owner._lock:
+                self.server.owner.in_flight -= 1
 
     def _answer(self, fault: Fault, request: dict[str, Any]) -> None:
         stop = self.server.owner.stopping
@@ -189,6 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._finish(fault)
 
     def _finish(self, fault: Fault) -> None:
+        self._answered()
         self._chunk(self._chunk_event(fault, {}, finish="stop"))
         if fault.usage:
             usage = {"prompt_tokens": 50, "completion_tokens": 7, "total_tokens": 57}
